@@ -1,0 +1,98 @@
+"""ConText-style assertion: which symptom mentions are negated, hypothetical, about someone else.
+
+After medspaCy's ConText: rules (data/language.yml) are phrases with a category and a
+direction; a trigger's scope runs through its clause until a terminator for its category, a
+hard boundary or `max_scope` words. Overlapping triggers resolve longest-first, so a pseudo
+trigger ("not sure") hides the shorter real one ("not") inside it. A trigger inside the mention
+itself never modifies it: "can't catch my breath" is not a negated breath.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spacy.tokens import Doc, Span
+
+from bot.nlu.knowledge import ContextRule
+
+HARD_BOUNDARY = {".", ";", "!", "?"}
+BACKWARD_BOUNDARY = HARD_BOUNDARY | {","}
+
+
+@dataclass(frozen=True)
+class Trigger:
+    start: int
+    end: int
+    rule: ContextRule
+
+    @property
+    def category(self) -> str:
+        return self.rule.category
+
+
+def resolve_overlaps(triggers: list[Trigger]) -> list[Trigger]:
+    """Longest trigger wins where two overlap (then the earlier one)."""
+    kept: list[Trigger] = []
+    taken: set[int] = set()
+    for t in sorted(triggers, key=lambda t: (-(t.end - t.start), t.start)):
+        if taken.isdisjoint(range(t.start, t.end)):
+            kept.append(t)
+            taken.update(range(t.start, t.end))
+    return sorted(kept, key=lambda t: t.start)
+
+
+def _is_boundary(doc: Doc, i: int, boundaries: set[str]) -> bool:
+    tok = doc[i]
+    return tok.text in boundaries or "\n" in tok.text
+
+
+class ContextScopes:
+    """Computes trigger scopes for one doc and answers "is token i under category c?"."""
+
+    def __init__(self, doc: Doc, triggers: list[Trigger], default_max_scope: int) -> None:
+        self.doc = doc
+        self.triggers = triggers
+        self.default_max_scope = default_max_scope
+        self.terminators: dict[int, tuple[str, ...]] = {}
+        for t in triggers:
+            if t.category == "terminate":
+                for i in range(t.start, t.end):
+                    self.terminators[i] = t.rule.ends
+        self.scopes: list[tuple[Trigger, set[int]]] = [
+            (t, self._scope(t)) for t in triggers if t.category not in ("terminate", "pseudo")
+        ]
+
+    def _ends(self, i: int, category: str) -> bool:
+        return category in self.terminators.get(i, ())
+
+    def _scope(self, t: Trigger) -> set[int]:
+        doc, limit = self.doc, t.rule.max_scope or self.default_max_scope
+        sent = doc[t.start].sent
+        scope: set[int] = set()
+        if t.rule.direction in ("forward", "both"):
+            words = 0
+            for i in range(t.end, sent.end):
+                if _is_boundary(doc, i, HARD_BOUNDARY) or self._ends(i, t.category) or words >= limit:
+                    break
+                scope.add(i)
+                words += not doc[i].is_punct
+        if t.rule.direction in ("backward", "both"):
+            words = 0
+            for i in range(t.start - 1, sent.start - 1, -1):
+                if _is_boundary(doc, i, BACKWARD_BOUNDARY) or self._ends(i, t.category) or words >= limit:
+                    break
+                scope.add(i)
+                words += not doc[i].is_punct
+        return scope
+
+    def modifiers(self, span: Span | tuple[int, int]) -> dict[str, Trigger]:
+        """The categories modifying a mention (start token in scope, trigger outside it)."""
+        start, end = (span.start, span.end) if isinstance(span, Span) else span
+        found: dict[str, Trigger] = {}
+        for trig, scope in self.scopes:
+            if start in scope and (trig.end <= start or trig.start >= end):
+                found.setdefault(trig.category, trig)
+        return found
+
+    def in_message(self, category: str) -> list[Trigger]:
+        return [t for t in self.triggers if t.category == category]

@@ -1,0 +1,246 @@
+"""SymptomExtractor: free text → symptom mentions with assertions, vitals, therapy context.
+
+Pure Python over spaCy (no Rasa import), so the rules are unit-tested directly and the Rasa
+component (bot/nlu/rasa_component.py) is a thin wrapper.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from spacy.tokens import Doc, Span
+
+from bot.nlu.context import ContextScopes, Trigger, resolve_overlaps
+from bot.nlu.knowledge import KnowledgeBase, LanguageRules, load_knowledge_base, load_language_rules
+from bot.nlu.pipeline import CompiledRules, build_pipeline
+from bot.nlu.vitals import Vital, VitalsParser
+
+PRESENT, ABSENT, HYPOTHETICAL = "present", "absent", "hypothetical"
+# Longer messages are cut here; 20,000 characters (the largest Telegram allows is 4,096) is plenty.
+MAX_CHARS = 20_000
+
+_WHEN_RE = re.compile(
+    r"\b(?:(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|a|an|a couple of|a few|couple)"
+    r"\s+(?:hours?|hrs?|days?|weeks?|wks?|months?)\s+ago"
+    r"|yesterday|today|this (?:morning|afternoon|evening|week)|last (?:night|week|month|monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+    r"|on (?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+    r"|(?:since|on) (?:the )?\d{1,2}(?:st|nd|rd|th)?(?: of)? ?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*"
+    r"|\d{1,2}[./-]\d{1,2}(?:[./-]\d{2,4})?)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class SymptomMention:
+    symptom: str
+    assertion: str  # present | absent | hypothetical
+    text: str
+    start: int  # character offsets in the message
+    end: int
+    source: str  # phrase | vital
+    evidence: str  # why: the words, or the vital and the threshold it crossed
+    experiencer: str = "patient"  # patient | other (a relative writing; still present)
+    cue: str = ""  # the negation / hypothetical words that modified it
+
+
+@dataclass(frozen=True)
+class TherapyMention:
+    therapy: str | None  # knowledge-base therapy id when a drug is named
+    kind: str
+    name: str
+    assertion: str
+    text: str
+    start: int
+    end: int
+    when: str | None = None
+
+
+@dataclass
+class Findings:
+    text: str
+    mentions: list[SymptomMention] = field(default_factory=list)
+    therapies: list[TherapyMention] = field(default_factory=list)
+    worsening: list[str] = field(default_factory=list)
+    vitals: list[Vital] = field(default_factory=list)
+    truncated: bool = False
+
+    def ids(self, assertion: str) -> list[str]:
+        """Symptom ids with this final assertion (present beats absent beats hypothetical)."""
+        final: dict[str, str] = {}
+        rank = {PRESENT: 3, ABSENT: 2, HYPOTHETICAL: 1}
+        for m in self.mentions:
+            if rank[m.assertion] > rank.get(final.get(m.symptom, ""), 0):
+                final[m.symptom] = m.assertion
+        return sorted(s for s, a in final.items() if a == assertion)
+
+    @property
+    def present(self) -> list[str]:
+        return self.ids(PRESENT)
+
+    @property
+    def absent(self) -> list[str]:
+        return self.ids(ABSENT)
+
+    @property
+    def hypothetical(self) -> list[str]:
+        return self.ids(HYPOTHETICAL)
+
+    @property
+    def on_immunotherapy(self) -> bool | None:
+        if any(t.assertion == PRESENT for t in self.therapies):
+            return True
+        if any(t.assertion == ABSENT for t in self.therapies):
+            return False
+        return None
+
+    @property
+    def therapy(self) -> TherapyMention | None:
+        """The most specific therapy the patient says they had: a named drug over a kind."""
+        present = [t for t in self.therapies if t.assertion == PRESENT and t.kind != "denial_only"]
+        named = [t for t in present if t.therapy]
+        return (named or present or [None])[0]
+
+
+class SymptomExtractor:
+    """Finds symptoms, vitals and immunotherapy context in one message."""
+
+    def __init__(self, kb: KnowledgeBase | None = None, rules: LanguageRules | None = None) -> None:
+        self.kb = kb or load_knowledge_base()
+        self.rules = rules or load_language_rules()
+        self.compiled: CompiledRules = build_pipeline(self.kb, self.rules)
+        self.vitals = VitalsParser(self.kb)
+        self._therapy_names = {t.id: t for t in self.kb.therapies}
+
+    @property
+    def nlp(self):  # noqa: ANN201 - spaCy Language
+        return self.compiled.nlp
+
+    def __call__(self, text: str) -> Findings:
+        text = text or ""
+        truncated = len(text) > MAX_CHARS
+        text = text[:MAX_CHARS]
+        findings = Findings(text=text, truncated=truncated)
+        if not text.strip():
+            return findings
+        doc = self.compiled.nlp(text)
+        triggers = resolve_overlaps(
+            [Trigger(s, e, self.rules.context_rules[int(doc.vocab.strings[m])]) for m, s, e in self.compiled.context(doc)]
+        )
+        scopes = ContextScopes(doc, triggers, self.rules.default_max_scope)
+        questions = self._question_sentences(doc)
+        findings.mentions = self._phrase_mentions(doc, scopes, questions)
+        findings.vitals = self.vitals.parse(text)
+        findings.mentions += self._vital_mentions(doc, findings.vitals, scopes, questions)
+        findings.mentions = self._reconcile(doc, findings.mentions)
+        findings.therapies = self._therapy_mentions(doc, scopes, questions)
+        findings.worsening = [doc[t.start : t.end].text for t in scopes.in_message("worsening")]
+        return findings
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _question_sentences(self, doc: Doc) -> set[int]:
+        """Start tokens of sentences that are general questions ("can CRS cause a rash?")."""
+        cue_starts = {s for _, s, _ in self.compiled.present_cues(doc)}
+        found = set()
+        for sent in doc.sents:
+            words = [t for t in sent if not t.is_space]
+            if not words or words[-1].text != "?" or words[0].lower_ not in self.rules.question_starters:
+                continue
+            if not any(sent.start <= c < sent.end for c in cue_starts):
+                found.add(sent.start)
+        return found
+
+    def _assert(self, span: tuple[int, int], doc: Doc, scopes: ContextScopes, questions: set[int], absent: bool) -> tuple[str, str, str]:
+        mods = scopes.modifiers(span)
+        experiencer = "other" if "experiencer" in mods else "patient"
+        if "hypothetical" in mods:
+            t = mods["hypothetical"]
+            return HYPOTHETICAL, experiencer, doc[t.start : t.end].text
+        if doc[span[0]].sent.start in questions:
+            return HYPOTHETICAL, experiencer, "question"
+        if "negated" in mods:
+            t = mods["negated"]
+            # A negated "absent" phrase ("breathing is not fine") means the symptom is there.
+            return (PRESENT if absent else ABSENT), experiencer, doc[t.start : t.end].text
+        return (ABSENT if absent else PRESENT), experiencer, ""
+
+    def _phrase_mentions(self, doc: Doc, scopes: ContextScopes, questions: set[int]) -> list[SymptomMention]:
+        spans = []
+        for match_id, start, end in self.compiled.symptoms(doc):
+            sid, polarity = doc.vocab.strings[match_id].split("|")
+            spans.append((start, end, sid, polarity))
+        # Longest span wins where two overlap; at equal length "present" beats "absent".
+        spans.sort(key=lambda s: (-(s[1] - s[0]), s[3] != "present", s[0]))
+        taken: set[int] = set()
+        mentions = []
+        for start, end, sid, polarity in spans:
+            if not taken.isdisjoint(range(start, end)):
+                continue
+            taken.update(range(start, end))
+            span: Span = doc[start:end]
+            assertion, experiencer, cue = self._assert((start, end), doc, scopes, questions, polarity == "absent")
+            mentions.append(
+                SymptomMention(sid, assertion, span.text, span.start_char, span.end_char, "phrase", f'said "{span.text}"', experiencer, cue)
+            )
+        return sorted(mentions, key=lambda m: m.start)
+
+    def _vital_mentions(self, doc: Doc, vitals: list[Vital], scopes: ContextScopes, questions: set[int]) -> list[SymptomMention]:
+        mentions = []
+        for v in vitals:
+            if not v.symptom or not v.assertion:
+                continue
+            span = doc.char_span(v.start, v.end, alignment_mode="expand")
+            assertion = v.assertion
+            if span is not None:
+                mods = scopes.modifiers((span.start, span.end))
+                if "hypothetical" in mods or span.sent.start in questions:
+                    assertion = HYPOTHETICAL
+            mentions.append(SymptomMention(v.symptom, assertion, v.text, v.start, v.end, "vital", v.evidence))
+        return mentions
+
+    def _reconcile(self, doc: Doc, mentions: list[SymptomMention]) -> list[SymptomMention]:
+        """A measured temperature speaks for the vague fever words of its sentence, and a
+        present higher symptom ("high_fever") replaces the one it subsumes ("fever")."""
+
+        def sent_of(m: SymptomMention) -> int:
+            span = doc.char_span(m.start, m.end, alignment_mode="expand")
+            return span.sent.start if span is not None else -1
+
+        measured = {sent_of(m) for m in mentions if m.source == "vital" and m.symptom in ("fever", "high_fever")}
+        kept = [
+            m for m in mentions if not (m.source == "phrase" and m.symptom == "fever" and m.assertion != PRESENT and sent_of(m) in measured)
+            and not (m.source == "phrase" and m.symptom == "fever" and sent_of(m) in measured
+                     and any(v.source == "vital" and sent_of(v) == sent_of(m) for v in mentions))
+        ]
+        present = {m.symptom for m in kept if m.assertion == PRESENT}
+        subsumed = {sub for sid in present for sub in self.kb.symptoms[sid].subsumes}
+        return [m for m in kept if not (m.symptom in subsumed and m.assertion == PRESENT)]
+
+    def _therapy_mentions(self, doc: Doc, scopes: ContextScopes, questions: set[int]) -> list[TherapyMention]:
+        spans = []
+        for match_id, start, end in self.compiled.therapies(doc):
+            kind, tid = doc.vocab.strings[match_id].split("|")
+            spans.append((start, end, kind, tid))
+        spans.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
+        taken: set[int] = set()
+        found = []
+        for start, end, kind, tid in spans:
+            if not taken.isdisjoint(range(start, end)):
+                continue
+            taken.update(range(start, end))
+            span = doc[start:end]
+            assertion, _, _ = self._assert((start, end), doc, scopes, questions, absent=False)
+            if kind == "denial_only" and assertion != ABSENT:
+                continue  # "my treatment" says nothing; "no treatment" does
+            if kind == "therapy":
+                t = self._therapy_names[tid]
+                therapy_id, kind_id, name = t.id, t.kind, t.name
+            elif kind == "kind":
+                therapy_id, kind_id, name = None, tid, self.kb.therapy_kinds[tid].label
+            else:
+                therapy_id, kind_id, name = None, "denial_only", span.text
+            when = _WHEN_RE.search(span.sent.text)
+            found.append(
+                TherapyMention(therapy_id, kind_id, name, assertion, span.text, span.start_char, span.end_char, when.group(0) if when else None)
+            )
+        return sorted(found, key=lambda t: t.start)

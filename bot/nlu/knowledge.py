@@ -1,0 +1,263 @@
+"""The symptom knowledge base (`data/symptoms.yml`) and language rules (`data/language.yml`).
+
+Both the NLU component and the triage rules load these through here, so every clinical fact
+has exactly one home. Loading validates the files and names the bad entry, because a typo in a
+clinician-edited file must fail loudly at start-up, never silently drop a symptom.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot import PROJECT_ROOT
+
+DEFAULT_KB_PATH = PROJECT_ROOT / "data" / "symptoms.yml"
+DEFAULT_LANGUAGE_PATH = PROJECT_ROOT / "data" / "language.yml"
+KB_ENV = "CRS_KNOWLEDGE_BASE"
+LANGUAGE_ENV = "CRS_LANGUAGE_RULES"
+
+SYMPTOM_CLASSES = ("emergency", "serious", "mild")
+LEVELS = ("none", "monitor", "urgent", "emergency")
+CONTEXT_CATEGORIES = ("negated", "hypothetical", "pseudo", "worsening", "experiencer", "terminate")
+DIRECTIONS = ("forward", "backward", "both")
+
+
+class KnowledgeBaseError(ValueError):
+    """A knowledge-base or language file is malformed; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class Symptom:
+    id: str
+    cls: str
+    label: str
+    phrases: tuple[str, ...]
+    absent: tuple[str, ...] = ()
+    subsumes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Therapy:
+    id: str
+    name: str
+    kind: str
+    names: tuple[str, ...]
+    source: str = "article"
+
+
+@dataclass(frozen=True)
+class TherapyKind:
+    id: str
+    label: str
+    highest_risk: bool
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ContextRule:
+    literal: str
+    category: str
+    direction: str = "forward"
+    max_scope: int | None = None
+    ends: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LanguageRules:
+    context_rules: tuple[ContextRule, ...]
+    default_max_scope: int
+    question_starters: frozenset[str]
+    question_present_cues: tuple[str, ...]
+    shorthand: dict[str, str]
+    protected_words: frozenset[str]
+    path: Path = field(default=DEFAULT_LANGUAGE_PATH)
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    symptoms: dict[str, Symptom]
+    thresholds: dict[str, dict[str, Any]]
+    classes: dict[str, dict[str, str]]
+    worsening_level: str
+    therapies: tuple[Therapy, ...]
+    therapy_kinds: dict[str, TherapyKind]
+    therapy_denial_only: tuple[str, ...]
+    path: Path = field(default=DEFAULT_KB_PATH)
+
+    def symptom_class(self, symptom_id: str) -> str:
+        return self.symptoms[symptom_id].cls
+
+    def ids_of_class(self, cls: str) -> list[str]:
+        return [s.id for s in self.symptoms.values() if s.cls == cls]
+
+    def threshold(self, group: str, name: str) -> Any:
+        try:
+            return self.thresholds[group][name]
+        except KeyError as exc:
+            raise KnowledgeBaseError(f"threshold {group}.{name} missing in {self.path}") from exc
+
+    def therapy(self, therapy_id: str) -> Therapy | None:
+        return next((t for t in self.therapies if t.id == therapy_id), None)
+
+
+def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise KnowledgeBaseError(f"{where}: missing key {key!r}")
+    return mapping[key]
+
+
+def _str_list(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise KnowledgeBaseError(f"{where}: expected a list of non-empty strings, got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
+def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> KnowledgeBase:
+    """Validate the YAML structure and build the typed knowledge base."""
+    where = str(path)
+    symptoms: dict[str, Symptom] = {}
+    for sid, entry in (_require(raw, "symptoms", where) or {}).items():
+        cls = _require(entry, "class", f"{where}: symptom {sid}")
+        if cls not in SYMPTOM_CLASSES:
+            raise KnowledgeBaseError(f"{where}: symptom {sid} has unknown class {cls!r}")
+        phrases = _str_list(_require(entry, "phrases", f"{where}: symptom {sid}"), f"symptom {sid}")
+        if not phrases:
+            raise KnowledgeBaseError(f"{where}: symptom {sid} has no phrases")
+        symptoms[sid] = Symptom(
+            id=sid,
+            cls=cls,
+            label=str(entry.get("label", sid.replace("_", " "))),
+            phrases=phrases,
+            absent=_str_list(entry.get("absent"), f"symptom {sid}.absent"),
+            subsumes=_str_list(entry.get("subsumes"), f"symptom {sid}.subsumes"),
+        )
+    for s in symptoms.values():
+        for other in s.subsumes:
+            if other not in symptoms:
+                raise KnowledgeBaseError(f"{where}: {s.id} subsumes unknown symptom {other!r}")
+    classes = _require(raw, "classes", where)
+    for cls in SYMPTOM_CLASSES:
+        entry = _require(classes, cls, f"{where}: classes")
+        for key, level in entry.items():
+            if level not in LEVELS:
+                raise KnowledgeBaseError(f"{where}: classes.{cls}.{key} = {level!r} is not a level")
+    worsening = raw.get("worsening_level", "urgent")
+    if worsening not in LEVELS:
+        raise KnowledgeBaseError(f"{where}: worsening_level {worsening!r} is not a level")
+    kinds = {
+        kid: TherapyKind(
+            id=kid,
+            label=str(_require(k, "label", f"{where}: therapy kind {kid}")),
+            highest_risk=bool(k.get("highest_risk", False)),
+            names=_str_list(k.get("names"), f"therapy kind {kid}"),
+        )
+        for kid, k in (_require(raw, "therapy_kinds", where) or {}).items()
+    }
+    therapies = []
+    for t in _require(raw, "therapies", where) or []:
+        tid = _require(t, "id", f"{where}: therapy")
+        kind = _require(t, "kind", f"{where}: therapy {tid}")
+        if kind not in kinds:
+            raise KnowledgeBaseError(f"{where}: therapy {tid} has unknown kind {kind!r}")
+        therapies.append(
+            Therapy(
+                id=tid,
+                name=str(_require(t, "name", f"{where}: therapy {tid}")),
+                kind=kind,
+                names=_str_list(_require(t, "names", f"{where}: therapy {tid}"), f"therapy {tid}"),
+                source=str(t.get("source", "article")),
+            )
+        )
+    return KnowledgeBase(
+        symptoms=symptoms,
+        thresholds=_require(raw, "thresholds", where),
+        classes=classes,
+        worsening_level=worsening,
+        therapies=tuple(therapies),
+        therapy_kinds=kinds,
+        therapy_denial_only=_str_list(raw.get("therapy_denial_only"), "therapy_denial_only"),
+        path=path,
+    )
+
+
+def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH) -> LanguageRules:
+    """Validate the context rules (medspaCy-style: whitelisted keys, known categories)."""
+    where = str(path)
+    allowed = {"literal", "category", "direction", "max_scope", "ends"}
+    rules = []
+    for i, r in enumerate(_require(raw, "context_rules", where)):
+        if not isinstance(r, dict):
+            raise KnowledgeBaseError(f"{where}: context rule #{i} is not a mapping")
+        extra = set(r) - allowed
+        if extra:
+            raise KnowledgeBaseError(f"{where}: context rule {r.get('literal')!r} has unknown keys {sorted(extra)}")
+        literal = _require(r, "literal", f"{where}: context rule #{i}")
+        category = _require(r, "category", f"{where}: context rule {literal!r}")
+        if category not in CONTEXT_CATEGORIES:
+            raise KnowledgeBaseError(f"{where}: context rule {literal!r} has unknown category {category!r}")
+        direction = r.get("direction", "forward")
+        if direction not in DIRECTIONS:
+            raise KnowledgeBaseError(f"{where}: context rule {literal!r} has unknown direction {direction!r}")
+        ends = _str_list(r.get("ends"), f"context rule {literal!r}.ends")
+        if (category == "terminate") != bool(ends):
+            raise KnowledgeBaseError(f"{where}: context rule {literal!r}: `ends` goes with category terminate only")
+        for e in ends:
+            if e not in CONTEXT_CATEGORIES:
+                raise KnowledgeBaseError(f"{where}: context rule {literal!r} ends unknown category {e!r}")
+        rules.append(ContextRule(str(literal), category, direction, r.get("max_scope"), ends))
+    question = raw.get("question") or {}
+    return LanguageRules(
+        context_rules=tuple(rules),
+        default_max_scope=int(raw.get("default_max_scope", 8)),
+        question_starters=frozenset(_str_list(question.get("starters"), "question.starters")),
+        question_present_cues=_str_list(question.get("present_cues"), "question.present_cues"),
+        shorthand={str(k).lower(): str(v).lower() for k, v in (raw.get("shorthand") or {}).items()},
+        protected_words=frozenset(w.lower() for w in _str_list(raw.get("protected_words"), "protected_words")),
+        path=path,
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        raise KnowledgeBaseError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise KnowledgeBaseError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def kb_path() -> Path:
+    return Path(os.environ.get(KB_ENV) or DEFAULT_KB_PATH)
+
+
+def language_path() -> Path:
+    return Path(os.environ.get(LANGUAGE_ENV) or DEFAULT_LANGUAGE_PATH)
+
+
+@lru_cache(maxsize=8)
+def _load_kb(path: Path) -> KnowledgeBase:
+    return parse_knowledge_base(_read_yaml(path), path)
+
+
+@lru_cache(maxsize=8)
+def _load_language(path: Path) -> LanguageRules:
+    return parse_language_rules(_read_yaml(path), path)
+
+
+def load_knowledge_base(path: Path | str | None = None) -> KnowledgeBase:
+    """The knowledge base at `path`, else $CRS_KNOWLEDGE_BASE, else data/symptoms.yml."""
+    return _load_kb(Path(path) if path else kb_path())
+
+
+def load_language_rules(path: Path | str | None = None) -> LanguageRules:
+    return _load_language(Path(path) if path else language_path())

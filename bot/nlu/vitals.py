@@ -1,0 +1,176 @@
+"""Find vital signs written with numbers and map them through the knowledge-base thresholds.
+
+Regex over the raw text, because numbers with units ("39,4°C", "85/50", "SpO2 88%") are
+tokenised unpredictably. A number is read as a vital when a unit follows it or a vital keyword
+precedes it (nothing else in between), or — for temperatures only — when it is a decimal in
+the body-temperature range ("it's 39.8 now"). Each reading becomes a present or denied symptom
+with the comparison that decided it, so a clinic can see the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bot.nlu.knowledge import KnowledgeBase
+
+_NUM = r"(\d{2,3}(?:[.,]\d{1,2})?)"
+
+_KEYWORDS = {
+    "spo2": r"spo2|sp02|sa02|sao2|o2 sat(?:uration)?s?|o2|oxygen(?: level| saturation| sat(?:uration)?s?)?|sats?|saturations?|"
+    r"pulse ?ox(?:imeter)?|oximeter|ox(?:y|i)meter|pulseox|oxygenation",
+    "pulse": r"pulse(?! ?ox)(?: rate)?|heart ?rate|hr|heartbeat|heart beat|bpm|heart",
+    "bp": r"blood pressure|bp|b/p|pressure|systolic",
+    "temp": r"temperature|temp|fever|thermometer|febrile|temps",
+}
+_KEYWORD_RE = re.compile(
+    "|".join(f"(?P<{k}>\\b(?:{v})\\b)" for k, v in _KEYWORDS.items()),
+    re.IGNORECASE,
+)
+_BP_RE = re.compile(r"(?<![\d.,/])(\d{2,3})\s*(?:/|\bover\b)\s*(\d{2,3})(?![\d/]|[.,]\d)", re.IGNORECASE)
+_TEMP_UNIT_RE = re.compile(
+    _NUM + r"\s*(?:°|º|˚|deg(?:ree)?s?\.?)?\s*(?P<unit>celsius|centigrade|fahrenheit|c|f)\b"
+    r"|" + _NUM.replace("(", "(?P<deg>", 1) + r"\s*(?:°|º|˚|deg(?:ree)?s?)",
+    re.IGNORECASE,
+)
+_NUM_RE = re.compile(r"(?<![\d/])" + _NUM + r"(?![\d/])\s*(?P<unit>%|bpm|beats|mm ?hg|/min)?", re.IGNORECASE)
+# The gap between a keyword and its number: short, no digits, no sentence end.
+_GAP_RE = re.compile(r"[^\d.!?\n]{0,40}")
+
+
+@dataclass(frozen=True)
+class Vital:
+    kind: str  # temperature | pulse | blood_pressure | spo2
+    value: float
+    unit: str
+    text: str
+    start: int
+    end: int
+    symptom: str | None = None
+    assertion: str | None = None  # present | absent | None (in between: says nothing)
+    evidence: str = ""
+
+
+def _f(number: str) -> float:
+    return float(number.replace(",", "."))
+
+
+def _in(value: float, bounds: list[float]) -> bool:
+    return bounds[0] <= value <= bounds[1]
+
+
+class VitalsParser:
+    """Parses vitals from text; thresholds come from the knowledge base only."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.t = kb.thresholds
+
+    # -- mapping through thresholds ------------------------------------------------------
+    def temperature(self, value: float, unit: str | None, text: str, start: int, end: int) -> Vital | None:
+        t = self.t["temperature"]
+        if unit is None:
+            unit = "C" if _in(value, t["plausible_c"]) else "F" if _in(value, t["plausible_f"]) else None
+        if unit is None or not _in(value, t["plausible_c"] if unit == "C" else t["plausible_f"]):
+            return None
+        high, fever = (t["high_fever_c"], t["fever_c"]) if unit == "C" else (t["high_fever_f"], t["fever_f"])
+        normal_below = t["normal_below_c"] if unit == "C" else t["normal_below_c"] * 9 / 5 + 32
+        shown = f"temperature {value:g} °{unit}"
+        if value >= high:
+            return Vital("temperature", value, unit, text, start, end, "high_fever", "present", f"{shown} ≥ {high:g} °{unit}")
+        if value >= fever:
+            return Vital("temperature", value, unit, text, start, end, "fever", "present", f"{shown} ≥ {fever:g} °{unit}")
+        if value < normal_below:
+            return Vital("temperature", value, unit, text, start, end, "fever", "absent", f"{shown} < {normal_below:g} °{unit}")
+        return Vital("temperature", value, unit, text, start, end, evidence=f"{shown}: borderline")
+
+    def pulse(self, value: float, text: str, start: int, end: int) -> Vital | None:
+        p = self.t["pulse"]
+        if not _in(value, p["plausible"]):
+            return None
+        shown = f"pulse {value:g}/min"
+        if value > p["rapid_above"]:
+            return Vital("pulse", value, "/min", text, start, end, "rapid_heartbeat", "present", f"{shown} > {p['rapid_above']:g}/min")
+        if _in(value, p["normal"]):
+            return Vital("pulse", value, "/min", text, start, end, "rapid_heartbeat", "absent", f"{shown} in normal range")
+        return Vital("pulse", value, "/min", text, start, end, evidence=shown)
+
+    def blood_pressure(self, systolic: float, diastolic: float | None, text: str, start: int, end: int) -> Vital | None:
+        s = self.t["systolic"]
+        if not _in(systolic, s["plausible"]):
+            return None
+        shown = f"blood pressure {systolic:g}/{diastolic:g}" if diastolic else f"systolic pressure {systolic:g}"
+        if systolic < s["low_below"]:
+            return Vital("blood_pressure", systolic, "mmHg", text, start, end, "low_blood_pressure", "present", f"{shown} (systolic < {s['low_below']:g})")
+        if systolic >= s["normal_from"]:
+            return Vital("blood_pressure", systolic, "mmHg", text, start, end, "low_blood_pressure", "absent", f"{shown} (systolic ≥ {s['normal_from']:g})")
+        return Vital("blood_pressure", systolic, "mmHg", text, start, end, evidence=shown)
+
+    def spo2(self, value: float, text: str, start: int, end: int) -> Vital | None:
+        o = self.t["spo2"]
+        if not _in(value, o["plausible"]):
+            return None
+        shown = f"SpO2 {value:g} %"
+        if value < o["low_below"]:
+            return Vital("spo2", value, "%", text, start, end, "difficulty_breathing", "present", f"{shown} < {o['low_below']:g} %")
+        # A normal saturation does not rule out breathlessness, so it denies nothing.
+        return Vital("spo2", value, "%", text, start, end, evidence=shown)
+
+    # -- finding numbers -----------------------------------------------------------------
+    def parse(self, text: str) -> list[Vital]:
+        """Every vital reading in `text`, in order of appearance."""
+        found: list[Vital] = []
+        taken: list[tuple[int, int]] = []
+
+        def free(a: int, b: int) -> bool:
+            return all(b <= x or a >= y for x, y in taken)
+
+        def add(v: Vital | None, a: int, b: int) -> None:
+            if v is not None and free(a, b):
+                found.append(v)
+                taken.append((a, b))
+
+        keywords = list(_KEYWORD_RE.finditer(text))
+
+        def keyword_before(pos: int) -> str | None:
+            best = None
+            for m in keywords:
+                if m.end() <= pos and _GAP_RE.fullmatch(text, m.end(), pos):
+                    best = m
+            return best.lastgroup if best else None
+
+        for m in _BP_RE.finditer(text):
+            sys_, dia = _f(m.group(1)), _f(m.group(2))
+            kw = keyword_before(m.start())
+            plausible = _in(dia, self.t["diastolic"]["plausible"]) and sys_ > dia
+            if plausible and (kw in ("bp", None) or re.match(r"\s*mm ?hg", text[m.end():], re.I)):
+                if kw == "bp" or sys_ >= 60:
+                    add(self.blood_pressure(sys_, dia, m.group(0), m.start(), m.end()), m.start(), m.end())
+        for m in _TEMP_UNIT_RE.finditer(text):
+            number = m.group(1) or m.group("deg")
+            unit = (m.group("unit") or "").upper()[:1] or None
+            value = _f(number)
+            if unit in (None, "C", "F"):
+                if unit is None or unit in "CF":
+                    add(self.temperature(value, unit if unit in ("C", "F") else None, m.group(0), m.start(), m.end()), m.start(), m.end())
+        for m in _NUM_RE.finditer(text):
+            a, b = m.start(1), m.end()
+            if not free(a, b):
+                continue
+            value = _f(m.group(1))
+            unit = (m.group("unit") or "").lower().replace(" ", "")
+            kw = keyword_before(a)
+            if unit == "%" and kw in (None, "spo2"):
+                if kw == "spo2" or re.match(r"[^\d.!?\n]{0,25}\b(?:oxygen|o2|sat)", text[b:], re.I):
+                    add(self.spo2(value, m.group(0), a, b), a, b)
+            elif unit in ("bpm", "beats", "/min") or (kw == "pulse" and not unit):
+                add(self.pulse(value, m.group(0), a, b), a, b)
+            elif kw == "spo2":
+                add(self.spo2(value, m.group(0), a, b), a, b)
+            elif kw == "bp" and unit in ("", "mmhg"):
+                add(self.blood_pressure(value, None, m.group(0), a, b), a, b)
+            elif kw == "temp" and not unit:
+                add(self.temperature(value, None, m.group(0), a, b), a, b)
+            elif not unit and re.fullmatch(r"\d{2,3}[.,]\d", m.group(1)):
+                # A bare decimal in the body-temperature range ("it's 39.8 now").
+                add(self.temperature(value, None, m.group(0), a, b), a, b)
+        return sorted(found, key=lambda v: v.start)
