@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make run` and `make test` (see README).
+SHELL := /bin/bash
+PY := .venv/bin/python
+RASA := .venv/bin/rasa
+export PYTHONPATH := $(CURDIR)
+export TF_CPP_MIN_LOG_LEVEL := 3
+export SQLALCHEMY_SILENCE_UBER_WARNING := 1
+MODEL := models/crs.tar.gz
+TRAINING_INPUTS := config.yml domain.yml $(wildcard data/*.yml) $(wildcard bot/nlu/*.py)
+CASES ?= ../shared/cases/dev.jsonl
+OUT ?= var/eval/results.jsonl
+
+.PHONY: run test eval shell model venv lint validate lock clean
+
+venv: .venv/.installed
+.venv/.installed: requirements/lock.txt requirements/nodeps.txt
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	# rasa and rasa-sdk declare Python <3.11 but run on 3.11 (see README "Installing Rasa on Python 3.11").
+	.venv/bin/pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements/nodeps.txt
+	touch $@
+
+model: $(MODEL)
+$(MODEL): .venv/.installed $(TRAINING_INPUTS)
+	$(RASA) train --fixed-model-name crs --out models --quiet
+	touch $@
+
+run: $(MODEL)
+	$(PY) -m bot run
+
+shell: $(MODEL)
+	@echo "(start the action server first in another terminal: make actions)"
+	$(RASA) shell --model $(MODEL) --endpoints endpoints.yml
+
+actions: .venv/.installed
+	$(RASA) run actions --actions actions
+
+eval: $(MODEL)
+	$(PY) -m bot eval --cases $(CASES) --out $(OUT)
+
+validate: .venv/.installed
+	$(RASA) data validate --fail-on-warnings
+
+lint: .venv/.installed
+	.venv/bin/ruff check .
+
+test: $(MODEL)
+	$(PY) -m pytest
+
+lock:
+	python3 -m venv /tmp/crs-lock-venv && /tmp/crs-lock-venv/bin/pip install -r requirements/project.in
+	(echo "# Resolved versions of requirements/project.in on Python 3.11 (pip freeze). Regenerate: make lock"; \
+	 /tmp/crs-lock-venv/bin/pip freeze | grep -v -E '^(rasa|rasa-sdk)==') > requirements/lock.txt
+
+clean:
+	rm -rf models .rasa var .pytest_cache

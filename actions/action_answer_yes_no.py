@@ -1,0 +1,57 @@
+"""`action_answer_yes_no`: a bare "yes"/"no" answers the question the bot asked last."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.conversation import TriageState, labels, responders_note
+from actions.replies import EMERGENCY_CHECK, THERAPY_QUESTION, ask_follow_up, send_level_advice, slot_events
+from bot.nlu.knowledge import load_knowledge_base
+
+
+class ActionAnswerYesNo(Action):
+    """Yes to the emergency screen → 911; yes/no to the therapy question → status slot."""
+
+    def name(self) -> str:
+        return "action_answer_yes_no"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
+        kb = load_knowledge_base()
+        intent = ((tracker.latest_message or {}).get("intent") or {}).get("name")
+        yes = intent == "affirm"
+        pending = tracker.get_slot("pending_question")
+        asked = list(tracker.get_slot("asked") or [])
+        state = TriageState.from_slots(tracker.current_slot_values())
+        events: list[dict[str, Any]] = [SlotSet("pending_question", None)]
+
+        if pending == EMERGENCY_CHECK:
+            screened = [s for s in asked if s in kb.symptoms]
+            if yes:
+                reason = f"answered yes to the emergency screen ({labels(kb, screened)}) → emergency"
+                state = replace(state, level="emergency", reasons=(*state.reasons, reason))
+                dispatcher.utter_message(response="utter_emergency_check_yes", responders=responders_note(state))
+                return events + slot_events(state)
+            dispatcher.utter_message(response="utter_emergency_check_no")
+        elif pending == THERAPY_QUESTION:
+            state = state.with_therapy(yes)
+            state, result = state.assessed(kb)
+            if yes:
+                dispatcher.utter_message(response="utter_ask_therapy_details")
+                return events + slot_events(state)
+            dispatcher.utter_message(response="utter_no_therapy_noted")
+            if state.level != "none":
+                send_level_advice(dispatcher, kb, state, result, [])
+        else:
+            dispatcher.utter_message(response="utter_affirm_no_question")
+            return events
+
+        question, newly = ask_follow_up(dispatcher, kb, state, asked)
+        events = slot_events(state) + [SlotSet("pending_question", question)]
+        if newly:
+            events.append(SlotSet("asked", asked + newly))
+        return events

@@ -1,0 +1,65 @@
+"""`action_triage`: apply the escalation rules to what the patient just said."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.conversation import MessageFindings, TriageState
+from actions.replies import THERAPY_QUESTION, ask_follow_up, hypothetical_advice, send_level_advice, slot_events
+from bot.nlu.knowledge import load_knowledge_base
+
+
+class ActionTriage(Action):
+    """Update symptoms/therapy slots from the message's entities, decide the level, reply."""
+
+    def name(self) -> str:
+        return "action_triage"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
+        kb = load_knowledge_base()
+        message = tracker.latest_message or {}
+        findings = MessageFindings.from_entities(message.get("entities") or [], kb)
+        before = TriageState.from_slots(tracker.current_slot_values())
+        asked = list(tracker.get_slot("asked") or [])
+        pending = tracker.get_slot("pending_question")
+        state = before.with_findings(findings)
+        if pending == THERAPY_QUESTION and findings.on_immunotherapy is None and not findings.mentions_symptoms:
+            # An answer we cannot parse ("the pink one, Tuesday") is kept for the clinic.
+            intent = (message.get("intent") or {}).get("name")
+            if intent == "inform_therapy":
+                state = state.with_therapy(True, therapy=str(message.get("text") or "")[:120])
+        state, result = state.assessed(kb)
+
+        new = [s for s in findings.present if s not in before.symptoms]
+        if findings.mentions_symptoms or state.level != before.level:
+            send_level_advice(dispatcher, kb, state, result, new)
+        elif findings.hypothetical:
+            dispatcher.utter_message(response="utter_hypothetical", advice=hypothetical_advice(kb, findings.hypothetical, state.on_immunotherapy))
+        elif findings.on_immunotherapy is not None or state.therapy != before.therapy:
+            if state.on_immunotherapy:
+                kind = kb.therapy_kinds.get(state.therapy_kind or "")
+                risk = "This kind of therapy carries the highest risk of CRS, so" if kind and kind.highest_risk else "So"
+                dispatcher.utter_message(
+                    response="utter_therapy_noted",
+                    therapy=state.therapy + (f", {state.therapy_when}" if state.therapy_when else ""),
+                    risk=f"{risk} tell me at once about any new symptom, even a mild one; in an emergency call 911.",
+                )
+            else:
+                dispatcher.utter_message(response="utter_no_therapy_noted")
+            if state.level != "none":
+                send_level_advice(dispatcher, kb, state, result, [])
+            elif not state.symptoms:
+                dispatcher.utter_message(response="utter_ask_symptoms")
+        else:
+            dispatcher.utter_message(response="utter_unknown_symptom")
+
+        question, screened = ask_follow_up(dispatcher, kb, state, asked)
+        events = slot_events(state)
+        events.append(SlotSet("pending_question", question))
+        if screened:
+            events.append(SlotSet("asked", asked + screened))
+        return events

@@ -1,0 +1,95 @@
+"""`python -m bot …`: the operations CLI behind `make run` and `make eval`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bot.evaluate import RestClient, evaluate, format_summary
+from bot.servers import Stack, is_up
+from bot.settings import load_settings
+
+log = logging.getLogger("bot")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    stack = Stack(settings)
+    t0 = time.monotonic()
+    try:
+        stack.start_actions()
+        stack.start_rasa()
+    except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+        stack.stop()
+        sys.stderr.write(f"start-up failed: {exc} (logs in var/log/)\n")
+        return 1
+    sys.stdout.write(
+        f"CRS symptom checker ready in {time.monotonic() - t0:.1f} s\n"
+        f"  Rasa REST channel: POST {settings.rasa_url}/webhooks/rest/webhook  body {{\"sender\": \"me\", \"message\": \"hi\"}}\n"
+        f"  Rasa HTTP API (token in var/rasa-api-token or $RASA_API_TOKEN): {settings.rasa_url}/status?token=…\n"
+        f"  Action server: {settings.actions_url}/health\n"
+        f"  Tracker store: {settings.database_url.split('@')[-1]}\n"
+        f"  Telegram relay: {'not built yet (issue 3)' if settings.telegram_bot_token else 'off: TELEGRAM_BOT_TOKEN is not set'}\n"
+        "  Try: curl -s localhost:%d/webhooks/rest/webhook -d '{\"sender\":\"me\",\"message\":\"I cant catch my breath\"}'\n"
+        "  Ctrl-C stops everything.\n" % settings.rasa_port
+    )
+    sys.stdout.flush()
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop:
+            for name, proc in list(stack.procs.items()):
+                if proc.poll() is not None:
+                    sys.stderr.write(f"{name} exited with code {proc.returncode}; see var/log/{name}.log\n")
+                    stop = True
+            time.sleep(0.5)
+    finally:
+        stack.stop()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    stack = Stack(settings)
+    try:
+        if not is_up(f"{settings.actions_url}/health"):
+            stack.start_actions()
+        if not is_up(f"{settings.rasa_url}/"):
+            stack.start_rasa()
+        client = RestClient(settings.rasa_url, str(settings.rasa_api_token))
+        summary = evaluate(client, Path(args.cases), Path(args.out))
+    finally:
+        stack.stop()
+    sys.stdout.write(format_summary(summary) + "\n")
+    if args.show_misses:
+        for miss in summary["triage_misses"]:
+            sys.stdout.write(f"  miss {miss}\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the action server and the Rasa server").set_defaults(func=cmd_run)
+    ev = sub.add_parser("eval", help="score a case file through the live stack")
+    ev.add_argument("--cases", required=True)
+    ev.add_argument("--out", required=True)
+    ev.add_argument("--show-misses", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

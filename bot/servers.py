@@ -1,0 +1,111 @@
+"""Start, probe and stop the action server and the Rasa server as child processes.
+
+Used by `make run`, `make eval` and the integration tests, so all three run the product the
+same way: REST channel on, HTTP API on with a token, bound to 127.0.0.1, SQL tracker store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from bot import PROJECT_ROOT
+from bot.settings import MODEL_PATH, Settings
+
+RASA = str(Path(sys.executable).with_name("rasa"))
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        DATABASE_URL=settings.database_url,
+        ACTIONS_PORT=str(settings.actions_port),
+        TF_CPP_MIN_LOG_LEVEL="3",
+        SQLALCHEMY_SILENCE_UBER_WARNING="1",
+    )
+    return env
+
+
+def actions_command(settings: Settings) -> list[str]:
+    return [RASA, "run", "actions", "--actions", "actions", "--port", str(settings.actions_port)]
+
+
+def rasa_command(settings: Settings, model: Path = MODEL_PATH) -> list[str]:
+    return [
+        RASA, "run", "--model", str(model), "--enable-api",
+        "--auth-token", str(settings.rasa_api_token),
+        "--interface", "127.0.0.1", "--port", str(settings.rasa_port),
+        "--endpoints", str(PROJECT_ROOT / "endpoints.yml"),
+        "--credentials", str(PROJECT_ROOT / "credentials.yml"),
+    ]
+
+
+def is_up(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return requests.get(url, timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_until_up(url: str, proc: subprocess.Popen | None, timeout: float, what: str) -> float:
+    """Seconds until `url` answers 200; raises if the process died or time ran out."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if is_up(url):
+            return time.monotonic() - start
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready")
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready at {url} after {timeout:.0f} s")
+
+
+@dataclass
+class Stack:
+    """The action server and Rasa server started by us (stopped again by `stop`)."""
+
+    settings: Settings
+    log_dir: Path = PROJECT_ROOT / "var" / "log"
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=child_env(self.settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start_actions(self, timeout: float = 60) -> float:
+        proc = self._spawn("actions", actions_command(self.settings))
+        return wait_until_up(f"{self.settings.actions_url}/health", proc, timeout, "action server")
+
+    def start_rasa(self, timeout: float = 120) -> float:
+        if not MODEL_PATH.exists():
+            raise FileNotFoundError(f"no trained model at {MODEL_PATH}: run `make model`")
+        proc = self._spawn("rasa", rasa_command(self.settings))
+        return wait_until_up(f"{self.settings.rasa_url}/", proc, timeout, "Rasa server")
+
+    def start(self) -> dict[str, float]:
+        return {"actions": self.start_actions(), "rasa": self.start_rasa()}
+
+    def stop_one(self, name: str, timeout: float = 20) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self.stop_one(name)

@@ -1,0 +1,54 @@
+"""Rasa's SQLTrackerStore configured from one `DATABASE_URL` (SQLite default, PostgreSQL works).
+
+Rasa's own config wants dialect/host/db/... keys; operators think in one URL. This subclass
+parses the URL with SQLAlchemy and hands the parts to the stock store, so every conversation
+is persisted and survives a restart of the Rasa server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rasa.core.brokers.broker import EventBroker
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from sqlalchemy.engine.url import make_url
+
+from bot import PROJECT_ROOT
+
+DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'crs.db'}"
+
+
+def database_url() -> str:
+    return os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+class ConfiguredSQLTrackerStore(SQLTrackerStore):
+    """SQLTrackerStore whose connection comes from $DATABASE_URL."""
+
+    def __init__(
+        self,
+        domain: Domain | None = None,
+        host: str | None = None,
+        event_broker: EventBroker | None = None,
+        **kwargs: Any,
+    ) -> None:
+        url = make_url(database_url())
+        if url.drivername.startswith("sqlite") and url.database:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        for key in ("dialect", "port", "db", "username", "password", "query", "login_db"):
+            kwargs.pop(key, None)
+        super().__init__(
+            domain=domain,
+            dialect=url.drivername,
+            host=url.host,
+            port=url.port,
+            db=url.database or "",
+            username=url.username,
+            password=url.password,
+            event_broker=event_broker,
+            query=dict(url.query) or None,
+            **kwargs,
+        )
