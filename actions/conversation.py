@@ -169,4 +169,4 @@ def responders_note(state: TriageState) -> str:
         return f"you are on immunotherapy ({what}{when}) and this may be cytokine release syndrome (CRS)."
     if state.on_immunotherapy is False:
         return "your symptoms and any medicines you take."
-    return "about any immunotherapy you have had (which drug and when): this may be cytokine release syndrome (CRS)."
+    return "any immunotherapy you have had (which drug and when), as this may be cytokine release syndrome (CRS)."

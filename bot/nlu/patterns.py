@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 GAP = 3
+# A gap word is never punctuation nor a negation: "breathing is not ok" must not read as "breathing ... ok".
+GAP_TOKEN = {"IS_PUNCT": False, "NORM": {"NOT_IN": ["not", "no", "never"]}, "OP": "?"}
 TokenPattern = list[dict[str, Any]]
 Tokenize = Callable[[str], list[str]]
 
@@ -77,7 +79,7 @@ def compile_phrase(phrase: str, tokenize: Tokenize) -> list[TokenPattern]:
     slots: list[list[TokenPattern]] = []
     for part in parts:
         if part == "...":
-            slots.append([[{"IS_PUNCT": False, "OP": "?"} for _ in range(GAP)]])
+            slots.append([[dict(GAP_TOKEN) for _ in range(GAP)]])
         else:
             slots.append(_slot_variants(part, tokenize, phrase))
     patterns = []

@@ -1,0 +1,114 @@
+"""Symptom extraction with assertions: lay phrasing, typos, negation, questions, third person."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.nlu.extractor import MAX_CHARS, SymptomExtractor
+
+CASES = [
+    # text, present, absent
+    ("cant catch my breath", {"difficulty_breathing"}, set()),
+    ("I can't breathe", {"difficulty_breathing"}, set()),
+    ("my heart is pounding", {"rapid_heartbeat"}, set()),
+    ("im burning up", {"high_fever"}, set()),
+    ("her lips look blue", {"skin_discoloration"}, set()),
+    ("the words come out wrong", {"speech_difficulty"}, set()),
+    ("I blacked out in the kitchen", {"fainting"}, set()),
+    ("i feel v weak", {"fatigue"}, set()),
+    ("got a feaver and a hedache", {"fever", "headache"}, set()),
+    ("my wife is confused and hard to wake", {"confusion", "drowsiness"}, set()),
+    ("no fever", set(), {"fever"}),
+    ("not short of breath", set(), {"difficulty_breathing"}),
+    ("neither cough nor rash", set(), {"cough", "rash"}),
+    ("fever: none", set(), {"fever"}),
+    ("I don't have a headache but I feel dizzy", {"dizziness"}, {"headache"}),
+    ("No headache, but my pulse is 130 at rest", {"rapid_heartbeat"}, {"headache"}),
+    ("breathing is fine, heart rate normal", set(), {"difficulty_breathing", "rapid_heartbeat"}),
+    ("my breathing is not ok", {"difficulty_breathing"}, set()),
+    ("I can't stop coughing", {"cough"}, set()),
+    ("not sure if it's a fever but I feel hot", {"fever"}, set()),
+    ("the couch is comfy", set(), set()),
+    ("I feel fine", set(), set()),
+    ("I have not been eating, no appetite", {"loss_of_appetite"}, set()),
+    ("I'm not on immunotherapy. I have a slight headache", {"headache"}, set()),
+    ("this cough is getting worse every day", {"cough"}, set()),
+]
+
+HYPOTHETICAL = [
+    "what if I get a fever?",
+    "What should I do if my heart starts racing?",
+    "the leaflet says to watch for confusion, how would I know?",
+    "Can CRS cause headaches?",
+    "is a rash a sign of CRS?",
+]
+
+
+@pytest.mark.parametrize("text, present, absent", CASES)
+def test_assertions(extractor: SymptomExtractor, text: str, present: set[str], absent: set[str]) -> None:
+    found = extractor(text)
+    assert set(found.present) == present
+    assert set(found.absent) == absent
+
+
+@pytest.mark.parametrize("text", HYPOTHETICAL)
+def test_questions_are_not_symptoms(extractor: SymptomExtractor, text: str) -> None:
+    found = extractor(text)
+    assert found.present == [] and found.absent == []
+    assert found.hypothetical, "the symptom asked about is still recognised"
+
+
+def test_relative_reporting_counts_as_present(extractor: SymptomExtractor) -> None:
+    found = extractor("my husband is confused")
+    assert found.present == ["confusion"]
+    assert found.mentions[0].experiencer == "other"
+
+
+def test_worsening_cue(extractor: SymptomExtractor) -> None:
+    assert extractor("cough 2 weeks now and not improving").worsening
+    assert not extractor("the cough is not getting worse").worsening
+    assert not extractor("I have a cough").worsening
+
+
+@pytest.mark.parametrize(
+    "text, on, therapy",
+    [
+        ("I had Kymriah 5 days ago", True, "tisagenlecleucel"),
+        ("I'm on blincyto", True, "blinatumomab"),
+        ("I had CAR-T last week", True, None),
+        ("I'm not on any treatment", False, None),
+        ("never had immunotherapy", False, None),
+        ("no immunotherapy for me", False, None),
+        ("is Kymriah linked to CRS?", None, None),
+    ],
+)
+def test_therapy_context(extractor: SymptomExtractor, text: str, on: bool | None, therapy: str | None) -> None:
+    found = extractor(text)
+    assert found.on_immunotherapy is on
+    if therapy:
+        assert found.therapy is not None and found.therapy.therapy == therapy
+
+
+def test_therapy_time(extractor: SymptomExtractor) -> None:
+    assert extractor("I had Kymriah 5 days ago").therapy.when == "5 days ago"
+
+
+def test_vital_evidence_is_kept(extractor: SymptomExtractor) -> None:
+    mention = next(m for m in extractor("SpO2 88%").mentions if m.source == "vital")
+    assert mention.symptom == "difficulty_breathing" and "88" in mention.evidence and "92" in mention.evidence
+
+
+def test_measured_high_fever_replaces_fever(extractor: SymptomExtractor) -> None:
+    assert extractor("fever 39.9 C").present == ["high_fever"]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\n", "🙂🙂🙂", "<script>alert(1)</script>", "'; DROP TABLE events; --", "Tengo fiebre y tos", "42", "x" * 30_000])
+def test_odd_input_does_not_crash(extractor: SymptomExtractor, text: str) -> None:
+    found = extractor(text)
+    assert isinstance(found.present, list)
+
+
+def test_emergency_buried_in_a_huge_message(extractor: SymptomExtractor) -> None:
+    filler = "we went to the shops and then had some soup. " * 400
+    text = (filler[: MAX_CHARS // 2] + " suddenly I can't breathe. " + filler)[: MAX_CHARS]
+    assert "difficulty_breathing" in extractor(text).present
