@@ -49,11 +49,11 @@ def _is_boundary(doc: Doc, i: int, boundaries: set[str]) -> bool:
 class ContextScopes:
     """Computes trigger scopes for one doc and answers "is token i under category c?"."""
 
-    def __init__(self, doc: Doc, triggers: list[Trigger], default_max_scope: int) -> None:
+    def __init__(self, doc: Doc, triggers: list[Trigger], default_max_scope: int, negation_stops: list[int] = ()) -> None:
         self.doc = doc
         self.triggers = triggers
         self.default_max_scope = default_max_scope
-        self.terminators: dict[int, tuple[str, ...]] = {}
+        self.terminators: dict[int, tuple[str, ...]] = {i: ("negated",) for i in negation_stops}
         for t in triggers:
             if t.category == "terminate":
                 for i in range(t.start, t.end):

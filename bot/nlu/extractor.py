@@ -127,7 +127,9 @@ class SymptomExtractor:
         triggers = resolve_overlaps(
             [Trigger(s, e, self.rules.context_rules[int(doc.vocab.strings[m])]) for m, s, e in self.compiled.context(doc)]
         )
-        scopes = ContextScopes(doc, triggers, self.rules.default_max_scope)
+        # "not on immunotherapy, mild headache": the negation is spent on the therapy.
+        therapy_ends = [e for _, _, e in self.compiled.therapies(doc)]
+        scopes = ContextScopes(doc, triggers, self.rules.default_max_scope, negation_stops=therapy_ends)
         questions = self._question_sentences(doc)
         findings.mentions = self._phrase_mentions(doc, scopes, questions)
         findings.vitals = self.vitals.parse(text)
@@ -160,8 +162,9 @@ class SymptomExtractor:
             return HYPOTHETICAL, experiencer, "question"
         if "negated" in mods:
             t = mods["negated"]
-            # A negated "absent" phrase ("breathing is not fine") means the symptom is there.
-            return (PRESENT if absent else ABSENT), experiencer, doc[t.start : t.end].text
+            # A negation in front of an "absent" phrase is usually a list running on ("no chest
+            # pain, breathing fine"); "breathing is not fine" has its own present phrase.
+            return ABSENT, experiencer, doc[t.start : t.end].text
         return (ABSENT if absent else PRESENT), experiencer, ""
 
     def _phrase_mentions(self, doc: Doc, scopes: ContextScopes, questions: set[int]) -> list[SymptomMention]:
