@@ -10,10 +10,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot import PROJECT_ROOT
-
 from starlette.config import Config
 from starlette.datastructures import Secret
+
+from bot import PROJECT_ROOT
 
 VAR_DIR = PROJECT_ROOT / "var"
 MODEL_PATH = PROJECT_ROOT / "models" / "crs.tar.gz"

@@ -7,13 +7,12 @@ a 1M-entry table (~5 s), so the filtered list is cached on disk, keyed by the pa
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
-
-import gzip
-import json
 
 import spacy_lookups_data
 

@@ -14,8 +14,8 @@ import spacy
 from spacy.language import Language
 from spacy.matcher import Matcher
 
-from bot.nlu.knowledge import KnowledgeBase, LanguageRules
 import bot.nlu.normalizer  # noqa: F401  (registers the crs_normalizer factory)
+from bot.nlu.knowledge import KnowledgeBase, LanguageRules
 from bot.nlu.patterns import compile_phrase
 
 SENTENCE_PUNCT = [".", "!", "?", "\n", "\n\n", ";"]

@@ -7,7 +7,14 @@ import copy
 import pytest
 import yaml
 
-from bot.nlu.knowledge import DEFAULT_KB_PATH, DEFAULT_LANGUAGE_PATH, KnowledgeBase, KnowledgeBaseError, parse_knowledge_base, parse_language_rules
+from bot.nlu.knowledge import (
+    DEFAULT_KB_PATH,
+    DEFAULT_LANGUAGE_PATH,
+    KnowledgeBase,
+    KnowledgeBaseError,
+    parse_knowledge_base,
+    parse_language_rules,
+)
 from bot.nlu.patterns import PatternError, compile_phrase
 
 SPEC_IDS = {
