@@ -10,7 +10,7 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.conversation import TriageState, labels, responders_note
-from actions.replies import EMERGENCY_CHECK, THERAPY_QUESTION, ask_follow_up, send_level_advice, slot_events
+from actions.replies import EMERGENCY_CHECK, THERAPY_QUESTION, follow_up_events, send_level_advice, slot_events
 from bot.nlu.knowledge import load_knowledge_base
 
 
@@ -50,8 +50,4 @@ class ActionAnswerYesNo(Action):
             dispatcher.utter_message(response="utter_affirm_no_question")
             return events
 
-        question, newly = ask_follow_up(dispatcher, kb, state, asked)
-        events = slot_events(state) + [SlotSet("pending_question", question)]
-        if newly:
-            events.append(SlotSet("asked", asked + newly))
-        return events
+        return follow_up_events(dispatcher, kb, state, asked)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.conversation import MessageFindings, TriageState
-from actions.replies import THERAPY_QUESTION, ask_follow_up, hypothetical_advice, send_level_advice, slot_events
+from actions.replies import THERAPY_QUESTION, follow_up_events, hypothetical_advice, send_level_advice
 from bot.nlu.knowledge import load_knowledge_base
 
 
@@ -57,9 +56,4 @@ class ActionTriage(Action):
         else:
             dispatcher.utter_message(response="utter_unknown_symptom")
 
-        question, screened = ask_follow_up(dispatcher, kb, state, asked)
-        events = slot_events(state)
-        events.append(SlotSet("pending_question", question))
-        if screened:
-            events.append(SlotSet("asked", asked + screened))
-        return events
+        return follow_up_events(dispatcher, kb, state, asked)

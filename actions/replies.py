@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.conversation import TriageState, labels, responders_note
@@ -14,6 +15,10 @@ THERAPY_QUESTION = "therapy"
 EMERGENCY_CHECK = "emergency_check"
 
 
+def _sentence_start(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def send_level_advice(
     dispatcher: CollectingDispatcher, kb: KnowledgeBase, state: TriageState, result: Assessment, new: list[str]
 ) -> None:
@@ -21,8 +26,8 @@ def send_level_advice(
     if state.level == "emergency":
         now = [r.symptom for r in result.reasons_at("emergency") if r.symptom in new]
         if now or not any(r.symptom for r in result.reasons_at("emergency")):
-            signs = labels(kb, now) or "What you describe"
-            dispatcher.utter_message(response="utter_emergency", signs=signs[:1].upper() + signs[1:], responders=responders_note(state))
+            signs = _sentence_start(labels(kb, now) or "what you describe")
+            dispatcher.utter_message(response="utter_emergency", signs=signs, responders=responders_note(state))
         else:
             earlier = [r.symptom for r in result.reasons_at("emergency") if r.symptom]
             dispatcher.utter_message(response="utter_emergency_reminder", signs=labels(kb, earlier))
@@ -34,8 +39,8 @@ def send_level_advice(
         dispatcher.utter_message(response="utter_urgent", signs=signs, why=why)
         return
     if state.level == "monitor":
-        signs = labels(kb, state.symptoms) or "This"
-        dispatcher.utter_message(response="utter_monitor", signs=signs[:1].upper() + signs[1:])
+        signs = _sentence_start(labels(kb, state.symptoms) or "this")
+        dispatcher.utter_message(response="utter_monitor", signs=signs)
         return
     if state.denied:
         dispatcher.utter_message(response="utter_no_symptoms", signs=labels(kb, state.denied).replace(" and ", " or "))
@@ -81,8 +86,8 @@ def ask_follow_up(
 def hypothetical_advice(kb: KnowledgeBase, symptoms: list[str], on_immunotherapy: bool | None) -> str:
     """"If X happens: ..." for questions like "what should I do if I faint?"."""
     lines = []
-    for sid in sorted(symptoms, key=lambda s: -RANK[symptom_level(kb, s, on_immunotherapy)[0]]):
-        level, _ = symptom_level(kb, sid, on_immunotherapy)
+    levels = {sid: symptom_level(kb, sid, on_immunotherapy)[0] for sid in symptoms}
+    for sid, level in sorted(levels.items(), key=lambda item: -RANK[item[1]]):
         label = kb.symptoms[sid].label
         if level == "emergency":
             lines.append(f"If you get {label}: that is an emergency sign, call 911 (or your local emergency number) at once.")
@@ -95,6 +100,13 @@ def hypothetical_advice(kb: KnowledgeBase, symptoms: list[str], on_immunotherapy
 
 
 def slot_events(state: TriageState) -> list[dict[str, Any]]:
-    from rasa_sdk.events import SlotSet
-
     return [SlotSet(k, v) for k, v in state.to_slots().items()]
+
+
+def follow_up_events(dispatcher: CollectingDispatcher, kb: KnowledgeBase, state: TriageState, asked: list[str]) -> list[dict[str, Any]]:
+    """Ask the next follow-up question (if any) and return every slot event of the turn."""
+    question, screened = ask_follow_up(dispatcher, kb, state, asked)
+    events = slot_events(state) + [SlotSet("pending_question", question)]
+    if screened:
+        events.append(SlotSet("asked", asked + screened))
+    return events

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import time
@@ -12,8 +11,6 @@ from pathlib import Path
 from bot.evaluate import RestClient, evaluate, format_summary
 from bot.servers import Stack, is_up
 from bot.settings import load_settings
-
-log = logging.getLogger("bot")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -78,7 +75,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the action server and the Rasa server").set_defaults(func=cmd_run)

@@ -8,7 +8,6 @@ through the HTTP API. `expect` is used only for scoring.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 import uuid
 from collections.abc import Iterable
@@ -18,9 +17,7 @@ from typing import Any
 
 import requests
 
-from bot.nlu.knowledge import LEVELS
-
-RANK = {level: i for i, level in enumerate(LEVELS)}
+from bot.nlu.knowledge import LEVEL_RANK as RANK
 
 
 def load_cases(path: Path) -> list[dict[str, Any]]:
@@ -152,6 +149,4 @@ def evaluate(client: RestClient, cases_path: Path, out_path: Path) -> dict[str, 
     with out_path.open("w", encoding="utf-8") as fh:
         for r in results:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    summary = score(cases, results)
-    summary["latency_mean_ms"] = statistics.fmean([x for r in results for x in r["latency_ms"]] or [0])
-    return summary
+    return score(cases, results)

@@ -17,6 +17,7 @@ from bot import PROJECT_ROOT
 
 VAR_DIR = PROJECT_ROOT / "var"
 MODEL_PATH = PROJECT_ROOT / "models" / "crs.tar.gz"
+DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'crs.db'}"
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,9 @@ def _api_token(configured: str | None) -> str:
 
 def load_settings(env_file: Path | None = None) -> Settings:
     config = Config(env_file or PROJECT_ROOT / ".env")
-    default_db = f"sqlite:///{VAR_DIR / 'crs.db'}"
     telegram = config("TELEGRAM_BOT_TOKEN", default=None)
     return Settings(
-        database_url=config("DATABASE_URL", default=default_db),
+        database_url=config("DATABASE_URL", default=DEFAULT_DATABASE_URL),
         rasa_port=config("RASA_PORT", cast=int, default=5005),
         actions_port=config("ACTIONS_PORT", cast=int, default=5055),
         clinic_port=config("CLINIC_PORT", cast=int, default=8000),

@@ -16,9 +16,7 @@ from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from sqlalchemy.engine.url import make_url
 
-from bot import PROJECT_ROOT
-
-DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'crs.db'}"
+from bot.settings import DEFAULT_DATABASE_URL
 
 
 def database_url() -> str:

@@ -127,15 +127,16 @@ class SymptomExtractor:
         triggers = resolve_overlaps(
             [Trigger(s, e, self.rules.context_rules[int(doc.vocab.strings[m])]) for m, s, e in self.compiled.context(doc)]
         )
+        therapy_matches = self.compiled.therapies(doc)
         # "not on immunotherapy, mild headache": the negation is spent on the therapy.
-        therapy_ends = [e for _, _, e in self.compiled.therapies(doc)]
+        therapy_ends = [e for _, _, e in therapy_matches]
         scopes = ContextScopes(doc, triggers, self.rules.default_max_scope, negation_stops=therapy_ends)
         questions = self._question_sentences(doc)
         findings.mentions = self._phrase_mentions(doc, scopes, questions)
         findings.vitals = self.vitals.parse(text)
         findings.mentions += self._vital_mentions(doc, findings.vitals, scopes, questions)
         findings.mentions = self._reconcile(doc, findings.mentions)
-        findings.therapies = self._therapy_mentions(doc, scopes, questions)
+        findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
         findings.worsening = [doc[t.start : t.end].text for t in scopes.in_message("worsening")]
         return findings
 
@@ -210,18 +211,16 @@ class SymptomExtractor:
             return span.sent.start if span is not None else -1
 
         measured = {sent_of(m) for m in mentions if m.source == "vital" and m.symptom in ("fever", "high_fever")}
-        kept = [
-            m for m in mentions if not (m.source == "phrase" and m.symptom == "fever" and m.assertion != PRESENT and sent_of(m) in measured)
-            and not (m.source == "phrase" and m.symptom == "fever" and sent_of(m) in measured
-                     and any(v.source == "vital" and sent_of(v) == sent_of(m) for v in mentions))
-        ]
+        kept = [m for m in mentions if not (m.source == "phrase" and m.symptom == "fever" and sent_of(m) in measured)]
         present = {m.symptom for m in kept if m.assertion == PRESENT}
         subsumed = {sub for sid in present for sub in self.kb.symptoms[sid].subsumes}
         return [m for m in kept if not (m.symptom in subsumed and m.assertion == PRESENT)]
 
-    def _therapy_mentions(self, doc: Doc, scopes: ContextScopes, questions: set[int]) -> list[TherapyMention]:
+    def _therapy_mentions(
+        self, doc: Doc, matches: list[tuple[int, int, int]], scopes: ContextScopes, questions: set[int]
+    ) -> list[TherapyMention]:
         spans = []
-        for match_id, start, end in self.compiled.therapies(doc):
+        for match_id, start, end in matches:
             kind, tid = doc.vocab.strings[match_id].split("|")
             spans.append((start, end, kind, tid))
         spans.sort(key=lambda s: (-(s[1] - s[0]), s[0]))

@@ -24,6 +24,7 @@ LANGUAGE_ENV = "CRS_LANGUAGE_RULES"
 
 SYMPTOM_CLASSES = ("emergency", "serious", "mild")
 LEVELS = ("none", "monitor", "urgent", "emergency")
+LEVEL_RANK = {level: i for i, level in enumerate(LEVELS)}
 CONTEXT_CATEGORIES = ("negated", "hypothetical", "pseudo", "worsening", "experiencer", "terminate")
 DIRECTIONS = ("forward", "backward", "both")
 

@@ -148,10 +148,7 @@ class VitalsParser:
         for m in _TEMP_UNIT_RE.finditer(text):
             number = m.group(1) or m.group("deg")
             unit = (m.group("unit") or "").upper()[:1] or None
-            value = _f(number)
-            if unit in (None, "C", "F"):
-                if unit is None or unit in "CF":
-                    add(self.temperature(value, unit if unit in ("C", "F") else None, m.group(0), m.start(), m.end()), m.start(), m.end())
+            add(self.temperature(_f(number), unit, m.group(0), m.start(), m.end()), m.start(), m.end())
         for m in _NUM_RE.finditer(text):
             a, b = m.start(1), m.end()
             if not free(a, b):
