@@ -42,7 +42,8 @@ class ActionAnswerYesNo(Action):
             state, result = state.assessed(kb)
             if yes:
                 dispatcher.utter_message(response="utter_ask_therapy_details")
-                return events + slot_events(state)
+                # Still waiting for the drug and date: an answer we cannot parse is kept as text.
+                return slot_events(state) + [SlotSet("pending_question", THERAPY_QUESTION)]
             dispatcher.utter_message(response="utter_no_therapy_noted")
             if state.level != "none":
                 send_level_advice(dispatcher, kb, state, result, [])

@@ -1,0 +1,84 @@
+"""The rasa_sdk actions run on trackers built from snapshots, with a CollectingDispatcher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.action_answer_yes_no import ActionAnswerYesNo
+from actions.action_triage import ActionTriage
+
+DOMAIN: dict[str, Any] = {}
+
+
+def tracker(text: str, intent: str, entities: list[dict[str, Any]] | None = None, **slots: Any) -> Tracker:
+    message = {"text": text, "intent": {"name": intent, "confidence": 1.0}, "entities": entities or []}
+    return Tracker("patient-1", slots, message, [], False, None, {}, "action_listen")
+
+
+def slot(events: list[dict[str, Any]], name: str) -> Any:
+    values = [e["value"] for e in events if e.get("event") == "slot" and e.get("name") == name]
+    assert values, f"slot {name} not set"
+    return values[-1]
+
+
+async def test_emergency_advice_comes_before_any_question() -> None:
+    dispatcher = CollectingDispatcher()
+    entities = [{"entity": "symptom", "value": "difficulty_breathing", "role": "present", "evidence": "SpO2 88 % < 92 %"}]
+    events = await ActionTriage().run(dispatcher, tracker("SpO2 88%", "report_symptoms", entities), DOMAIN)
+    assert dispatcher.messages[0]["response"] == "utter_emergency"
+    assert dispatcher.messages[-1]["response"] == "utter_ask_therapy"
+    assert slot(events, "triage_level") == "emergency"
+    assert slot(events, "symptoms") == ["difficulty_breathing"]
+    assert any(r.startswith("SpO2 88 % < 92 % → difficulty_breathing → emergency") for r in slot(events, "triage_reasons"))
+
+
+async def test_urgent_asks_the_emergency_screen_with_buttons_slot() -> None:
+    dispatcher = CollectingDispatcher()
+    entities = [{"entity": "symptom", "value": "headache", "role": "present", "evidence": 'said "headache"'}]
+    events = await ActionTriage().run(dispatcher, tracker("headache", "report_symptoms", entities), DOMAIN)
+    assert [m["response"] for m in dispatcher.messages] == ["utter_urgent", "utter_ask_emergency_check"]
+    assert slot(events, "pending_question") == "emergency_check"
+    assert "difficulty_breathing" in slot(events, "asked")
+
+
+async def test_yes_to_the_screen_is_an_emergency() -> None:
+    dispatcher = CollectingDispatcher()
+    t = tracker("yes", "affirm", pending_question="emergency_check", asked=["emergency_check", "confusion"],
+                triage_level="urgent", symptoms=["headache"])
+    events = await ActionAnswerYesNo().run(dispatcher, t, DOMAIN)
+    assert dispatcher.messages[0]["response"] == "utter_emergency_check_yes"
+    assert slot(events, "triage_level") == "emergency"
+    assert "confusion" in slot(events, "triage_reasons")[-1]
+
+
+async def test_yes_to_therapy_keeps_waiting_for_the_details() -> None:
+    dispatcher = CollectingDispatcher()
+    t = tracker("yes", "affirm", pending_question="therapy", asked=["therapy"], triage_level="urgent", symptoms=["fatigue"])
+    events = await ActionAnswerYesNo().run(dispatcher, t, DOMAIN)
+    assert dispatcher.messages[0]["response"] == "utter_ask_therapy_details"
+    assert slot(events, "on_immunotherapy") is True
+    assert slot(events, "pending_question") == "therapy"
+    dispatcher = CollectingDispatcher()
+    t = tracker("the pink bag from the trial", "inform_therapy", pending_question="therapy", asked=["therapy"],
+                triage_level="urgent", symptoms=["fatigue"], on_immunotherapy=True)
+    events = await ActionTriage().run(dispatcher, t, DOMAIN)
+    assert slot(events, "therapy") == "the pink bag from the trial"
+
+
+async def test_no_to_therapy_keeps_the_level() -> None:
+    dispatcher = CollectingDispatcher()
+    t = tracker("no", "deny", pending_question="therapy", asked=["therapy"], triage_level="urgent", symptoms=["headache"])
+    events = await ActionAnswerYesNo().run(dispatcher, t, DOMAIN)
+    assert slot(events, "on_immunotherapy") is False
+    assert slot(events, "triage_level") == "urgent"
+
+
+async def test_hypothetical_question_gets_advice_not_a_level() -> None:
+    dispatcher = CollectingDispatcher()
+    entities = [{"entity": "symptom", "value": "fainting", "role": "hypothetical"}]
+    events = await ActionTriage().run(dispatcher, tracker("what if I faint?", "ask_symptom_advice", entities), DOMAIN)
+    assert "911" in dispatcher.messages[0]["advice"]
+    assert slot(events, "triage_level") == "none"
