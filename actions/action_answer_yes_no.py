@@ -26,7 +26,7 @@ class ActionAnswerYesNo(Action):
         yes = intent == "affirm"
         pending = tracker.get_slot("pending_question")
         asked = list(tracker.get_slot("asked") or [])
-        state = TriageState.from_slots(tracker.current_slot_values())
+        state = before = TriageState.from_slots(tracker.current_slot_values())
         events: list[dict[str, Any]] = [SlotSet("pending_question", None)]
 
         if pending == EMERGENCY_CHECK:
@@ -35,7 +35,7 @@ class ActionAnswerYesNo(Action):
                 reason = f"answered yes to the emergency screen ({labels(kb, screened)}) → emergency"
                 state = replace(state, level="emergency", reasons=(*state.reasons, reason))
                 dispatcher.utter_message(response="utter_emergency_check_yes", responders=responders_note(state))
-                return events + slot_events(state)
+                return events + slot_events(state, before)
             dispatcher.utter_message(response="utter_emergency_check_no")
         elif pending == THERAPY_QUESTION:
             state = state.with_therapy(yes)
@@ -43,7 +43,7 @@ class ActionAnswerYesNo(Action):
             if yes:
                 dispatcher.utter_message(response="utter_ask_therapy_details")
                 # Still waiting for the drug and date: an answer we cannot parse is kept as text.
-                return slot_events(state) + [SlotSet("pending_question", THERAPY_QUESTION)]
+                return slot_events(state, before) + [SlotSet("pending_question", THERAPY_QUESTION)]
             dispatcher.utter_message(response="utter_no_therapy_noted")
             if state.level != "none":
                 send_level_advice(dispatcher, kb, state, result, [])
@@ -51,4 +51,4 @@ class ActionAnswerYesNo(Action):
             dispatcher.utter_message(response="utter_affirm_no_question")
             return events
 
-        return follow_up_events(dispatcher, kb, state, asked)
+        return follow_up_events(dispatcher, kb, state, before, asked)

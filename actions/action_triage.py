@@ -56,4 +56,4 @@ class ActionTriage(Action):
         else:
             dispatcher.utter_message(response="utter_unknown_symptom")
 
-        return follow_up_events(dispatcher, kb, state, asked)
+        return follow_up_events(dispatcher, kb, state, before, asked)

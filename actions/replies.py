@@ -99,14 +99,19 @@ def hypothetical_advice(kb: KnowledgeBase, symptoms: list[str], on_immunotherapy
     return " ".join(lines)
 
 
-def slot_events(state: TriageState) -> list[dict[str, Any]]:
-    return [SlotSet(k, v) for k, v in state.to_slots().items()]
+def slot_events(state: TriageState, before: TriageState) -> list[dict[str, Any]]:
+    """SlotSet events for the slots this turn changed only: every event is validated, stored
+    and replayed by Rasa on each later message, so unchanged ones cost time for nothing."""
+    old = before.to_slots()
+    return [SlotSet(k, v) for k, v in state.to_slots().items() if old.get(k) != v]
 
 
-def follow_up_events(dispatcher: CollectingDispatcher, kb: KnowledgeBase, state: TriageState, asked: list[str]) -> list[dict[str, Any]]:
-    """Ask the next follow-up question (if any) and return every slot event of the turn."""
+def follow_up_events(
+    dispatcher: CollectingDispatcher, kb: KnowledgeBase, state: TriageState, before: TriageState, asked: list[str]
+) -> list[dict[str, Any]]:
+    """Ask the next follow-up question (if any) and return the slot events of the turn."""
     question, screened = ask_follow_up(dispatcher, kb, state, asked)
-    events = slot_events(state) + [SlotSet("pending_question", question)]
+    events = slot_events(state, before) + [SlotSet("pending_question", question)]
     if screened:
         events.append(SlotSet("asked", asked + screened))
     return events

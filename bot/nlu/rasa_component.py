@@ -20,8 +20,12 @@ from rasa.nlu.extractors.extractor import EntityExtractorMixin
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
+from bot import rasa_speedups
 from bot.nlu.extractor import ABSENT, HYPOTHETICAL, PRESENT, Findings, SymptomExtractor
 from bot.nlu.knowledge import load_knowledge_base, load_language_rules
+
+# This module is what the Rasa server loads of ours; see bot/rasa_speedups.py for why.
+rasa_speedups.apply()
 
 EXTRACTOR_NAME = "CRSSymptomExtractor"
 

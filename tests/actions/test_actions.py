@@ -24,6 +24,11 @@ def slot(events: list[dict[str, Any]], name: str) -> Any:
     return values[-1]
 
 
+def after(t: Tracker, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The slots as Rasa will hold them once the events are applied."""
+    return {**t.slots, **{e["name"]: e["value"] for e in events if e.get("event") == "slot"}}
+
+
 async def test_emergency_advice_comes_before_any_question() -> None:
     dispatcher = CollectingDispatcher()
     entities = [{"entity": "symptom", "value": "difficulty_breathing", "role": "present", "evidence": "SpO2 88 % < 92 %"}]
@@ -72,13 +77,24 @@ async def test_no_to_therapy_keeps_the_level() -> None:
     dispatcher = CollectingDispatcher()
     t = tracker("no", "deny", pending_question="therapy", asked=["therapy"], triage_level="urgent", symptoms=["headache"])
     events = await ActionAnswerYesNo().run(dispatcher, t, DOMAIN)
-    assert slot(events, "on_immunotherapy") is False
-    assert slot(events, "triage_level") == "urgent"
+    assert after(t, events)["on_immunotherapy"] is False
+    assert after(t, events)["triage_level"] == "urgent"
 
 
 async def test_hypothetical_question_gets_advice_not_a_level() -> None:
     dispatcher = CollectingDispatcher()
     entities = [{"entity": "symptom", "value": "fainting", "role": "hypothetical"}]
-    events = await ActionTriage().run(dispatcher, tracker("what if I faint?", "ask_symptom_advice", entities), DOMAIN)
+    t = tracker("what if I faint?", "ask_symptom_advice", entities, triage_level="none", symptoms=[])
+    events = await ActionTriage().run(dispatcher, t, DOMAIN)
     assert "911" in dispatcher.messages[0]["advice"]
-    assert slot(events, "triage_level") == "none"
+    assert after(t, events)["triage_level"] == "none" and after(t, events)["symptoms"] == []
+
+
+async def test_only_changed_slots_are_set() -> None:
+    dispatcher = CollectingDispatcher()
+    entities = [{"entity": "symptom", "value": "cough", "role": "present", "evidence": 'said "cough"'}]
+    t = tracker("cough", "report_symptoms", entities, triage_level="urgent", symptoms=["headache"], asked=["emergency_check", "therapy"])
+    events = await ActionTriage().run(dispatcher, t, DOMAIN)
+    names = {e["name"] for e in events if e.get("event") == "slot"}
+    assert "triage_level" not in names and "on_immunotherapy" not in names
+    assert after(t, events)["symptoms"] == ["headache", "cough"]
