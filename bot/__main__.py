@@ -74,6 +74,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nlu_heldout(args: argparse.Namespace) -> int:
+    from bot.nlu_heldout import format_scores, run
+
+    scores = run([Path(c) for c in args.config or ["config.yml"]])
+    sys.stdout.write(format_scores(scores) + "\n")
+    if args.show_errors:
+        for s in scores:
+            sys.stdout.write("".join(f"  {s.config}: {e}\n" for e in s.errors))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--out", required=True)
     ev.add_argument("--show-misses", action="store_true")
     ev.set_defaults(func=cmd_eval)
+    ho = sub.add_parser("nlu-heldout", help="intent scores on a held-out split, one column per config")
+    ho.add_argument("--config", action="append", help="a Rasa config file (repeatable); default config.yml")
+    ho.add_argument("--show-errors", action="store_true")
+    ho.set_defaults(func=cmd_nlu_heldout)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

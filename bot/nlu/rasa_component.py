@@ -4,7 +4,7 @@ It adds `symptom` entities (role = present / absent / hypothetical, plus the evi
 `therapy` entity per immunotherapy mention and a `worsening` entity, and — because a missed
 emergency is the worst bug — it routes the message by what was found, whatever the intent
 classifier guessed: any present/denied symptom or worsening → `report_symptoms`; therapy words
-only → `inform_therapy`; only hypothetical symptoms ("what if my heart races?") →
+only → `inform_therapy` (unless the classifier chose a CRS question); only hypothetical symptoms ("what if my heart races?") →
 `ask_symptom_advice` unless the classifier already chose a CRS question intent.
 """
 
@@ -78,8 +78,8 @@ def route_intent(findings: Findings, predicted: str | None, config: dict[str, An
     assertions = {m.assertion for m in findings.mentions}
     if assertions & {PRESENT, ABSENT} or findings.worsening:
         return config["symptom_intent"]
-    if any(t.assertion in (PRESENT, ABSENT) for t in findings.therapies):
-        return config["therapy_intent"]
+    if any(t.assertion in (PRESENT, ABSENT) for t in findings.therapies) and predicted not in config["question_intents"]:
+        return config["therapy_intent"]  # "does blinatumomab cause CRS" stays a question
     if HYPOTHETICAL in assertions and predicted not in config["question_intents"]:
         return config["hypothetical_intent"]
     return None
