@@ -173,14 +173,17 @@ class SymptomExtractor:
         for match_id, start, end in self.compiled.symptoms(doc):
             sid, polarity = doc.vocab.strings[match_id].split("|")
             spans.append((start, end, sid, polarity))
-        # Longest span wins where two overlap; at equal length "present" beats "absent".
+        # Longest span first (at equal length "present" before "absent"). A span inside a longer
+        # one is dropped ("shaking" inside "shaking uncontrollably"), and so is any overlap with
+        # the same symptom; two different symptoms that only partly overlap are both kept
+        # ("chest is burning and hurts to breathe").
         spans.sort(key=lambda s: (-(s[1] - s[0]), s[3] != "present", s[0]))
-        taken: set[int] = set()
+        kept: list[tuple[int, int, str]] = []
         mentions = []
         for start, end, sid, polarity in spans:
-            if not taken.isdisjoint(range(start, end)):
+            if any((a <= start and end <= b) or (sid == other and start < b and a < end) for a, b, other in kept):
                 continue
-            taken.update(range(start, end))
+            kept.append((start, end, sid))
             span: Span = doc[start:end]
             assertion, experiencer, cue = self._assert((start, end), doc, scopes, questions, polarity == "absent")
             mentions.append(
