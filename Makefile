@@ -10,7 +10,7 @@ TRAINING_INPUTS := config.yml domain.yml $(wildcard data/*.yml) $(wildcard bot/n
 CASES ?= ../shared/cases/dev.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: run test eval shell model venv lint validate lock clean
+.PHONY: run test eval nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt
@@ -38,6 +38,9 @@ actions: .venv/.installed
 eval: $(MODEL)
 	$(PY) -m bot eval --cases $(CASES) --out $(OUT)
 
+nlu-heldout: $(MODEL)
+	$(PY) -m bot nlu-heldout --show-errors
+
 validate: .venv/.installed
 	$(RASA) data validate --fail-on-warnings
 
@@ -45,6 +48,7 @@ lint: .venv/.installed
 	.venv/bin/ruff check .
 
 test: $(MODEL)
+	.venv/bin/ruff check .
 	$(PY) -m pytest
 
 lock:

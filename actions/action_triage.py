@@ -37,7 +37,8 @@ class ActionTriage(Action):
         if findings.mentions_symptoms or state.level != before.level:
             send_level_advice(dispatcher, kb, state, result, new)
         elif findings.hypothetical:
-            dispatcher.utter_message(response="utter_hypothetical", advice=hypothetical_advice(kb, findings.hypothetical, state.on_immunotherapy))
+            advice = hypothetical_advice(kb, findings.hypothetical, state.on_immunotherapy)
+            dispatcher.utter_message(response="utter_hypothetical", advice=advice)
         elif findings.on_immunotherapy is not None or state.therapy != before.therapy:
             if state.on_immunotherapy:
                 kind = kb.therapy_kinds.get(state.therapy_kind or "")

@@ -94,8 +94,13 @@ def hypothetical_advice(kb: KnowledgeBase, symptoms: list[str], on_immunotherapy
         elif level == "urgent":
             lines.append(f"If you get {label}: contact your doctor or care team straight away, day or night.")
         else:
-            lines.append(f"If you get {label}: it is usually mild; keep watching, and contact your doctor if it does not improve or gets worse.")
-    lines.append("Emergency signs (call 911): trouble breathing, racing heart, chest pain, high fever, confusion, trouble speaking, seizure, hallucinations, being very drowsy, fainting, or blue lips or skin.")
+            lines.append(
+                f"If you get {label}: it is usually mild; keep watching, and contact your doctor if it does not improve or gets worse."
+            )
+    lines.append(
+        "Emergency signs (call 911): trouble breathing, racing heart, chest pain, high fever, confusion, trouble speaking, "
+        "seizure, hallucinations, being very drowsy, fainting, or blue lips or skin."
+    )
     return " ".join(lines)
 
 

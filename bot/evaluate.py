@@ -91,7 +91,7 @@ def score(cases: Iterable[dict[str, Any]], results: Iterable[dict[str, Any]]) ->
     tp = fp = fn = 0
     latencies: list[float] = []
     misses: list[str] = []
-    for case, res in zip(cases, results):
+    for case, res in zip(cases, results, strict=True):
         exp = case.get("expect") or {}
         want, got = exp.get("triage", "none"), res["triage"]
         n += 1
@@ -135,7 +135,8 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"cases: {s['cases']}  messages: {s['messages']}",
         f"triage accuracy: {s['triage_accuracy']:.1%}  (under-triage {s['under_triage']}, over-triage {s['over_triage']})",
-        f"emergency sensitivity: {s['emergency_sensitivity']:.1%} of {s['emergency_cases']}  replies with 911: {s['emergency_911_share']:.1%}",
+        f"emergency sensitivity: {s['emergency_sensitivity']:.1%} of {s['emergency_cases']}  "
+        f"replies with 911: {s['emergency_911_share']:.1%}",
         f"symptoms: precision {s['symptom_precision']:.3f}  recall {s['symptom_recall']:.3f}  F1 {s['symptom_f1']:.3f}",
         f"latency per message: p50 {s['latency_p50_ms']:.1f} ms  p95 {s['latency_p95_ms']:.1f} ms",
     ]

@@ -54,7 +54,8 @@ def _api_token(configured: str | None) -> str:
 
 
 def load_settings(env_file: Path | None = None) -> Settings:
-    config = Config(env_file or PROJECT_ROOT / ".env")
+    env_file = env_file or PROJECT_ROOT / ".env"
+    config = Config(env_file if env_file.exists() else None)
     telegram = config("TELEGRAM_BOT_TOKEN", default=None)
     return Settings(
         database_url=config("DATABASE_URL", default=DEFAULT_DATABASE_URL),

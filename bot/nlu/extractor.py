@@ -23,7 +23,8 @@ MAX_CHARS = 20_000
 _WHEN_RE = re.compile(
     r"\b(?:(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|a|an|a couple of|a few|couple)"
     r"\s+(?:hours?|hrs?|days?|weeks?|wks?|months?)\s+ago"
-    r"|yesterday|today|this (?:morning|afternoon|evening|week)|last (?:night|week|month|monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+    r"|yesterday|today|this (?:morning|afternoon|evening|week)"
+    r"|last (?:night|week|month|monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
     r"|on (?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
     r"|(?:since|on) (?:the )?\d{1,2}(?:st|nd|rd|th)?(?: of)? ?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*"
     r"|\d{1,2}[./-]\d{1,2}(?:[./-]\d{2,4})?)\b",
@@ -246,6 +247,8 @@ class SymptomExtractor:
                 therapy_id, kind_id, name = None, "denial_only", span.text
             when = _WHEN_RE.search(span.sent.text)
             found.append(
-                TherapyMention(therapy_id, kind_id, name, assertion, span.text, span.start_char, span.end_char, when.group(0) if when else None)
+                TherapyMention(
+                    therapy_id, kind_id, name, assertion, span.text, span.start_char, span.end_char, when.group(0) if when else None
+                )
             )
         return sorted(found, key=lambda t: t.start)

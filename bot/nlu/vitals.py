@@ -100,9 +100,11 @@ class VitalsParser:
             return None
         shown = f"blood pressure {systolic:g}/{diastolic:g}" if diastolic else f"systolic pressure {systolic:g}"
         if systolic < s["low_below"]:
-            return Vital("blood_pressure", systolic, "mmHg", text, start, end, "low_blood_pressure", "present", f"{shown} (systolic < {s['low_below']:g})")
+            why = f"{shown} (systolic < {s['low_below']:g})"
+            return Vital("blood_pressure", systolic, "mmHg", text, start, end, "low_blood_pressure", "present", why)
         if systolic >= s["normal_from"]:
-            return Vital("blood_pressure", systolic, "mmHg", text, start, end, "low_blood_pressure", "absent", f"{shown} (systolic ≥ {s['normal_from']:g})")
+            why = f"{shown} (systolic ≥ {s['normal_from']:g})"
+            return Vital("blood_pressure", systolic, "mmHg", text, start, end, "low_blood_pressure", "absent", why)
         return Vital("blood_pressure", systolic, "mmHg", text, start, end, evidence=shown)
 
     def spo2(self, value: float, text: str, start: int, end: int) -> Vital | None:
@@ -142,9 +144,9 @@ class VitalsParser:
             sys_, dia = _f(m.group(1)), _f(m.group(2))
             kw = keyword_before(m.start())
             plausible = _in(dia, self.t["diastolic"]["plausible"]) and sys_ > dia
-            if plausible and (kw in ("bp", None) or re.match(r"\s*mm ?hg", text[m.end():], re.I)):
-                if kw == "bp" or sys_ >= 60:
-                    add(self.blood_pressure(sys_, dia, m.group(0), m.start(), m.end()), m.start(), m.end())
+            marked = kw in ("bp", None) or re.match(r"\s*mm ?hg", text[m.end():], re.I)
+            if plausible and marked and (kw == "bp" or sys_ >= 60):
+                add(self.blood_pressure(sys_, dia, m.group(0), m.start(), m.end()), m.start(), m.end())
         for m in _TEMP_UNIT_RE.finditer(text):
             number = m.group(1) or m.group("deg")
             unit = (m.group("unit") or "").upper()[:1] or None

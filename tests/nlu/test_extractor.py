@@ -102,7 +102,10 @@ def test_measured_high_fever_replaces_fever(extractor: SymptomExtractor) -> None
     assert extractor("fever 39.9 C").present == ["high_fever"]
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n\n", "🙂🙂🙂", "<script>alert(1)</script>", "'; DROP TABLE events; --", "Tengo fiebre y tos", "42", "x" * 30_000])
+ODD_INPUT = ["", "   ", "\n\n", "🙂🙂🙂", "<script>alert(1)</script>", "'; DROP TABLE events; --", "Tengo fiebre y tos", "42", "x" * 30_000]
+
+
+@pytest.mark.parametrize("text", ODD_INPUT)
 def test_odd_input_does_not_crash(extractor: SymptomExtractor, text: str) -> None:
     found = extractor(text)
     assert isinstance(found.present, list)
