@@ -113,3 +113,23 @@ def test_rasa_restart_loses_nothing(stack: Stack, client: RestClient) -> None:
     assert "911" in answer
     slots = client.tracker(sid)["slots"]
     assert slots["symptoms"] == ["fever", "confusion"] and slots["triage_level"] == "emergency"
+
+
+def test_action_server_down_still_gives_safe_replies(stack: Stack, client: RestClient) -> None:
+    sid = sender()
+    client.send(sid, "I had Kymriah 2 days ago")
+    stack.stop_one("actions")
+    try:
+        emergency = texts(client.send(sid, "now I can't breathe"))
+        assert "911" in emergency and "emergency" in emergency.lower()
+        other = texts(client.send(sender(), "I have a headache"))
+        assert "911" in other and "care team" in other
+    finally:
+        stack.start_actions()
+    # back up: the conversation continues and is triaged with what is known
+    answer = texts(client.send(sid, "and my lips look blue"))
+    assert "911" in answer
+    slots = client.tracker(sid)["slots"]
+    assert slots["triage_level"] == "emergency" and "skin_discoloration" in slots["symptoms"]
+    events = client.tracker(sid)["events"]
+    assert any(e.get("event") == "user" and e.get("text") == "now I can't breathe" for e in events), "the message was kept"
