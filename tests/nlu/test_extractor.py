@@ -115,3 +115,8 @@ def test_emergency_buried_in_a_huge_message(extractor: SymptomExtractor) -> None
     filler = "we went to the shops and then had some soup. " * 400
     text = (filler[: MAX_CHARS // 2] + " suddenly I can't breathe. " + filler)[: MAX_CHARS]
     assert "difficulty_breathing" in extractor(text).present
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: a hallucination told as a plain statement contradicted later in the sentence")
+def test_known_miss_hallucination_as_statement(extractor: SymptomExtractor) -> None:
+    assert "hallucinations" in extractor("she says there are cats on the bed but we have no cats").present
