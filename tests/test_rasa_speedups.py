@@ -1,26 +1,103 @@
-"""The cached action-response validator still validates exactly like Rasa's."""
+"""The speed-ups in bot/rasa_speedups.py decide exactly like the Rasa code they replace."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import jsonschema
 import pytest
+import rasa.shared.utils.common
 from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
+from rasa.shared.core.events import ActionExecuted, BotUttered, Event, SlotSet, UserUttered
 
 import bot.nlu.rasa_component  # noqa: F401  (applies the speed-ups, as in the Rasa server)
+from bot import rasa_speedups
 
 
-def test_patch_is_applied() -> None:
-    from bot import rasa_speedups
+def _stock_accepts(result: Any) -> bool:
+    try:
+        jsonschema.validate(result, RemoteAction.action_response_format_spec())
+    except ValidationError:
+        return False
+    return True
 
+
+def _ours_accepts(result: Any) -> bool:
+    try:
+        return RemoteAction._validate_action_result(None, result)  # type: ignore[arg-type]
+    except ValidationError as error:
+        assert "Failed to validate Action server response" in error.message
+        return False
+
+
+REAL_EVENTS = [
+    SlotSet("triage_level", "emergency").as_dict(),
+    SlotSet("symptoms", ["fever", "confusion"]).as_dict(),
+    ActionExecuted("action_listen").as_dict(),
+    BotUttered("Call 911 now", {"buttons": [{"title": "Yes", "payload": "/affirm"}]}).as_dict(),
+    UserUttered("I can't breathe", {"name": "report_symptoms", "confidence": 0.9}, []).as_dict(),
+    {"event": "followup", "name": "action_triage"},
+    {"event": "reset_slots"},
+    {"event": "restart"},
+    {"event": "session_started"},
+    {"event": "active_loop", "name": None},
+]
+
+RESPONSES: list[Any] = [
+    {"events": REAL_EVENTS, "responses": [{"text": "hi"}]},
+    {"events": [], "responses": []},
+    {},
+    {"events": "not a list"},
+    {"events": [{"no_event_key": 1}]},
+    {"events": [{"event": 5}]},
+    {"events": [{"event": "no_such_event"}]},
+    {"events": [{"event": "slot", "name": "x"}]},  # slot without value
+    {"events": [{"event": "slot", "name": 3, "value": 1}]},
+    {"events": [{"event": "slot", "name": "x", "value": None, "timestamp": "yesterday"}]},
+    {"events": [{"event": "entities"}]},
+    {"events": [{"event": "entities", "entities": [{"entity": "x", "value": 1}]}]},
+    {"events": [{"event": "user", "text": 7}]},
+    {"events": [{"event": "user", "parse_data": {"intent": {"name": 3}}}]},
+    {"events": [{"event": "action", "name": "x", "hide_rule_turn": "no"}]},
+    {"events": [{"event": "bot", "metadata": "x"}]},
+    {"events": [REAL_EVENTS[0], {"event": "topic"}]},
+    {"responses": 5},
+    {"responses": [1]},
+    [],
+    "text",
+]
+
+
+@pytest.mark.parametrize("result", RESPONSES, ids=range(len(RESPONSES)))
+def test_response_validation_matches_stock_jsonschema(result: Any) -> None:
+    assert _ours_accepts(result) == _stock_accepts(result)
+
+
+def test_the_cases_cover_both_outcomes() -> None:
+    decisions = {_stock_accepts(r) for r in RESPONSES}
+    assert decisions == {True, False}
+
+
+def test_event_types_resolve_like_rasa() -> None:
+    for cls in rasa.shared.utils.common.all_subclasses(Event):
+        first = next(c for c in rasa.shared.utils.common.all_subclasses(Event) if c.type_name == cls.type_name)
+        assert Event.resolve_by_type(cls.type_name) is first
+    assert Event.resolve_by_type("topic") is None
+    assert Event.resolve_by_type("nope", default=SlotSet) is SlotSet
+    with pytest.raises(ValueError, match="Unknown event name"):
+        Event.resolve_by_type("nope")
+
+
+def test_event_defined_after_first_lookup_is_found() -> None:
+    assert Event.resolve_by_type("slot") is SlotSet  # fills the cache
+
+    class LateEvent(SlotSet):
+        type_name = "crs_late_test_event"
+
+    assert Event.resolve_by_type("crs_late_test_event") is LateEvent
+
+
+def test_patches_are_installed() -> None:
     assert RemoteAction._validate_action_result is rasa_speedups._validate_action_result
-
-
-def test_valid_response_passes() -> None:
-    ok = {"events": [{"event": "slot", "name": "x", "value": 1}], "responses": [{"text": "hi"}]}
-    assert RemoteAction._validate_action_result(None, ok) is True  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("bad", [{"events": "not a list"}, {"events": [{"no_event_key": 1}]}, {"responses": 5}])
-def test_invalid_response_is_rejected_with_rasa_message(bad: dict) -> None:
-    with pytest.raises(ValidationError, match="Failed to validate Action server response"):
-        RemoteAction._validate_action_result(None, bad)  # type: ignore[arg-type]
+    assert Event.resolve_by_type is rasa_speedups._resolve_event_by_type
