@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.evaluate import RestClient, evaluate, format_summary
 from bot.servers import Stack, is_up
-from bot.settings import load_settings
+from bot.settings import Settings, load_settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -20,18 +20,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         stack.start_actions()
         stack.start_rasa()
+        if settings.telegram_bot_token:
+            stack.start_relay()
     except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
         stack.stop()
         sys.stderr.write(f"start-up failed: {exc} (logs in var/log/)\n")
         return 1
     sys.stdout.write(
         f"CRS symptom checker ready in {time.monotonic() - t0:.1f} s\n"
-        f"  Rasa REST channel: POST {settings.rasa_url}/webhooks/rest/webhook  body {{\"sender\": \"me\", \"message\": \"hi\"}}\n"
+        f'  Rasa REST channel: POST {settings.rasa_url}/webhooks/rest/webhook  body {{"sender": "me", "message": "hi"}}\n'
         f"  Rasa HTTP API (token in var/rasa-api-token or $RASA_API_TOKEN): {settings.rasa_url}/status?token=…\n"
         f"  Action server: {settings.actions_url}/health\n"
         f"  Tracker store: {settings.database_url.split('@')[-1]}\n"
-        f"  Telegram relay: {'not built yet (issue 3)' if settings.telegram_bot_token else 'off: TELEGRAM_BOT_TOKEN is not set'}\n"
-        "  Try: curl -s localhost:%d/webhooks/rest/webhook -d '{\"sender\":\"me\",\"message\":\"I cant catch my breath\"}'\n"
+        f"  Telegram relay: {relay_status(settings)}\n"
+        '  Try: curl -s localhost:%d/webhooks/rest/webhook -d \'{"sender":"me","message":"I cant catch my breath"}\'\n'
         "  Ctrl-C stops everything.\n" % settings.rasa_port
     )
     sys.stdout.flush()
@@ -52,6 +54,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             time.sleep(0.5)
     finally:
         stack.stop()
+    return 0
+
+
+def relay_status(settings: Settings) -> str:
+    if not settings.telegram_bot_token:
+        return "OFF: TELEGRAM_BOT_TOKEN is not set (set it, e.g. in .env, to serve patients on Telegram)"
+    if settings.telegram_webhook_url:
+        listen = f"{settings.telegram_webhook_listen}:{settings.telegram_webhook_port}"
+        return f"on, webhook {settings.telegram_webhook_url} (listening on {listen})"
+    return "on, long polling" + (f" via {settings.telegram_api_base_url}" if settings.telegram_api_base_url else "")
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from bot.telegram.app import run
+
+    settings = load_settings()
+    if not settings.telegram_bot_token:
+        sys.stderr.write("TELEGRAM_BOT_TOKEN is not set: the Telegram relay cannot start.\n")
+        return 2
+    run(settings)
     return 0
 
 
@@ -89,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the action server and the Rasa server").set_defaults(func=cmd_run)
+    sub.add_parser("relay", help="run the Telegram relay alone (needs TELEGRAM_BOT_TOKEN and a running Rasa server)").set_defaults(
+        func=cmd_relay
+    )
     ev = sub.add_parser("eval", help="score a case file through the live stack")
     ev.add_argument("--cases", required=True)
     ev.add_argument("--out", required=True)

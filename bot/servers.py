@@ -24,10 +24,9 @@ RASA = str(Path(sys.executable).with_name("rasa"))
 
 def child_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(settings.as_env())
     env.update(
         PYTHONPATH=str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-        DATABASE_URL=settings.database_url,
-        ACTIONS_PORT=str(settings.actions_port),
         TF_CPP_MIN_LOG_LEVEL="3",
         SQLALCHEMY_SILENCE_UBER_WARNING="1",
     )
@@ -40,11 +39,21 @@ def actions_command(settings: Settings) -> list[str]:
 
 def rasa_command(settings: Settings, model: Path = MODEL_PATH) -> list[str]:
     return [
-        RASA, "run", "--model", str(model), "--enable-api",
-        "--auth-token", str(settings.rasa_api_token),
-        "--interface", "127.0.0.1", "--port", str(settings.rasa_port),
-        "--endpoints", str(PROJECT_ROOT / "endpoints.yml"),
-        "--credentials", str(PROJECT_ROOT / "credentials.yml"),
+        RASA,
+        "run",
+        "--model",
+        str(model),
+        "--enable-api",
+        "--auth-token",
+        str(settings.rasa_api_token),
+        "--interface",
+        "127.0.0.1",
+        "--port",
+        str(settings.rasa_port),
+        "--endpoints",
+        str(PROJECT_ROOT / "endpoints.yml"),
+        "--credentials",
+        str(PROJECT_ROOT / "credentials.yml"),
     ]
 
 
@@ -93,6 +102,22 @@ class Stack:
             raise FileNotFoundError(f"no trained model at {MODEL_PATH}: run `make model`")
         proc = self._spawn("rasa", rasa_command(self.settings))
         return wait_until_up(f"{self.settings.rasa_url}/", proc, timeout, "Rasa server")
+
+    def start_relay(self, timeout: float = 60) -> float:
+        """The Telegram relay (`python -m bot relay`); ready when it logs `relay.ready`."""
+        log_path = self.log_dir / "relay.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        proc = self._spawn("relay", [sys.executable, "-m", "bot", "relay"])
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            with open(log_path, "rb") as log:
+                log.seek(offset)
+                if b"relay.ready" in log.read():
+                    return time.monotonic() - start
+            if proc.poll() is not None:
+                raise RuntimeError(f"Telegram relay exited with code {proc.returncode} before it was ready")
+            time.sleep(0.2)
+        raise TimeoutError(f"Telegram relay not ready after {timeout:.0f} s")
 
     def start(self) -> dict[str, float]:
         return {"actions": self.start_actions(), "rasa": self.start_rasa()}

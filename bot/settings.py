@@ -28,6 +28,34 @@ class Settings:
     clinic_port: int
     rasa_api_token: Secret
     telegram_bot_token: Secret | None
+    telegram_api_base_url: str | None = None
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: Secret | None = None
+    telegram_webhook_listen: str = "127.0.0.1"
+    telegram_webhook_port: int = 8443
+    relay_rasa_timeout: float = 8.0
+    relay_outbox_path: Path = VAR_DIR / "relay-outbox.db"
+    sender_id_key: Secret | None = None
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment variables `load_settings` reads (for child processes)."""
+        values: dict[str, object | None] = {
+            "DATABASE_URL": self.database_url,
+            "RASA_PORT": self.rasa_port,
+            "ACTIONS_PORT": self.actions_port,
+            "CLINIC_PORT": self.clinic_port,
+            "RASA_API_TOKEN": self.rasa_api_token,
+            "TELEGRAM_BOT_TOKEN": self.telegram_bot_token,
+            "TELEGRAM_API_BASE_URL": self.telegram_api_base_url,
+            "TELEGRAM_WEBHOOK_URL": self.telegram_webhook_url,
+            "TELEGRAM_WEBHOOK_SECRET": self.telegram_webhook_secret,
+            "TELEGRAM_WEBHOOK_LISTEN": self.telegram_webhook_listen,
+            "TELEGRAM_WEBHOOK_PORT": self.telegram_webhook_port,
+            "RELAY_RASA_TIMEOUT": self.relay_rasa_timeout,
+            "RELAY_OUTBOX_PATH": self.relay_outbox_path,
+            "SENDER_ID_KEY": self.sender_id_key,
+        }
+        return {key: str(value) for key, value in values.items() if value is not None}
 
     @property
     def rasa_url(self) -> str:
@@ -38,11 +66,11 @@ class Settings:
         return f"http://127.0.0.1:{self.actions_port}"
 
 
-def _api_token(configured: str | None) -> str:
-    """The HTTP API token: configured, else one generated once and kept in var/ (mode 600)."""
+def _file_secret(name: str, configured: str | None) -> str:
+    """A secret from the environment, else one generated once and kept in var/<name> (mode 600)."""
     if configured:
         return configured
-    path = VAR_DIR / "rasa-api-token"
+    path = VAR_DIR / name
     try:
         return path.read_text().strip()
     except OSError:
@@ -62,6 +90,16 @@ def load_settings(env_file: Path | None = None) -> Settings:
         rasa_port=config("RASA_PORT", cast=int, default=5005),
         actions_port=config("ACTIONS_PORT", cast=int, default=5055),
         clinic_port=config("CLINIC_PORT", cast=int, default=8000),
-        rasa_api_token=Secret(_api_token(config("RASA_API_TOKEN", default=None))),
+        rasa_api_token=Secret(_file_secret("rasa-api-token", config("RASA_API_TOKEN", default=None))),
         telegram_bot_token=Secret(telegram) if telegram else None,
+        telegram_api_base_url=config("TELEGRAM_API_BASE_URL", default=None),
+        telegram_webhook_url=config("TELEGRAM_WEBHOOK_URL", default=None),
+        telegram_webhook_secret=config("TELEGRAM_WEBHOOK_SECRET", cast=Secret, default=None),
+        telegram_webhook_listen=config("TELEGRAM_WEBHOOK_LISTEN", default="127.0.0.1"),
+        telegram_webhook_port=config("TELEGRAM_WEBHOOK_PORT", cast=int, default=8443),
+        relay_rasa_timeout=config("RELAY_RASA_TIMEOUT", cast=float, default=8.0),
+        relay_outbox_path=Path(config("RELAY_OUTBOX_PATH", default=str(VAR_DIR / "relay-outbox.db"))),
+        # Telegram chat ids are turned into pseudonymous Rasa sender ids with this key (HMAC).
+        # Every relay replica must share it; losing it starts new conversations, loses no data.
+        sender_id_key=Secret(_file_secret("sender-id-key", config("SENDER_ID_KEY", default=None))),
     )

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from starlette.datastructures import Secret
 
 from bot.evaluate import RestClient
 from bot.servers import Stack
 from bot.settings import Settings, load_settings
+from bot.telegram.fake_api import FakeTelegram
+from bot.telegram.identity import sender_id
 
 
 def free_port() -> int:
@@ -40,3 +45,43 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def client(stack: Stack) -> RestClient:
     return RestClient(stack.settings.rasa_url, str(stack.settings.rasa_api_token))
+
+
+# ---------------------------------------------------------------------- Telegram relay
+BOT_TOKEN = "4242:relay-test-token-SECRET"
+
+
+@dataclass
+class RelayRig:
+    """The relay process (`python -m bot relay`) against the fake Bot API and the real stack."""
+
+    fake: FakeTelegram
+    stack: Stack  # the stack running the relay; `rasa`/`actions` live in the shared stack
+    settings: Settings
+
+    def sender(self, chat_id: int) -> str:
+        return sender_id(chat_id, str(self.settings.sender_id_key))
+
+
+def relay_settings(stack: Stack, fake: FakeTelegram, tmp: Path, **overrides: object) -> Settings:
+    return dataclasses.replace(
+        stack.settings,
+        telegram_bot_token=Secret(BOT_TOKEN),
+        telegram_api_base_url=fake.base_url,
+        relay_outbox_path=tmp / "outbox.db",
+        relay_rasa_timeout=3.0,
+        sender_id_key=Secret("test-sender-key"),
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def relay(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayRig]:
+    fake = FakeTelegram(token=BOT_TOKEN).start()
+    tmp = tmp_path_factory.mktemp("relay")
+    settings = relay_settings(stack, fake, tmp)
+    relay_stack = Stack(settings, log_dir=tmp)
+    relay_stack.start_relay()
+    yield RelayRig(fake, relay_stack, settings)
+    relay_stack.stop()
+    fake.stop()

@@ -1,0 +1,143 @@
+"""Build and run the python-telegram-bot `Application` for the relay (`python -m bot relay`).
+
+Long polling by default (no public URL needed); webhook mode when `TELEGRAM_WEBHOOK_URL` is set.
+In webhook mode python-telegram-bot's own server (tornado) answers 403 to any request without
+the right `X-Telegram-Bot-Api-Secret-Token`; if no secret is configured one is generated per
+start and registered with `setWebhook`, so the check is never off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+from urllib.parse import urlparse
+
+from telegram import Update
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.settings import Settings
+from bot.telegram.limits import PatientChatRateLimiter
+from bot.telegram.logs import configure_logging
+from bot.telegram.outbox import Outbox
+from bot.telegram.rasa_client import RasaClient
+from bot.telegram.relay import Relay
+from bot.telegram.texts import load_texts
+
+log = logging.getLogger("bot.telegram")
+CONCURRENT_UPDATES = 256
+# Shown in Telegram's command menu.
+COMMANDS = [
+    ("emergency", "Signs that mean: call 911 now"),
+    ("help", "What this bot can and cannot do"),
+    ("restart", "Start a new conversation"),
+    ("forget", "Delete what this chat has stored"),
+]
+
+
+def emergency_detector() -> Any:
+    """The NLU's own symptom extractor, so a fail-safe reply can say "call 911 now" when the
+    message names an emergency sign even while Rasa is down."""
+    from bot.nlu.extractor import SymptomExtractor
+    from bot.nlu.knowledge import load_knowledge_base
+
+    kb = load_knowledge_base()
+    extractor = SymptomExtractor(kb)
+    extractor("warm up")  # builds the spaCy pipeline now, not on the first outage
+
+    def is_emergency(text: str) -> bool:
+        return any(kb.symptom_class(s) == "emergency" for s in extractor(text).present)
+
+    return is_emergency
+
+
+def build_relay(settings: Settings) -> Relay:
+    return Relay(
+        texts=load_texts(),
+        rasa=RasaClient(settings.rasa_url, str(settings.rasa_api_token)),
+        outbox=Outbox(settings.relay_outbox_path),
+        sender_key=str(settings.sender_id_key),
+        soft_timeout=settings.relay_rasa_timeout,
+    )
+
+
+def build_application(settings: Settings, relay: Relay) -> Application:
+    if settings.telegram_bot_token is None:
+        raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+    builder = (
+        ApplicationBuilder()
+        .token(str(settings.telegram_bot_token))
+        .rate_limiter(PatientChatRateLimiter())
+        .concurrent_updates(CONCURRENT_UPDATES)
+        .post_init(lambda app: _post_init(app, relay))
+        .post_stop(lambda app: relay.stop())
+        .post_shutdown(lambda app: _post_shutdown(app, relay))
+    )
+    if settings.telegram_api_base_url:
+        base = settings.telegram_api_base_url.rstrip("/")
+        builder = builder.base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
+    application = builder.build()
+    text_messages = filters.UpdateType.MESSAGES & ((filters.TEXT & ~filters.COMMAND) | filters.CAPTION)
+    application.add_handlers(
+        [
+            CommandHandler("start", relay.on_start, filters=filters.UpdateType.MESSAGES),
+            CommandHandler("help", relay.on_help, filters=filters.UpdateType.MESSAGES),
+            CommandHandler("emergency", relay.on_emergency, filters=filters.UpdateType.MESSAGES),
+            CommandHandler("restart", relay.on_restart, filters=filters.UpdateType.MESSAGES),
+            CommandHandler("forget", relay.on_forget, filters=filters.UpdateType.MESSAGES),
+            MessageHandler(filters.UpdateType.MESSAGES & filters.COMMAND, relay.on_unknown_command),
+            MessageHandler(text_messages, relay.on_text),
+            CallbackQueryHandler(relay.on_button),
+            MessageHandler(filters.UpdateType.MESSAGES & ~filters.TEXT & ~filters.CAPTION, relay.on_non_text),
+        ]
+    )
+    application.add_error_handler(relay.on_error)
+    return application
+
+
+async def _post_init(application: Application, relay: Relay) -> None:
+    relay.is_emergency = await asyncio.to_thread(emergency_detector)
+    relay.start_retrying(application.bot)
+    try:
+        await application.bot.set_my_commands(COMMANDS)
+    except TelegramError as exc:  # a cosmetic menu must not keep the relay from serving
+        log.warning("relay.commands_menu.failed type=%s", type(exc).__name__)
+    parked = await relay.outbox.count()
+    log.info("relay.ready bot=%s parked=%d", application.bot.username, parked)
+
+
+async def _post_shutdown(_: Application, relay: Relay) -> None:
+    await relay.rasa.aclose()
+    relay.outbox.close()
+
+
+def run(settings: Settings) -> None:
+    """Blocking: run the relay until SIGINT/SIGTERM."""
+    configure_logging(settings)
+    relay = build_relay(settings)
+    application = build_application(settings, relay)
+    updates = Update.ALL_TYPES
+    if settings.telegram_webhook_url:
+        secret = str(settings.telegram_webhook_secret) if settings.telegram_webhook_secret else secrets.token_urlsafe(32)
+        path = urlparse(settings.telegram_webhook_url).path.lstrip("/")
+        log.info("relay.mode webhook listen=%s:%d", settings.telegram_webhook_listen, settings.telegram_webhook_port)
+        application.run_webhook(
+            listen=settings.telegram_webhook_listen,
+            port=settings.telegram_webhook_port,
+            url_path=path,
+            webhook_url=settings.telegram_webhook_url,
+            secret_token=secret,
+            allowed_updates=updates,
+        )
+    else:
+        log.info("relay.mode polling")
+        application.run_polling(allowed_updates=updates)

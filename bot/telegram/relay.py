@@ -1,0 +1,378 @@
+"""The relay's handlers: Telegram updates in, Rasa replies out, never silent, nothing lost.
+
+For each patient message the relay
+1. takes the chat's place in line (messages of one chat are handled in arrival order),
+2. first hands Rasa any earlier messages of this chat that are still parked (see outbox.py),
+3. posts the message to Rasa's `relay` channel while "typing…" shows,
+4. sends Rasa's replies (buttons as an inline keyboard, long texts split), or, if Rasa is down,
+   failing or slower than `soft_timeout`, the fail-safe reply at once — "call 911 now" when
+   the message itself names an emergency sign — and parks the message for later delivery.
+   A slow answer that still arrives is sent afterwards, as a reply to the patient's message.
+
+Logs carry chat pseudonyms, sizes and outcomes, never message text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import ContextTypes
+
+from bot.telegram.identity import sender_id
+from bot.telegram.ordering import ChatLocks
+from bot.telegram.outbox import Outbox
+from bot.telegram.rasa_client import RasaClient, RasaUnavailable
+from bot.telegram.splitting import split_message
+from bot.telegram.texts import RelayTexts
+
+log = logging.getLogger("bot.telegram")
+
+FORGET_YES, FORGET_NO = "relay:forget:yes", "relay:forget:no"
+CALLBACK_DATA_LIMIT = 64  # bytes, Telegram's limit for inline button data
+TYPING_REFRESH = 4.5  # Telegram shows "typing…" for about 5 s
+
+
+@dataclass
+class Inbound:
+    """One message on its way to Rasa."""
+
+    chat_id: int
+    sender: str
+    text: str
+    message_id: str
+    metadata: dict[str, Any]
+    reply_to: int | None  # the patient's Telegram message, to thread a late answer to it
+    fallback: str | None = None  # what to answer if Rasa cannot (default: the fail-safe)
+    received: float = field(default_factory=time.monotonic)
+    answered: bool = False  # the patient already got a reply (fail-safe or Rasa's)
+
+
+class Relay:
+    def __init__(
+        self,
+        texts: RelayTexts,
+        rasa: RasaClient,
+        outbox: Outbox,
+        sender_key: str,
+        soft_timeout: float = 8.0,
+        is_emergency: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.texts = texts
+        self.rasa = rasa
+        self.outbox = outbox
+        self.soft_timeout = soft_timeout
+        self.is_emergency = is_emergency
+        self._sender_key = sender_key
+        self._locks = ChatLocks()
+        self._long_payloads: dict[str, str] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._retry_task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ handlers
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        chat = update.effective_chat
+        if message is None or chat is None:
+            return
+        text = message.text or message.caption or ""
+        edited = update.edited_message is not None
+        suffix = f":e{int(message.edit_date.timestamp())}" if edited and message.edit_date else ""
+        item = self._inbound(
+            chat.id,
+            text,
+            f"{message.message_id}{suffix}",
+            {"edited": edited, "update_id": update.update_id},
+            reply_to=message.message_id,
+        )
+        await self.handle(context.bot, item)
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        chat = update.effective_chat
+        if query is None or chat is None:
+            return
+        data = query.data or ""
+        if data in (FORGET_YES, FORGET_NO):
+            work = self._spawn(self._forget(context.bot, chat.id, confirmed=data == FORGET_YES))
+        else:
+            payload = self._long_payloads.get(data, data)
+            title = _button_title(query.message, data) if query.message else None
+            item = self._inbound(chat.id, payload, f"cb:{query.id}", {"button": title, "update_id": update.update_id}, None)
+            work = self._spawn(self._process(context.bot, item))  # takes its place in line before any await
+        with contextlib.suppress(TelegramError):
+            await query.answer()
+        if query.message is not None:
+            with contextlib.suppress(BadRequest):  # already cleared (double tap) is fine
+                await query.edit_message_reply_markup(reply_markup=None)
+        if data in (FORGET_YES, FORGET_NO):
+            await work
+        else:
+            await self._answer_in_time(context.bot, item, work)
+
+    async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat, message = update.effective_chat, update.effective_message
+        if chat is None or message is None:
+            return
+        code = context.args[0][:64] if context.args else None
+        metadata: dict[str, Any] = {"update_id": update.update_id, "command": "start"}
+        if code:
+            metadata["enrolment_code"] = code
+        item = self._inbound(
+            chat.id, "/greet", f"{message.message_id}", metadata, message.message_id, fallback=self.texts.greet
+        )
+        await self.handle(context.bot, item)
+        await self._send(context.bot, chat.id, self.texts["start_commands"])
+
+    async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_chat:
+            await self._send(context.bot, update.effective_chat.id, self.texts["help"])
+
+    async def on_emergency(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_chat:
+            await self._send(context.bot, update.effective_chat.id, self.texts.emergency_signs)
+
+    async def on_restart(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat, message = update.effective_chat, update.effective_message
+        if chat is None or message is None:
+            return
+        item = self._inbound(
+            chat.id,
+            "/restart",
+            f"{message.message_id}",
+            {"update_id": update.update_id, "command": "restart"},
+            message.message_id,
+            fallback=self.texts["restarted"],
+        )
+        await self.handle(context.bot, item)
+
+    async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_chat is None:
+            return
+        keyboard = InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton(self.texts["forget_yes"], callback_data=FORGET_YES),
+                    InlineKeyboardButton(self.texts["forget_no"], callback_data=FORGET_NO),
+                ]
+            ]
+        )
+        await self._send(context.bot, update.effective_chat.id, self.texts["forget_confirm"], keyboard)
+
+    async def on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_chat:
+            await self._send(context.bot, update.effective_chat.id, self.texts["unknown_command"])
+
+    async def on_non_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_chat:
+            log.info("relay.non_text chat=%s", self._sender(update.effective_chat.id))
+            await self._send(context.bot, update.effective_chat.id, self.texts["non_text"])
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Last line: log without content; if a chat is known, still give it the fail-safe."""
+        error = context.error
+        log.error("relay.error type=%s", type(error).__name__, exc_info=(type(error), error, error.__traceback__) if error else None)
+        if isinstance(update, Update) and update.effective_chat and update.effective_message:
+            with contextlib.suppress(TelegramError):
+                await self._send(context.bot, update.effective_chat.id, self.texts.failsafe)
+
+    # ------------------------------------------------------------------ core
+    def _sender(self, chat_id: int) -> str:
+        return sender_id(chat_id, self._sender_key)
+
+    def _inbound(
+        self, chat_id: int, text: str, message_id: str, metadata: dict[str, Any], reply_to: int | None, fallback: str | None = None
+    ) -> Inbound:
+        """`message_id` is unique within the chat; Rasa stores it prefixed with the pseudonym."""
+        sender = self._sender(chat_id)
+        return Inbound(chat_id, sender, text, f"{sender}:{message_id}", {"telegram": metadata}, reply_to, fallback)
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def handle(self, bot: Bot, item: Inbound) -> None:
+        """Relay one message; the patient gets an answer within `soft_timeout` whatever happens."""
+        await self._answer_in_time(bot, item, self._spawn(self._process(bot, item)))
+
+    async def _answer_in_time(self, bot: Bot, item: Inbound, work: asyncio.Task) -> None:
+        done, _ = await asyncio.wait({work}, timeout=self.soft_timeout)
+        if not done and not item.answered:
+            log.warning("relay.slow chat=%s waited=%.1fs", item.sender, time.monotonic() - item.received)
+            await self._fail_safe(bot, item)
+        await work
+
+    async def _process(self, bot: Bot, item: Inbound) -> None:
+        async with self._locks.hold(item.chat_id):
+            typing = self._spawn(self._keep_typing(bot, item.chat_id))
+            try:
+                still_parked = await self._flush_chat(bot, item.chat_id)
+                if still_parked:
+                    await self._park(bot, item, "earlier messages still waiting")
+                    return
+                try:
+                    reply = await self.rasa.send(item.sender, item.text, item.message_id, item.metadata)
+                except RasaUnavailable as exc:
+                    await self._park(bot, item, str(exc))
+                    return
+                late = item.answered
+                await self._deliver(bot, item.chat_id, reply.messages, reply_to=item.reply_to if late else None, item=item)
+                log.info(
+                    "relay.answered chat=%s replies=%d ms=%.0f late=%s",
+                    item.sender,
+                    len(reply.messages),
+                    (time.monotonic() - item.received) * 1000,
+                    late,
+                )
+            finally:
+                typing.cancel()
+
+    async def _park(self, bot: Bot, item: Inbound, why: str) -> None:
+        await self.outbox.park(item.chat_id, item.sender, item.message_id, item.text, item.metadata, item.reply_to)
+        log.warning("relay.parked chat=%s reason=%s", item.sender, why)
+        if not item.answered:
+            await self._fail_safe(bot, item)
+
+    async def _fail_safe(self, bot: Bot, item: Inbound) -> None:
+        item.answered = True
+        if item.fallback is not None:
+            text = item.fallback
+        elif self.is_emergency is not None and _safe_call(self.is_emergency, item.text):
+            text = self.texts.failsafe_emergency
+        else:
+            text = self.texts.failsafe
+        await self._send(bot, item.chat_id, text)
+
+    async def _flush_chat(self, bot: Bot, chat_id: int) -> int:
+        """Hand Rasa this chat's parked messages in order; returns how many are still parked.
+        The caller holds the chat's lock."""
+        parked = await self.outbox.pending(chat_id)
+        for index, entry in enumerate(parked):
+            try:
+                reply = await self.rasa.send(entry.sender, entry.text, entry.message_id, entry.metadata, retry=True)
+            except RasaUnavailable:
+                await self.outbox.failed_attempt(entry.id)
+                return len(parked) - index
+            await self._deliver(bot, chat_id, reply.messages, reply_to=entry.reply_to)
+            await self.outbox.delivered(entry.id)
+            log.info("relay.unparked chat=%s parked_s=%.0f duplicate=%s", entry.sender, time.time() - entry.created, reply.duplicate)
+        return 0
+
+    async def flush_all(self, bot: Bot) -> int:
+        """Deliver every parked message whose chat is not busy; returns how many remain."""
+        for chat_id in await self.outbox.chats():
+            async with self._locks.hold(chat_id):
+                await self._flush_chat(bot, chat_id)
+        return await self.outbox.count()
+
+    def start_retrying(self, bot: Bot) -> None:
+        self._retry_task = asyncio.create_task(self.retry_forever(bot), name="relay-outbox-retry")
+
+    async def stop(self) -> None:
+        """Stop retrying and let in-flight messages finish (they are parked if Rasa is gone)."""
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.soft_timeout + 2)
+
+    async def retry_forever(self, bot: Bot, interval: float = 3.0) -> None:
+        """Background loop: once Rasa is back, parked messages go in without waiting for the patient."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await self.outbox.count() and await self.rasa.is_up():
+                    remaining = await self.flush_all(bot)
+                    log.info("relay.outbox remaining=%d", remaining)
+            except Exception as exc:  # the loop must survive anything
+                log.error("relay.outbox.error type=%s", type(exc).__name__)
+
+    async def _forget(self, bot: Bot, chat_id: int, confirmed: bool) -> None:
+        if not confirmed:
+            await self._send(bot, chat_id, self.texts["forget_kept"])
+            return
+        async with self._locks.hold(chat_id):
+            parked = await self.outbox.forget(chat_id)
+            try:
+                deleted = await self.rasa.forget(self._sender(chat_id))
+            except RasaUnavailable:
+                log.warning("relay.forget.failed chat=%s", self._sender(chat_id))
+                await self._send(bot, chat_id, self.texts["forget_failed"])
+                return
+        log.info("relay.forgotten chat=%s events=%d parked=%d", self._sender(chat_id), deleted, parked)
+        await self._send(bot, chat_id, self.texts["forgotten"])
+
+    # ------------------------------------------------------------------ output
+    async def _keep_typing(self, bot: Bot, chat_id: int) -> None:
+        with contextlib.suppress(TelegramError):
+            while True:
+                await bot.send_chat_action(chat_id, ChatAction.TYPING)
+                await asyncio.sleep(TYPING_REFRESH)
+
+    def _keyboard(self, buttons: list[dict[str, Any]]) -> InlineKeyboardMarkup | None:
+        row = []
+        for button in buttons:
+            title, payload = str(button.get("title") or ""), str(button.get("payload") or "")
+            if not title or not payload:
+                continue
+            if len(payload.encode()) > CALLBACK_DATA_LIMIT:
+                key = "p:" + hashlib.sha256(payload.encode()).hexdigest()[:40]
+                self._long_payloads[key] = payload
+                payload = key
+            row.append(InlineKeyboardButton(title, callback_data=payload))
+        return InlineKeyboardMarkup([row]) if row else None
+
+    async def _deliver(
+        self, bot: Bot, chat_id: int, messages: list[dict[str, Any]], reply_to: int | None, item: Inbound | None = None
+    ) -> None:
+        """Send Rasa's replies in order; the patient counts as answered from the first one on."""
+        for message in messages:
+            text = message.get("text") or ""
+            if message.get("image"):
+                text = f"{text}\n{message['image']}".strip()
+            if not text:
+                continue
+            await self._send(bot, chat_id, text, self._keyboard(message.get("buttons") or []), reply_to)
+            reply_to = None  # thread only the first reply
+            if item is not None:
+                item.answered = True
+
+    async def _send(
+        self, bot: Bot, chat_id: int, text: str, keyboard: InlineKeyboardMarkup | None = None, reply_to: int | None = None
+    ) -> None:
+        parts = split_message(text)
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            await bot.send_message(
+                chat_id,
+                part,
+                reply_markup=keyboard if last else None,
+                reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to and index == 0 else None,
+            )
+
+
+def _button_title(message: Any, data: str) -> str | None:
+    markup = getattr(message, "reply_markup", None)
+    for row in getattr(markup, "inline_keyboard", ()) or ():
+        for button in row:
+            if button.callback_data == data:
+                return str(button.text)
+    return None
+
+
+def _safe_call(check: Callable[[str], bool], text: str) -> bool:
+    try:
+        return bool(check(text))
+    except Exception:  # a broken detector must not stop the fail-safe reply
+        log.exception("relay.emergency_check.failed")
+        return True  # when unsure whether it is an emergency, escalate

@@ -1,0 +1,73 @@
+"""The outgoing limiter: per-chat pacing for private chats, retries that drop nothing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from telegram.error import BadRequest, NetworkError, TimedOut
+
+from bot.telegram.limits import PatientChatRateLimiter
+
+
+async def _request(limiter: PatientChatRateLimiter, callback, endpoint: str = "sendMessage", chat_id: int = 5):  # noqa: ANN001, ANN202
+    return await limiter.process_request(callback, (), {}, endpoint, {"chat_id": chat_id, "text": "x"}, None)
+
+
+async def test_private_chat_burst_then_paced() -> None:
+    limiter = PatientChatRateLimiter(chat_burst=3, chat_period=1.5)
+    stamps: list[float] = []
+
+    async def send() -> bool:
+        stamps.append(time.monotonic())
+        return True
+
+    start = time.monotonic()
+    for _ in range(5):
+        await _request(limiter, send)
+    offsets = [s - start for s in stamps]
+    assert max(offsets[:3]) < 0.2, "a short burst goes out at once"
+    assert offsets[4] >= 0.8, "then about one message per period/burst"
+
+
+async def test_chat_actions_and_other_chats_are_not_held_back() -> None:
+    limiter = PatientChatRateLimiter(chat_burst=1, chat_period=5)
+
+    async def send() -> bool:
+        return True
+
+    start = time.monotonic()
+    await _request(limiter, send)
+    await _request(limiter, send, endpoint="sendChatAction")
+    await _request(limiter, send, chat_id=6)
+    assert time.monotonic() - start < 0.5
+
+
+async def test_network_errors_are_retried_until_sent() -> None:
+    limiter = PatientChatRateLimiter(first_backoff=0.01)
+    attempts = 0
+
+    async def flaky() -> bool:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise TimedOut() if attempts == 1 else NetworkError("connection reset")
+        return True
+
+    assert await _request(limiter, flaky) is True
+    assert attempts == 3
+
+
+@pytest.mark.parametrize("error", [BadRequest("chat not found"), NetworkError("down for good")])
+async def test_hopeless_requests_give_up(error: Exception) -> None:
+    limiter = PatientChatRateLimiter(first_backoff=0.001, network_retries=2)
+    attempts = 0
+
+    async def failing() -> bool:
+        nonlocal attempts
+        attempts += 1
+        raise error
+
+    with pytest.raises(type(error)):
+        await _request(limiter, failing)
+    assert attempts == (1 if isinstance(error, BadRequest) else 3)
