@@ -10,7 +10,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml,$(wildca
 CASES ?= ../shared/cases/dev.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: run test eval nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: run test eval bench-relay nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt
@@ -37,6 +37,9 @@ actions: .venv/.installed
 
 eval: $(MODEL)
 	$(PY) -m bot eval --cases $(CASES) --out $(OUT)
+
+bench-relay: $(MODEL)
+	$(PY) -m bot bench-relay
 
 nlu-heldout: $(MODEL)
 	$(PY) -m bot nlu-heldout --show-errors

@@ -77,6 +77,14 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_relay(args: argparse.Namespace) -> int:
+    from bot.benchmarks.relay import format_results, main
+
+    results = main(chats=args.chats, per_chat=args.per_chat, rate=args.rate)
+    sys.stdout.write(format_results(results) + "\n(JSON in var/bench/relay.json)\n")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     settings = load_settings()
     stack = Stack(settings)
@@ -114,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("relay", help="run the Telegram relay alone (needs TELEGRAM_BOT_TOKEN and a running Rasa server)").set_defaults(
         func=cmd_relay
     )
+    br = sub.add_parser("bench-relay", help="Telegram relay overhead, loss and order through a fake Bot API")
+    br.add_argument("--chats", type=int, default=200)
+    br.add_argument("--per-chat", type=int, default=5)
+    br.add_argument("--rate", type=float, default=10.0, help="messages per second, open loop")
+    br.set_defaults(func=cmd_bench_relay)
     ev = sub.add_parser("eval", help="score a case file through the live stack")
     ev.add_argument("--cases", required=True)
     ev.add_argument("--out", required=True)

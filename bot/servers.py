@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,6 +56,13 @@ def rasa_command(settings: Settings, model: Path = MODEL_PATH) -> list[str]:
         "--credentials",
         str(PROJECT_ROOT / "credentials.yml"),
     ]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now (tests, benchmarks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def is_up(url: str, timeout: float = 1.0) -> bool:

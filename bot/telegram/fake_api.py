@@ -150,6 +150,11 @@ class FakeTelegram:
                 self._new_update.notify_all()
         return int(update["update_id"])
 
+    def push_text_nowait(self, chat_id: int, text: str) -> None:
+        """Queue a text message without waiting (for open-loop load: arrivals do not wait for us)."""
+        payload = {"message": self._message(chat_id, **self._text_content(text))}
+        asyncio.run_coroutine_threadsafe(self._push(payload), self._loop)
+
     def push_text(self, chat_id: int, text: str) -> int:
         return self.push({"message": self._message(chat_id, **self._text_content(text))})
 

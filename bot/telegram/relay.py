@@ -39,6 +39,7 @@ log = logging.getLogger("bot.telegram")
 
 FORGET_YES, FORGET_NO = "relay:forget:yes", "relay:forget:no"
 CALLBACK_DATA_LIMIT = 64  # bytes, Telegram's limit for inline button data
+TYPING_DELAY = 0.3  # answers faster than this need no "typing…" (saves rate budget)
 TYPING_REFRESH = 4.5  # Telegram shows "typing…" for about 5 s
 
 
@@ -314,6 +315,7 @@ class Relay:
 
     # ------------------------------------------------------------------ output
     async def _keep_typing(self, bot: Bot, chat_id: int) -> None:
+        await asyncio.sleep(TYPING_DELAY)
         with contextlib.suppress(TelegramError):
             while True:
                 await bot.send_chat_action(chat_id, ChatAction.TYPING)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,16 +11,10 @@ import pytest
 from starlette.datastructures import Secret
 
 from bot.evaluate import RestClient
-from bot.servers import Stack
+from bot.servers import Stack, free_port
 from bot.settings import Settings, load_settings
 from bot.telegram.fake_api import FakeTelegram
 from bot.telegram.identity import sender_id
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
