@@ -26,6 +26,7 @@ from telegram.ext import (
 )
 
 from bot.settings import Settings
+from bot.telegram.aiohttp_request import AiohttpRequest
 from bot.telegram.limits import PatientChatRateLimiter
 from bot.telegram.logs import configure_logging
 from bot.telegram.outbox import Outbox
@@ -76,6 +77,8 @@ def build_application(settings: Settings, relay: Relay) -> Application:
     builder = (
         ApplicationBuilder()
         .token(str(settings.telegram_bot_token))
+        .request(AiohttpRequest(connection_pool_size=256))
+        .get_updates_request(AiohttpRequest(connection_pool_size=2))
         .rate_limiter(PatientChatRateLimiter())
         .concurrent_updates(CONCURRENT_UPDATES)
         .post_init(lambda app: _post_init(app, relay))

@@ -224,9 +224,7 @@ class FakeTelegram:
                 self._sent_cond.wait(left)
             return found
 
-    def wait_for(
-        self, chat_id: int, predicate: Any, timeout: float = 30, method: str = "sendMessage", after: int = 0
-    ) -> Sent:
+    def wait_for(self, chat_id: int, predicate: Any, timeout: float = 30, method: str = "sendMessage", after: int = 0) -> Sent:
         """Block until a call of `method` to `chat_id` (from the `after`-th on) satisfies `predicate`."""
         deadline = time.monotonic() + timeout
         with self._sent_cond:
@@ -271,7 +269,7 @@ class FakeTelegram:
         method = request.match_info["method"]
         try:
             params = await self._params(request)
-        except ValueError:
+        except (ValueError, ConnectionError):  # bad body, or the client hung up (e.g. a stopping relay)
             return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: bad body"}, status=400)
         for fault in self._faults:
             if fault.method == method and fault.remaining > 0:

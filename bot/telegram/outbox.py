@@ -55,6 +55,12 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._lock = asyncio.Lock()  # one statement at a time on the shared connection
+        # Chats with parked messages, kept in memory so the common case (nothing parked) costs
+        # no disk read per message. One relay process owns one outbox file.
+        self._parked_chats = {row[0] for row in self._db.execute("SELECT DISTINCT chat_id FROM outbox")}
+
+    def has_pending(self, chat_id: int) -> bool:
+        return chat_id in self._parked_chats
 
     async def _run(self, sql: str, params: tuple = ()) -> list[tuple]:
         async with self._lock:
@@ -66,12 +72,15 @@ class Outbox:
             "INSERT OR IGNORE INTO outbox (chat_id, sender, message_id, text, metadata, reply_to, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (chat_id, sender, message_id, text, json.dumps(metadata), reply_to, time.time()),
         )
+        self._parked_chats.add(chat_id)
 
     async def pending(self, chat_id: int) -> list[Parked]:
         rows = await self._run(
             "SELECT id, chat_id, sender, message_id, text, metadata, reply_to, created, attempts FROM outbox WHERE chat_id = ? ORDER BY id",
             (chat_id,),
         )
+        if not rows:
+            self._parked_chats.discard(chat_id)
         return [Parked(*row[:5], json.loads(row[5]), *row[6:]) for row in rows]
 
     async def chats(self) -> list[int]:
@@ -87,6 +96,7 @@ class Outbox:
         await self._run("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (parked_id,))
 
     async def forget(self, chat_id: int) -> int:
+        self._parked_chats.discard(chat_id)
         return len(await self._run("DELETE FROM outbox WHERE chat_id = ? RETURNING id", (chat_id,)))
 
     def close(self) -> None:

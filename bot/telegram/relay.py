@@ -128,9 +128,7 @@ class Relay:
         metadata: dict[str, Any] = {"update_id": update.update_id, "command": "start"}
         if code:
             metadata["enrolment_code"] = code
-        item = self._inbound(
-            chat.id, "/greet", f"{message.message_id}", metadata, message.message_id, fallback=self.texts.greet
-        )
+        item = self._inbound(chat.id, "/greet", f"{message.message_id}", metadata, message.message_id, fallback=self.texts.greet)
         await self.handle(context.bot, item)
         await self._send(context.bot, chat.id, self.texts["start_commands"])
 
@@ -258,6 +256,8 @@ class Relay:
     async def _flush_chat(self, bot: Bot, chat_id: int) -> int:
         """Hand Rasa this chat's parked messages in order; returns how many are still parked.
         The caller holds the chat's lock."""
+        if not self.outbox.has_pending(chat_id):
+            return 0
         parked = await self.outbox.pending(chat_id)
         for index, entry in enumerate(parked):
             try:

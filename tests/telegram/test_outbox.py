@@ -17,6 +17,7 @@ async def test_park_order_restart_and_delivery(tmp_path: Path) -> None:
     box.close()
 
     box = Outbox(path)  # the relay restarted
+    assert box.has_pending(1) and box.has_pending(2) and not box.has_pending(3)
     assert await box.count() == 3
     assert await box.chats() == [1, 2]
     pending = await box.pending(1)
@@ -28,4 +29,5 @@ async def test_park_order_restart_and_delivery(tmp_path: Path) -> None:
     assert [p.text for p in await box.pending(1)] == ["second"]
     assert await box.forget(1) == 1
     assert await box.pending(1) == [] and await box.count() == 1
+    assert not box.has_pending(1) and box.has_pending(2)
     box.close()
