@@ -6,6 +6,7 @@ same way: REST channel on, HTTP API on with a token, bound to 127.0.0.1, SQL tra
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from starlette.datastructures import Secret
 
 from bot import PROJECT_ROOT
-from bot.settings import MODEL_PATH, Settings
+from bot.settings import MODEL_PATH, Settings, load_settings
 
 RASA = str(Path(sys.executable).with_name("rasa"))
 
@@ -63,6 +65,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def isolated_settings(directory: Path, **overrides: object) -> Settings:
+    """Settings for a private stack (tests, benchmarks): its own SQLite file and relay outbox in
+    `directory`, spare ports, the project's API token; `overrides` replace any field."""
+    base = load_settings()
+    settings = Settings(
+        database_url=f"sqlite:///{directory / 'tracker.db'}",
+        rasa_port=free_port(),
+        actions_port=free_port(),
+        clinic_port=free_port(),
+        rasa_api_token=base.rasa_api_token,
+        telegram_bot_token=None,
+        relay_outbox_path=directory / "outbox.db",
+        sender_id_key=Secret(f"isolated-{directory.name}"),
+    )
+    return dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
 
 
 def is_up(url: str, timeout: float = 1.0) -> bool:

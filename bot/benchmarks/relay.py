@@ -31,8 +31,8 @@ from starlette.datastructures import Secret
 
 from bot import PROJECT_ROOT
 from bot.evaluate import load_cases
-from bot.servers import Stack, free_port
-from bot.settings import Settings, load_settings
+from bot.servers import Stack, free_port, isolated_settings
+from bot.settings import Settings
 from bot.telegram.fake_api import FakeTelegram
 from bot.telegram.identity import sender_id
 
@@ -146,21 +146,10 @@ def run_relay(settings: Settings, fake: FakeTelegram, convs: list[list[str]], ra
 
 
 def main(chats: int = 200, per_chat: int = 5, rate: float = 10.0, out: Path | None = None) -> dict[str, Any]:
-    base = load_settings()
     tmp = Path(tempfile.mkdtemp(prefix="crs-bench-relay-"))
     convs = conversations(chats, per_chat, PROJECT_ROOT / "tests" / "cases" / "own.jsonl")
     fake = FakeTelegram(token=TOKEN).start()
-    settings = Settings(
-        database_url=f"sqlite:///{tmp / 'tracker.db'}",
-        rasa_port=free_port(),
-        actions_port=free_port(),
-        clinic_port=base.clinic_port,
-        rasa_api_token=base.rasa_api_token,
-        telegram_bot_token=Secret(TOKEN),
-        telegram_api_base_url=fake.base_url,
-        relay_outbox_path=tmp / "outbox.db",
-        sender_id_key=Secret("bench-key"),
-    )
+    settings = isolated_settings(tmp, telegram_bot_token=Secret(TOKEN), telegram_api_base_url=fake.base_url)
     stack = Stack(settings, log_dir=tmp)
     results: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()} {_cpus()} CPUs, Python {platform.python_version()}",

@@ -11,24 +11,15 @@ import pytest
 from starlette.datastructures import Secret
 
 from bot.evaluate import RestClient
-from bot.servers import Stack, free_port
-from bot.settings import Settings, load_settings
+from bot.servers import Stack, isolated_settings
+from bot.settings import Settings
 from bot.telegram.fake_api import FakeTelegram
 from bot.telegram.identity import sender_id
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base = load_settings()
-    db = tmp_path_factory.mktemp("db") / "tracker.db"
-    settings = Settings(
-        database_url=f"sqlite:///{db}",
-        rasa_port=free_port(),
-        actions_port=free_port(),
-        clinic_port=base.clinic_port,
-        rasa_api_token=base.rasa_api_token,
-        telegram_bot_token=None,
-    )
+    settings = isolated_settings(tmp_path_factory.mktemp("db"))
     s = Stack(settings, log_dir=Path(tmp_path_factory.mktemp("log")))
     s.start()
     yield s

@@ -19,9 +19,7 @@ import psycopg2
 import pytest
 
 from bot.evaluate import RestClient
-from bot.servers import Stack
-from bot.settings import Settings, load_settings
-from tests.integration.conftest import free_port
+from bot.servers import Stack, free_port, isolated_settings
 
 pytestmark = pytest.mark.integration
 
@@ -62,8 +60,7 @@ def pg_url() -> Iterator[str]:
 
 
 def test_conversation_survives_restart_on_postgres(pg_url: str, tmp_path: Path) -> None:
-    base = load_settings()
-    settings = Settings(pg_url, free_port(), free_port(), base.clinic_port, base.rasa_api_token, None)
+    settings = isolated_settings(tmp_path, database_url=pg_url)
     stack = Stack(settings, log_dir=tmp_path)
     stack.start()
     try:
