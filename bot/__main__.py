@@ -22,6 +22,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.start_rasa()
         if settings.telegram_bot_token:
             stack.start_relay()
+        stack.start_clinic()
     except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
         stack.stop()
         sys.stderr.write(f"start-up failed: {exc} (logs in var/log/)\n")
@@ -33,6 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"  Action server: {settings.actions_url}/health\n"
         f"  Tracker store: {settings.database_url.split('@')[-1]}\n"
         f"  Telegram relay: {relay_status(settings)}\n"
+        f"  Clinic review app: {settings.clinic_url}/  (create a login first: make user NAME=alice ROLE=admin)\n"
         '  Try: curl -s localhost:%d/webhooks/rest/webhook -d \'{"sender":"me","message":"I cant catch my breath"}\'\n'
         "  Ctrl-C stops everything.\n" % settings.rasa_port
     )
@@ -74,6 +76,50 @@ def cmd_relay(args: argparse.Namespace) -> int:
         sys.stderr.write("TELEGRAM_BOT_TOKEN is not set: the Telegram relay cannot start.\n")
         return 2
     run(settings)
+    return 0
+
+
+def cmd_clinic(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bot.clinic.web import create_app
+    from bot.tracker_store import create_db_engine
+
+    settings = load_settings()
+    app = create_app(create_db_engine(settings.database_url), str(settings.clinic_secret_key), settings.clinic_https_only)
+    # uvicorn: the reference ASGI server for Starlette; loopback only, put TLS in front. No websockets
+    # (Rasa pins an old `websockets` that uvicorn cannot use, and the app needs none).
+    uvicorn.run(app, host="127.0.0.1", port=settings.clinic_port, log_level="warning", proxy_headers=False, ws="none")
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    import getpass
+
+    from bot.clinic import accounts
+    from bot.clinic.schema import create_tables
+    from bot.tracker_store import create_db_engine
+
+    engine = create_db_engine(load_settings().database_url)
+    create_tables(engine)
+    try:
+        if args.action == "add":
+            password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"Password for {args.name}: ")
+            accounts.add_user(engine, args.name, password, args.role)
+            sys.stdout.write(f"added {args.role} {args.name}\n")
+        elif args.action == "passwd":
+            password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"New password for {args.name}: ")
+            accounts.set_password(engine, args.name, password)
+            sys.stdout.write(f"password changed for {args.name}\n")
+        elif args.action == "unlock":
+            accounts.unlock(engine, args.name)
+            sys.stdout.write(f"unlocked {args.name}\n")
+        else:
+            for name, role, locked in accounts.list_users(engine):
+                sys.stdout.write("\t".join([name, role, "LOCKED" if locked else ""]).rstrip() + "\n")
+    except accounts.AccountError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     return 0
 
 
@@ -122,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("relay", help="run the Telegram relay alone (needs TELEGRAM_BOT_TOKEN and a running Rasa server)").set_defaults(
         func=cmd_relay
     )
+    sub.add_parser("clinic", help="run the clinic review web app alone").set_defaults(func=cmd_clinic)
+    us = sub.add_parser("users", help="clinic staff accounts: add, passwd, unlock, list")
+    us.add_argument("action", choices=["add", "passwd", "unlock", "list"])
+    us.add_argument("name", nargs="?", default="")
+    us.add_argument("--role", choices=["viewer", "admin"], default="viewer")
+    us.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    us.set_defaults(func=cmd_users)
     br = sub.add_parser("bench-relay", help="Telegram relay overhead, loss and order through a fake Bot API")
     br.add_argument("--chats", type=int, default=200)
     br.add_argument("--per-chat", type=int, default=5)

@@ -80,6 +80,7 @@ def isolated_settings(directory: Path, **overrides: object) -> Settings:
         telegram_bot_token=None,
         relay_outbox_path=directory / "outbox.db",
         sender_id_key=Secret(f"isolated-{directory.name}"),
+        clinic_secret_key=Secret(f"isolated-clinic-{directory.name}"),
     )
     return dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
 
@@ -145,6 +146,11 @@ class Stack:
                 raise RuntimeError(f"Telegram relay exited with code {proc.returncode} before it was ready")
             time.sleep(0.2)
         raise TimeoutError(f"Telegram relay not ready after {timeout:.0f} s")
+
+    def start_clinic(self, timeout: float = 60) -> float:
+        """The clinic review app (`python -m bot clinic`), ready when its login page answers."""
+        proc = self._spawn("clinic", [sys.executable, "-m", "bot", "clinic"])
+        return wait_until_up(f"{self.settings.clinic_url}/login", proc, timeout, "clinic app")
 
     def start(self) -> dict[str, float]:
         return {"actions": self.start_actions(), "rasa": self.start_rasa()}

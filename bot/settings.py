@@ -36,6 +36,8 @@ class Settings:
     relay_rasa_timeout: float = 8.0
     relay_outbox_path: Path = VAR_DIR / "relay-outbox.db"
     sender_id_key: Secret | None = None
+    clinic_secret_key: Secret | None = None
+    clinic_https_only: bool = False
 
     def as_env(self) -> dict[str, str]:
         """These settings as the environment variables `load_settings` reads (for child processes)."""
@@ -54,12 +56,18 @@ class Settings:
             "RELAY_RASA_TIMEOUT": self.relay_rasa_timeout,
             "RELAY_OUTBOX_PATH": self.relay_outbox_path,
             "SENDER_ID_KEY": self.sender_id_key,
+            "CLINIC_SECRET_KEY": self.clinic_secret_key,
+            "CLINIC_HTTPS_ONLY": "1" if self.clinic_https_only else None,
         }
         return {key: str(value) for key, value in values.items() if value is not None}
 
     @property
     def rasa_url(self) -> str:
         return f"http://127.0.0.1:{self.rasa_port}"
+
+    @property
+    def clinic_url(self) -> str:
+        return f"http://127.0.0.1:{self.clinic_port}"
 
     @property
     def actions_url(self) -> str:
@@ -102,4 +110,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
         # Telegram chat ids are turned into pseudonymous Rasa sender ids with this key (HMAC).
         # Every relay replica must share it; losing it starts new conversations, loses no data.
         sender_id_key=Secret(_file_secret("sender-id-key", config("SENDER_ID_KEY", default=None))),
+        # Signs the clinic app's session cookies; share it between clinic app replicas.
+        clinic_secret_key=Secret(_file_secret("clinic-secret-key", config("CLINIC_SECRET_KEY", default=None))),
+        clinic_https_only=config("CLINIC_HTTPS_ONLY", cast=bool, default=False),
     )

@@ -20,11 +20,36 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
 from sqlalchemy import create_engine, event, func, insert, or_, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from bot.settings import DEFAULT_DATABASE_URL
+
+
+def create_db_engine(url: str) -> Engine:
+    """The engine every part of the product uses for `DATABASE_URL`.
+
+    SQLite: pooled connections, the write-ahead log (the clinic app reading does not block the
+    bot writing) and synchronous=FULL (every committed message is on disk before the patient
+    gets the reply; NORMAL saved only ~1.5 ms per message here). Others: SQLAlchemy defaults
+    with pre-ping, so a restarted PostgreSQL is reconnected to transparently."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    database = make_url(url).database
+    if database:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, poolclass=QueuePool, pool_size=4, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    return engine
 
 
 def database_url() -> str:
@@ -63,21 +88,10 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
 
     def _use_pooled_sqlite_engine(self) -> None:
         """Rasa opens SQLite with SQLAlchemy's NullPool: a new connection for every read and
-        write of every message. Keep connections pooled instead, and use the write-ahead log
-        (readers such as the clinic app do not block the bot). synchronous stays FULL: every
-        committed message is on disk before the patient gets the reply (measured: NORMAL
-        saved only ~1.5 ms per message here, not worth the durability)."""
+        write of every message. Use the project's pooled WAL engine instead (see `create_db_engine`)."""
         url = self.engine.url
         self.engine.dispose()
-        self.engine = create_engine(url, poolclass=QueuePool, pool_size=2, connect_args={"check_same_thread": False})
-
-        @event.listens_for(self.engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.close()
-
+        self.engine = create_db_engine(str(url))
         self.sessionmaker = sessionmaker(bind=self.engine)
 
     # Rasa's stock store reads and writes events through ORM objects and rebuilds the same ORM

@@ -1,0 +1,378 @@
+"""What the clinic reads: conversation summaries (kept incrementally), transcripts and trends.
+
+`refresh` folds events added since the last run (Rasa's `events.id` only grows) into one
+summary row per conversation, and returns the conversations that reached a new level, which is
+what alerts are raised from. A list page then reads one indexed table, whatever the number of
+events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from bot.clinic.schema import ENROLMENTS, EVENTS, STATE, SUMMARIES
+from bot.nlu.knowledge import LEVEL_RANK, load_knowledge_base
+
+LEVELS_BY_SEVERITY = sorted(LEVEL_RANK, key=LEVEL_RANK.get, reverse=True)  # emergency first
+BATCH = 5000
+PAGE_SIZE = 50
+
+
+def pseudonym(sender_id: str) -> str:
+    """How an unlinked conversation is shown: stable, short, not the channel's id."""
+    return "P-" + hashlib.sha256(sender_id.encode()).hexdigest()[:8]
+
+
+def symptom_label(symptom_id: str) -> str:
+    kb = load_knowledge_base()
+    symptom = kb.symptoms.get(symptom_id)
+    return symptom.label if symptom is not None else symptom_id
+
+
+@dataclass
+class _Summary:
+    sender_id: str
+    enrolment_code: str | None = None
+    first_at: float | None = None
+    last_at: float | None = None
+    level_rank: int = 0
+    level: str = "none"
+    symptoms: str = ""
+    therapy: str = ""
+    messages: int = 0
+    new: bool = True
+
+    def row(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "new"}
+
+
+def refresh(engine: Engine) -> list[tuple[str, str]]:
+    """Fold new events into the summaries; returns (sender_id, level) for each level reached."""
+    reached: list[tuple[str, str]] = []
+    while True:
+        with engine.begin() as conn:
+            mark = conn.execute(sa.select(STATE.c.value).where(STATE.c.key == "events_id")).scalar() or 0
+            rows = conn.execute(
+                sa.select(EVENTS.c.id, EVENTS.c.sender_id, EVENTS.c.type_name, EVENTS.c.timestamp, EVENTS.c.data)
+                .where(EVENTS.c.id > mark)
+                .order_by(EVENTS.c.id)
+                .limit(BATCH)
+            ).all()
+            if not rows:
+                return reached
+            reached += _fold(conn, rows)
+            last = rows[-1].id
+            if mark:
+                conn.execute(sa.update(STATE).where(STATE.c.key == "events_id").values(value=last))
+            else:
+                conn.execute(sa.insert(STATE).values(key="events_id", value=last))
+        if len(rows) < BATCH:
+            return reached
+
+
+def _fold(conn: Connection, rows: list[Any]) -> list[tuple[str, str]]:
+    senders = {r.sender_id for r in rows}
+    summaries: dict[str, _Summary] = {}
+    for row in conn.execute(sa.select(SUMMARIES).where(SUMMARIES.c.sender_id.in_(senders))).mappings():
+        summaries[row["sender_id"]] = _Summary(**dict(row), new=False)
+    reached = []
+    for r in rows:
+        s = summaries.setdefault(r.sender_id, _Summary(r.sender_id))
+        if r.timestamp is not None:
+            s.first_at = r.timestamp if s.first_at is None else min(s.first_at, r.timestamp)
+            s.last_at = r.timestamp if s.last_at is None else max(s.last_at, r.timestamp)
+        data = _json(r.data)
+        if r.type_name == "user":
+            s.messages += 1
+            code = ((data.get("metadata") or {}).get("telegram") or {}).get("enrolment_code")
+            if code:
+                s.enrolment_code = str(code)[:64]
+        elif r.type_name == "slot":
+            name, value = data.get("name"), data.get("value")
+            if name == "triage_level" and value in LEVEL_RANK and LEVEL_RANK[value] > s.level_rank:
+                s.level_rank, s.level = LEVEL_RANK[value], value
+                reached.append((r.sender_id, value))
+            elif name == "symptoms":
+                s.symptoms = " ".join(value or [])
+            elif name == "therapy":
+                s.therapy = str(value or "")[:120]
+    for s in summaries.values():
+        if s.new:
+            conn.execute(sa.insert(SUMMARIES).values(**s.row()))
+        else:
+            conn.execute(sa.update(SUMMARIES).where(SUMMARIES.c.sender_id == s.sender_id).values(**s.row()))
+    return reached
+
+
+def _json(data: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(data or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# ---------------------------------------------------------------------- list
+@dataclass(frozen=True)
+class Filters:
+    level: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    symptom: str = ""
+    therapy: str = ""
+    page: int = 1
+
+    @classmethod
+    def parse(cls, params: Any) -> Filters:
+        def day(name: str) -> date | None:
+            try:
+                return date.fromisoformat(params.get(name, ""))
+            except ValueError:
+                return None
+
+        level = params.get("level", "")
+        try:
+            page = max(1, int(params.get("page", "1")))
+        except ValueError:
+            page = 1
+        return cls(
+            level=level if level in LEVEL_RANK else "",
+            date_from=day("from"),
+            date_to=day("to"),
+            symptom=params.get("symptom", "")[:60],
+            therapy=params.get("therapy", "")[:60],
+            page=page,
+        )
+
+    def query(self, page: int | None = None) -> dict[str, str]:
+        """These filters as URL parameters (for paging and export links)."""
+        values = {
+            "level": self.level,
+            "from": self.date_from.isoformat() if self.date_from else "",
+            "to": self.date_to.isoformat() if self.date_to else "",
+            "symptom": self.symptom,
+            "therapy": self.therapy,
+            "page": str(page) if page and page > 1 else "",
+        }
+        return {k: v for k, v in values.items() if v}
+
+    def where(self) -> list[Any]:
+        conditions: list[Any] = []
+        if self.level:
+            conditions.append(SUMMARIES.c.level == self.level)
+        if self.date_from:
+            conditions.append(SUMMARIES.c.last_at >= _epoch(self.date_from))
+        if self.date_to:
+            conditions.append(SUMMARIES.c.first_at < _epoch(self.date_to) + 86400)
+        if self.symptom:
+            padded = sa.literal(" ") + SUMMARIES.c.symptoms + sa.literal(" ")
+            conditions.append(padded.contains(f" {self.symptom} ", autoescape=True))
+        if self.therapy:
+            conditions.append(
+                sa.or_(
+                    sa.func.lower(SUMMARIES.c.therapy).contains(self.therapy.lower(), autoescape=True),
+                    sa.func.lower(ENROLMENTS.c.therapy).contains(self.therapy.lower(), autoescape=True),
+                )
+            )
+        return conditions
+
+
+def _epoch(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+@dataclass
+class Row:
+    sender_id: str
+    patient: str
+    linked: bool
+    therapy: str
+    first_at: float | None
+    last_at: float | None
+    level: str
+    symptoms: list[str]
+    messages: int
+
+
+def _rows(result: Any) -> list[Row]:
+    return [
+        Row(
+            sender_id=r.sender_id,
+            patient=r.label or pseudonym(r.sender_id),
+            linked=r.label is not None,
+            therapy=r.enrolled_therapy or r.therapy or "",
+            first_at=r.first_at,
+            last_at=r.last_at,
+            level=r.level,
+            symptoms=r.symptoms.split() if r.symptoms else [],
+            messages=r.messages,
+        )
+        for r in result
+    ]
+
+
+def _list_query(filters: Filters) -> Any:
+    joined = SUMMARIES.outerjoin(ENROLMENTS, ENROLMENTS.c.code == SUMMARIES.c.enrolment_code)
+    return (
+        sa.select(SUMMARIES, ENROLMENTS.c.label, ENROLMENTS.c.therapy.label("enrolled_therapy"))
+        .select_from(joined)
+        .where(*filters.where())
+        .order_by(SUMMARIES.c.level_rank.desc(), SUMMARIES.c.last_at.desc(), SUMMARIES.c.sender_id)
+    )
+
+
+def list_conversations(engine: Engine, filters: Filters, page_size: int = PAGE_SIZE) -> tuple[list[Row], int]:
+    """One page of conversations, emergency first then most recent; and the total count."""
+    joined = SUMMARIES.outerjoin(ENROLMENTS, ENROLMENTS.c.code == SUMMARIES.c.enrolment_code)
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*filters.where())).scalar_one()
+        result = conn.execute(_list_query(filters).limit(page_size).offset((filters.page - 1) * page_size))
+        return _rows(result), int(total)
+
+
+def iter_conversations(engine: Engine, filters: Filters, chunk: int = 2000) -> Any:
+    """Every conversation matching the filters (for exports), streamed in chunks."""
+    offset = 0
+    while True:
+        with engine.connect() as conn:
+            rows = _rows(conn.execute(_list_query(filters).limit(chunk).offset(offset)))
+        yield from rows
+        if len(rows) < chunk:
+            return
+        offset += chunk
+
+
+def level_counts(engine: Engine, now: float | None = None) -> dict[str, dict[str, int]]:
+    """Conversations per highest level, active today (UTC) and in the last 7 days."""
+    now = now or time.time()
+    today = _epoch(datetime.fromtimestamp(now, UTC).date())
+    counts: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for name, since in (("today", today), ("week", today - 6 * 86400)):
+            result = conn.execute(
+                sa.select(SUMMARIES.c.level, sa.func.count()).where(SUMMARIES.c.last_at >= since).group_by(SUMMARIES.c.level)
+            )
+            found = dict(result.all())
+            counts[name] = {level: int(found.get(level, 0)) for level in LEVELS_BY_SEVERITY}
+    return counts
+
+
+# ---------------------------------------------------------------------- one conversation
+@dataclass
+class Turn:
+    at: float | None
+    who: str  # patient | bot
+    text: str
+    present: list[str] = field(default_factory=list)
+    denied: list[str] = field(default_factory=list)
+    hypothetical: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # escalations decided after this message
+    level: str | None = None
+
+
+@dataclass
+class Conversation:
+    sender_id: str
+    patient: str
+    linked: bool
+    therapy: str
+    infusion_date: str | None
+    level: str
+    turns: list[Turn]
+    symptoms: list[str]
+    denied: list[str]
+
+
+def load_conversation(engine: Engine, sender_id: str) -> Conversation | None:
+    with engine.connect() as conn:
+        summary = conn.execute(
+            sa.select(SUMMARIES, ENROLMENTS.c.label, ENROLMENTS.c.therapy.label("enrolled_therapy"), ENROLMENTS.c.infusion_date)
+            .select_from(SUMMARIES.outerjoin(ENROLMENTS, ENROLMENTS.c.code == SUMMARIES.c.enrolment_code))
+            .where(SUMMARIES.c.sender_id == sender_id)
+        ).first()
+        if summary is None:
+            return None
+        events = conn.execute(
+            sa.select(EVENTS.c.type_name, EVENTS.c.timestamp, EVENTS.c.data).where(EVENTS.c.sender_id == sender_id).order_by(EVENTS.c.id)
+        ).all()
+    turns: list[Turn] = []
+    shown_reasons: set[str] = set()
+    slots: dict[str, Any] = {}
+    last_patient: Turn | None = None
+    for e in events:
+        data = _json(e.data)
+        if e.type_name == "user":
+            turn = Turn(e.timestamp, "patient", str(data.get("text") or ""))
+            for entity in (data.get("parse_data") or {}).get("entities") or []:
+                if entity.get("entity") == "symptom":
+                    role = entity.get("role")
+                    target = {"present": turn.present, "absent": turn.denied, "hypothetical": turn.hypothetical}.get(role)
+                    if target is not None and entity.get("value") not in target:
+                        target.append(str(entity.get("value")))
+            turns.append(turn)
+            last_patient = turn
+        elif e.type_name == "bot":
+            turns.append(Turn(e.timestamp, "bot", str(data.get("text") or "")))
+        elif e.type_name == "slot":
+            slots[data.get("name")] = data.get("value")
+            if data.get("name") == "triage_reasons" and last_patient is not None:
+                for reason in data.get("value") or []:
+                    if reason not in shown_reasons:
+                        shown_reasons.add(reason)
+                        last_patient.reasons.append(str(reason))
+            elif data.get("name") == "triage_level" and last_patient is not None:
+                last_patient.level = data.get("value")
+        elif e.type_name == "restart":
+            shown_reasons.clear()
+            slots.clear()
+    return Conversation(
+        sender_id=sender_id,
+        patient=summary.label or pseudonym(sender_id),
+        linked=summary.label is not None,
+        therapy=summary.enrolled_therapy or summary.therapy or "",
+        infusion_date=summary.infusion_date,
+        level=summary.level,
+        turns=turns,
+        symptoms=list(slots.get("symptoms") or []),
+        denied=list(slots.get("denied_symptoms") or []),
+    )
+
+
+# ---------------------------------------------------------------------- trends
+def levels_per_day(engine: Engine, days: int = 30, now: float | None = None) -> list[tuple[date, dict[str, int]]]:
+    """Conversations by highest level, per day of their last message (UTC)."""
+    now = now or time.time()
+    start = _epoch(datetime.fromtimestamp(now, UTC).date()) - (days - 1) * 86400
+    per_day: dict[date, Counter] = {}
+    with engine.connect() as conn:
+        for last_at, level in conn.execute(sa.select(SUMMARIES.c.last_at, SUMMARIES.c.level).where(SUMMARIES.c.last_at >= start)):
+            per_day.setdefault(datetime.fromtimestamp(last_at, UTC).date(), Counter())[level] += 1
+    first = datetime.fromtimestamp(start, UTC).date()
+    return [
+        (d, {lvl: per_day.get(d, Counter())[lvl] for lvl in LEVELS_BY_SEVERITY})
+        for d in (date.fromordinal(first.toordinal() + i) for i in range(days))
+    ]
+
+
+def top_symptoms(engine: Engine, limit: int = 12) -> list[tuple[str, int]]:
+    counts: Counter = Counter()
+    with engine.connect() as conn:
+        for (symptoms,) in conn.execute(sa.select(SUMMARIES.c.symptoms).where(SUMMARIES.c.symptoms != "")):
+            counts.update(symptoms.split())
+    return counts.most_common(limit)
+
+
+def patient_timeline(engine: Engine, code: str) -> list[Row]:
+    """Every conversation of one enrolled patient, oldest first."""
+    filters_query = _list_query(Filters()).where(SUMMARIES.c.enrolment_code == code).order_by(None).order_by(SUMMARIES.c.first_at)
+    with engine.connect() as conn:
+        return _rows(conn.execute(filters_query))
