@@ -10,7 +10,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml,$(wildca
 CASES ?= ../shared/cases/dev.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: run test eval user clinic bench-relay nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: run test eval user clinic browser bench-relay nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt
@@ -57,7 +57,15 @@ validate: .venv/.installed
 lint: .venv/.installed
 	.venv/bin/ruff check .
 
-test: $(MODEL)
+# Browser tests drive Debian's chromium (Playwright with executable_path; no browser download).
+CHROMIUM := /usr/bin/chromium
+browser: $(CHROMIUM)
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	else echo "Debian's chromium is needed for the browser tests: sudo apt-get install chromium"; exit 1; fi
+
+test: $(MODEL) $(CHROMIUM)
 	.venv/bin/ruff check .
 	$(PY) -m pytest
 

@@ -8,6 +8,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.conversation import MessageFindings, TriageState
+from actions.enrolment_context import with_enrolment
 from actions.replies import THERAPY_QUESTION, follow_up_events, hypothetical_advice, send_level_advice
 from bot.nlu.knowledge import load_knowledge_base
 
@@ -25,7 +26,7 @@ class ActionTriage(Action):
         before = TriageState.from_slots(tracker.current_slot_values())
         asked = list(tracker.get_slot("asked") or [])
         pending = tracker.get_slot("pending_question")
-        state = before.with_findings(findings)
+        state = with_enrolment(before.with_findings(findings), tracker.events)
         if pending == THERAPY_QUESTION and findings.on_immunotherapy is None and not findings.mentions_symptoms:
             # An answer we cannot parse ("the pink one, Tuesday") is kept for the clinic.
             intent = (message.get("intent") or {}).get("name")

@@ -82,11 +82,21 @@ def cmd_relay(args: argparse.Namespace) -> int:
 def cmd_clinic(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from bot.clinic.alerts import AlertConfig
     from bot.clinic.web import create_app
-    from bot.tracker_store import create_db_engine
+    from bot.db import create_db_engine
 
     settings = load_settings()
-    app = create_app(create_db_engine(settings.database_url), str(settings.clinic_secret_key), settings.clinic_https_only)
+    alert_config = AlertConfig(
+        levels=settings.clinic_alert_levels,
+        webhook_url=settings.clinic_alert_webhook_url,
+        telegram_chat_id=settings.clinic_alert_chat_id,
+        telegram_token=str(settings.telegram_bot_token) if settings.telegram_bot_token else None,
+        telegram_api=settings.telegram_api_base_url or "https://api.telegram.org",
+        public_url=settings.clinic_public_url or settings.clinic_url,
+    )
+    engine = create_db_engine(settings.database_url)
+    app = create_app(engine, str(settings.clinic_secret_key), settings.clinic_https_only, alert_config=alert_config)
     # uvicorn: the reference ASGI server for Starlette; loopback only, put TLS in front. No websockets
     # (Rasa pins an old `websockets` that uvicorn cannot use, and the app needs none).
     uvicorn.run(app, host="127.0.0.1", port=settings.clinic_port, log_level="warning", proxy_headers=False, ws="none")
@@ -98,7 +108,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 
     from bot.clinic import accounts
     from bot.clinic.schema import create_tables
-    from bot.tracker_store import create_db_engine
+    from bot.db import create_db_engine
 
     engine = create_db_engine(load_settings().database_url)
     create_tables(engine)

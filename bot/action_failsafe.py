@@ -37,8 +37,10 @@ def emergency_symptoms(entities: list[dict[str, Any]]) -> list[str]:
     return [
         e["value"]
         for e in entities
-        if e.get("entity") == "symptom" and e.get("role") == "present"
-        and e.get("value") in kb.symptoms and kb.symptom_class(e["value"]) == "emergency"
+        if e.get("entity") == "symptom"
+        and e.get("role") == "present"
+        and e.get("value") in kb.symptoms
+        and kb.symptom_class(e["value"]) == "emergency"
     ]
 
 

@@ -40,8 +40,19 @@ def _rasa(*args: str) -> None:
 
 
 def split(work: Path) -> tuple[Path, Path]:
-    _rasa("data", "split", "nlu", "--nlu", "data/nlu.yml", "--training-fraction", str(TRAINING_FRACTION),
-          "--random-seed", str(SPLIT_SEED), "--out", str(work))
+    _rasa(
+        "data",
+        "split",
+        "nlu",
+        "--nlu",
+        "data/nlu.yml",
+        "--training-fraction",
+        str(TRAINING_FRACTION),
+        "--random-seed",
+        str(SPLIT_SEED),
+        "--out",
+        str(work),
+    )
     return work / "training_data.yml", work / "test_data.yml"
 
 

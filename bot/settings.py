@@ -38,6 +38,10 @@ class Settings:
     sender_id_key: Secret | None = None
     clinic_secret_key: Secret | None = None
     clinic_https_only: bool = False
+    clinic_alert_webhook_url: str | None = None
+    clinic_alert_chat_id: str | None = None
+    clinic_alert_levels: tuple[str, ...] = ("emergency",)
+    clinic_public_url: str | None = None
 
     def as_env(self) -> dict[str, str]:
         """These settings as the environment variables `load_settings` reads (for child processes)."""
@@ -58,6 +62,10 @@ class Settings:
             "SENDER_ID_KEY": self.sender_id_key,
             "CLINIC_SECRET_KEY": self.clinic_secret_key,
             "CLINIC_HTTPS_ONLY": "1" if self.clinic_https_only else None,
+            "CLINIC_ALERT_WEBHOOK_URL": self.clinic_alert_webhook_url,
+            "CLINIC_ALERT_CHAT_ID": self.clinic_alert_chat_id,
+            "CLINIC_ALERT_LEVELS": ",".join(self.clinic_alert_levels),
+            "CLINIC_PUBLIC_URL": self.clinic_public_url,
         }
         return {key: str(value) for key, value in values.items() if value is not None}
 
@@ -113,4 +121,11 @@ def load_settings(env_file: Path | None = None) -> Settings:
         # Signs the clinic app's session cookies; share it between clinic app replicas.
         clinic_secret_key=Secret(_file_secret("clinic-secret-key", config("CLINIC_SECRET_KEY", default=None))),
         clinic_https_only=config("CLINIC_HTTPS_ONLY", cast=bool, default=False),
+        clinic_alert_webhook_url=config("CLINIC_ALERT_WEBHOOK_URL", default=None),
+        clinic_alert_chat_id=config("CLINIC_ALERT_CHAT_ID", default=None),
+        clinic_alert_levels=tuple(
+            level.strip() for level in config("CLINIC_ALERT_LEVELS", default="emergency").split(",") if level.strip()
+        ),
+        # How alert messages link to a conversation (the clinic app as staff reach it).
+        clinic_public_url=config("CLINIC_PUBLIC_URL", default=None),
     )

@@ -19,37 +19,12 @@ from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
-from sqlalchemy import create_engine, event, func, insert, or_, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import sessionmaker
-from sqlalchemy.pool import QueuePool
 
+from bot.db import create_db_engine
 from bot.settings import DEFAULT_DATABASE_URL
-
-
-def create_db_engine(url: str) -> Engine:
-    """The engine every part of the product uses for `DATABASE_URL`.
-
-    SQLite: pooled connections, the write-ahead log (the clinic app reading does not block the
-    bot writing) and synchronous=FULL (every committed message is on disk before the patient
-    gets the reply; NORMAL saved only ~1.5 ms per message here). Others: SQLAlchemy defaults
-    with pre-ping, so a restarted PostgreSQL is reconnected to transparently."""
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    database = make_url(url).database
-    if database:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, poolclass=QueuePool, pool_size=4, connect_args={"check_same_thread": False, "timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.close()
-
-    return engine
 
 
 def database_url() -> str:

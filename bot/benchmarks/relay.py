@@ -166,9 +166,7 @@ def main(chats: int = 200, per_chat: int = 5, rate: float = 10.0, out: Path | No
         results["polling"] = run_relay(settings, fake, convs, rate, first_chat=1_000_000)
         stack.stop_one("relay")
         hook_port = free_port()
-        hook = dataclasses.replace(
-            settings, telegram_webhook_url=f"http://127.0.0.1:{hook_port}/tg", telegram_webhook_port=hook_port
-        )
+        hook = dataclasses.replace(settings, telegram_webhook_url=f"http://127.0.0.1:{hook_port}/tg", telegram_webhook_port=hook_port)
         hook_stack = Stack(hook, log_dir=tmp)
         hook_stack.start_relay()
         try:
@@ -208,4 +206,3 @@ def format_results(r: dict[str, Any]) -> str:
         )
     lines.append("(+p50/+p95: relay overhead over the direct REST call; target p95 overhead ≤ 10 ms, 0 lost, 0 out of order)")
     return "\n".join(lines)
-

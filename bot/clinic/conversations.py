@@ -95,7 +95,7 @@ def _fold(conn: Connection, rows: list[Any]) -> list[tuple[str, str]]:
             s.messages += 1
             code = ((data.get("metadata") or {}).get("telegram") or {}).get("enrolment_code")
             if code:
-                s.enrolment_code = str(code)[:64]
+                s.enrolment_code = str(code).strip().upper()[:64]
         elif r.type_name == "slot":
             name, value = data.get("name"), data.get("value")
             if name == "triage_level" and value in LEVEL_RANK and LEVEL_RANK[value] > s.level_rank:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
@@ -34,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bot.clinic import accounts, conversations, exports
+from bot.clinic import accounts, alerts, conversations, enrolments, exports
 from bot.clinic.conversations import LEVELS_BY_SEVERITY, Filters
 from bot.clinic.schema import create_tables
 
@@ -279,6 +280,54 @@ async def trends(request: Request) -> Response:
 
 
 @login_required(admin=True)
+async def enrolments_page(request: Request) -> Response:
+    engine = _engine(request)
+    created, error = None, ""
+    if request.method == "POST":
+        form = await _checked_form(request)
+        if form is None:
+            return page(request, "error.html", message="Invalid form.", status=400)
+        try:
+            created = await asyncio.to_thread(
+                enrolments.create,
+                engine,
+                str(form.get("label", "")),
+                str(form.get("therapy", "")),
+                str(form.get("infusion_date", "")),
+                _staff(request).username,  # type: ignore[union-attr]
+            )
+            await _audit(request, "create-enrolment", created.label)
+        except enrolments.EnrolmentError as exc:
+            error = str(exc)
+    else:
+        await _audit(request, "view-enrolments")
+    therapies = sorted(conversations.load_knowledge_base().therapies, key=lambda t: t.name.lower())
+    rows = await asyncio.to_thread(enrolments.all_enrolments, engine)
+    return page(request, "enrolments.html", rows=rows, therapies=therapies, created=created, error=error, status=400 if error else 200)
+
+
+@login_required()
+async def patient_page(request: Request) -> Response:
+    code = request.path_params["code"]
+    engine = _engine(request)
+    enrolment = await asyncio.to_thread(enrolments.find, engine, code)
+    if enrolment is None:
+        return page(request, "error.html", message="No such patient.", status=404)
+    timeline = await asyncio.to_thread(conversations.patient_timeline, engine, enrolment.code)
+    convs = [await asyncio.to_thread(conversations.load_conversation, engine, row.sender_id) for row in timeline]
+    await _audit(request, "view-patient", enrolment.label)
+    return page(request, "patient.html", enrolment=enrolment, conversations=[c for c in convs if c is not None])
+
+
+@login_required()
+async def alerts_page(request: Request) -> Response:
+    rows = await asyncio.to_thread(alerts.all_alerts, _engine(request))
+    await _audit(request, "view-alerts")
+    config = request.app.state.alert_config
+    return page(request, "alerts.html", rows=rows, channels=config.channels, levels=config.levels, pseudonym=conversations.pseudonym)
+
+
+@login_required(admin=True)
 async def audit_page(request: Request) -> Response:
     entries = await asyncio.to_thread(accounts.audit_entries, _engine(request))
     await _audit(request, "view-audit")
@@ -293,15 +342,28 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 # ---------------------------------------------------------------------- app
 async def _keep_summaries_fresh(app: Starlette, interval: float) -> None:
-    while True:
-        try:
-            await asyncio.to_thread(conversations.refresh, app.state.engine)
-        except Exception as exc:  # keep serving; the next round retries
-            log.error("clinic.refresh.failed type=%s", type(exc).__name__)
-        await asyncio.sleep(interval)
+    """Fold new events into the summaries, raise alerts for levels reached, send due alerts."""
+    engine, config = app.state.engine, app.state.alert_config
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        while True:
+            try:
+                reached = await asyncio.to_thread(conversations.refresh, engine)
+                if reached and config.channels:
+                    await asyncio.to_thread(alerts.raise_alerts, engine, config, reached)
+                if config.channels:
+                    await alerts.deliver_due(engine, config, session)
+            except Exception as exc:  # keep serving; the next round retries
+                log.error("clinic.refresh.failed type=%s", type(exc).__name__)
+            await asyncio.sleep(interval)
 
 
-def create_app(engine: Engine, secret_key: str, https_only: bool = False, refresh_interval: float = 1.0) -> Starlette:
+def create_app(
+    engine: Engine,
+    secret_key: str,
+    https_only: bool = False,
+    refresh_interval: float = 1.0,
+    alert_config: alerts.AlertConfig | None = None,
+) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(create_tables, engine)
@@ -322,6 +384,9 @@ def create_app(engine: Engine, secret_key: str, https_only: bool = False, refres
             Route("/conversations/{sender_id:str}/fhir.json", export_conversation_fhir),
             Route("/trends", trends),
             Route("/admin/audit", audit_page),
+            Route("/alerts", alerts_page),
+            Route("/admin/enrolments", enrolments_page, methods=["GET", "POST"]),
+            Route("/patients/{code:str}", patient_page),
             Mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static"),
         ],
         middleware=[
@@ -339,5 +404,6 @@ def create_app(engine: Engine, secret_key: str, https_only: bool = False, refres
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.alert_config = alert_config or alerts.AlertConfig(levels=())
     app.state.login_limiter = LoginLimiter(LOGIN_ATTEMPTS_PER_MINUTE)
     return app

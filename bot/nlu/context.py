@@ -58,9 +58,7 @@ class ContextScopes:
             if t.category == "terminate":
                 for i in range(t.start, t.end):
                     self.terminators[i] = t.rule.ends
-        self.scopes: list[tuple[Trigger, set[int]]] = [
-            (t, self._scope(t)) for t in triggers if t.category not in ("terminate", "pseudo")
-        ]
+        self.scopes: list[tuple[Trigger, set[int]]] = [(t, self._scope(t)) for t in triggers if t.category not in ("terminate", "pseudo")]
 
     def _ends(self, i: int, category: str) -> bool:
         return category in self.terminators.get(i, ())

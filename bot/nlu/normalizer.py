@@ -7,7 +7,6 @@ lemmatised ("coughing" → "cough"). Patterns are compiled through the same func
 sides always agree.
 """
 
-
 from collections.abc import Iterable
 from functools import lru_cache
 

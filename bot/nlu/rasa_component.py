@@ -69,9 +69,7 @@ def findings_to_entities(findings: Findings) -> list[dict[str, Any]]:
             }
         )
     for cue in findings.worsening:
-        entities.append(
-            {"entity": "worsening", "value": cue, "confidence_entity": 1.0, "extractor": EXTRACTOR_NAME}
-        )
+        entities.append({"entity": "worsening", "value": cue, "confidence_entity": 1.0, "extractor": EXTRACTOR_NAME})
     return entities
 
 

@@ -144,7 +144,7 @@ class VitalsParser:
             sys_, dia = _f(m.group(1)), _f(m.group(2))
             kw = keyword_before(m.start())
             plausible = _in(dia, self.t["diastolic"]["plausible"]) and sys_ > dia
-            marked = kw in ("bp", None) or re.match(r"\s*mm ?hg", text[m.end():], re.I)
+            marked = kw in ("bp", None) or re.match(r"\s*mm ?hg", text[m.end() :], re.I)
             if plausible and marked and (kw == "bp" or sys_ >= 60):
                 add(self.blood_pressure(sys_, dia, m.group(0), m.start(), m.end()), m.start(), m.end())
         for m in _TEMP_UNIT_RE.finditer(text):

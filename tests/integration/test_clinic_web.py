@@ -4,10 +4,13 @@ real stack: conversations come from the Rasa server, the app reads the same data
 from __future__ import annotations
 
 import csv
+import dataclasses
+import http.server
 import io
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +36,36 @@ ADMIN, VIEWER, PASSWORD = "nurse.admin", "dr.viewer", "correct horse battery"
 XSS = "<script>alert('xss')</script> and '; DROP TABLE events; -- my lips are blue"
 
 
+class AlertReceiver(http.server.ThreadingHTTPServer):
+    """A clinic's alert endpoint on loopback: records each POST; the first one fails (HTTP 500)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.failed_once = False
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if not receiver.failed_once:
+                    receiver.failed_once = True
+                    self.send_response(500)
+                else:
+                    receiver.received.append(body)
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/alerts"
+
+
 @dataclass
 class Clinic:
     settings: Settings
@@ -40,6 +73,7 @@ class Clinic:
     emergency_sender: str
     xss_sender: str
     log_dir: Path
+    alerts: AlertReceiver
 
 
 def add_user(settings: Settings, name: str, role: str) -> None:
@@ -62,10 +96,13 @@ def clinic(stack: Stack, client: RestClient, tmp_path_factory: pytest.TempPathFa
     client.send(emergency, "I had Kymriah 3 days ago")
     client.send(emergency, "my oxygen sats are 88% on the home monitor")
     log_dir = tmp_path_factory.mktemp("clinic")
-    clinic_stack = Stack(settings, log_dir=log_dir)
+    receiver = AlertReceiver()
+    clinic_settings = dataclasses.replace(settings, clinic_alert_webhook_url=receiver.url)
+    clinic_stack = Stack(clinic_settings, log_dir=log_dir)
     clinic_stack.start_clinic()
-    yield Clinic(settings, settings.clinic_url, emergency, xss, log_dir)
+    yield Clinic(settings, settings.clinic_url, emergency, xss, log_dir, receiver)
     clinic_stack.stop()
+    receiver.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -217,3 +254,64 @@ def test_no_open_redirect_after_login(page: Page, clinic: Clinic, target: str) -
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     assert page.url.startswith(clinic.url)
+
+
+def wait_until(check, timeout: float = 30, what: str = "condition") -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not met after {timeout} s"
+        time.sleep(0.2)
+
+
+def test_emergency_alert_is_sent_exactly_once_after_a_failure(page: Page, clinic: Clinic, client: RestClient) -> None:
+    def for_seeded() -> list[dict]:
+        return [a for a in clinic.alerts.received if a["conversation"].endswith(clinic.emergency_sender)]
+
+    wait_until(lambda: len(for_seeded()) == 1, what="alert delivered")
+    alert = for_seeded()[0]
+    assert alert["level"] == "emergency" and "difficulty breathing" in " ".join(alert["symptoms"]).lower()
+    assert "88" not in json.dumps(alert), "no patient words in the alert"
+    client.send(clinic.emergency_sender, "and now I am confused too")  # still emergency: no second alert
+    time.sleep(3)
+    assert len(for_seeded()) == 1
+    assert clinic.alerts.failed_once, "the first delivery failed and was retried"
+    log_in(page, clinic)
+    page.goto(f"{clinic.url}/alerts")
+    statuses = page.locator("#alerts td.status").all_inner_texts()
+    assert "sent" in statuses
+
+
+def test_enrolment_links_patient_and_gives_triage_the_therapy(page: Page, clinic: Clinic) -> None:
+    log_in(page, clinic)
+    page.goto(f"{clinic.url}/admin/enrolments")
+    page.fill("input[name=label]", "Bed 12 — J. Doe")
+    page.select_option("select[name=therapy]", "blinatumomab")
+    page.fill("input[name=infusion_date]", "2026-11-20")
+    page.click("text=Create code")
+    code = page.locator("#created .code").inner_text()
+    assert len(code) == 9
+
+    sender = f"tg-enrolled-{uuid.uuid4().hex[:8]}"
+    s = clinic.settings
+    post = lambda text, mid: requests.post(  # noqa: E731 - the relay channel, as the Telegram relay calls it
+        f"{s.rasa_url}/webhooks/relay/webhook",
+        json={"sender": sender, "message": text, "message_id": mid, "metadata": {"telegram": {"enrolment_code": code.lower()}}},
+        headers={"Authorization": f"Bearer {s.rasa_api_token}"},
+        timeout=30,
+    ).json()
+    post("/greet", "1")
+    replies = " ".join(m.get("text", "") for m in post("I have a mild headache", "2")["messages"])
+    tracker = requests.get(f"{s.rasa_url}/conversations/{sender}/tracker", params={"token": str(s.rasa_api_token)}, timeout=10).json()
+    assert tracker["slots"]["therapy"].startswith("blinatumomab") and tracker["slots"]["on_immunotherapy"] is True
+    assert tracker["slots"]["triage_level"] == "urgent"
+    assert "Are you receiving immunotherapy" not in replies, "the enrolment already told the bot"
+
+    def listed() -> bool:
+        page.goto(f"{clinic.url}/")
+        return "Bed 12" in page.locator("#conversations").inner_text()
+
+    wait_until(listed, what="enrolled conversation listed under its label")
+    row = page.locator("#conversations tbody tr", has_text="Bed 12")
+    assert "blinatumomab" in row.inner_text().lower()
+    page.goto(f"{clinic.url}/patients/{code}")
+    assert "headache" in page.locator("#timeline").inner_text().lower()
