@@ -10,7 +10,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml,$(wildca
 CASES ?= ../shared/cases/dev.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: run test eval user clinic browser bench-relay nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: run test eval user retention clinic browser bench-relay nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt
@@ -41,6 +41,9 @@ eval: $(MODEL)
 user: .venv/.installed
 	@test -n "$(NAME)" || (echo "usage: make user NAME=alice [ROLE=admin|viewer]"; exit 2)
 	$(PY) -m bot users add $(NAME) --role $(or $(ROLE),viewer)
+
+retention: .venv/.installed
+	$(PY) -m bot retention
 
 clinic: .venv/.installed
 	$(PY) -m bot clinic

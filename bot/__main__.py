@@ -133,6 +133,19 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from bot.clinic.retention import apply_retention
+    from bot.db import create_db_engine
+
+    settings = load_settings()
+    days = args.days if args.days is not None else settings.retention_days
+    run = apply_retention(create_db_engine(settings.database_url), days)
+    sys.stdout.write(
+        f"retention {days:g} days: deleted {run.conversations} conversations ({run.events} events) last active before the cutoff\n"
+    )
+    return 0
+
+
 def cmd_bench_relay(args: argparse.Namespace) -> int:
     from bot.benchmarks.relay import format_results, main
 
@@ -185,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     us.add_argument("--role", choices=["viewer", "admin"], default="viewer")
     us.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     us.set_defaults(func=cmd_users)
+    rt = sub.add_parser("retention", help="delete conversations older than RETENTION_DAYS (and record the run)")
+    rt.add_argument("--days", type=float, default=None, help="override RETENTION_DAYS")
+    rt.set_defaults(func=cmd_retention)
     br = sub.add_parser("bench-relay", help="Telegram relay overhead, loss and order through a fake Bot API")
     br.add_argument("--chats", type=int, default=200)
     br.add_argument("--per-chat", type=int, default=5)

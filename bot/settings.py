@@ -42,6 +42,7 @@ class Settings:
     clinic_alert_chat_id: str | None = None
     clinic_alert_levels: tuple[str, ...] = ("emergency",)
     clinic_public_url: str | None = None
+    retention_days: float = 365.0
 
     def as_env(self) -> dict[str, str]:
         """These settings as the environment variables `load_settings` reads (for child processes)."""
@@ -66,6 +67,7 @@ class Settings:
             "CLINIC_ALERT_CHAT_ID": self.clinic_alert_chat_id,
             "CLINIC_ALERT_LEVELS": ",".join(self.clinic_alert_levels),
             "CLINIC_PUBLIC_URL": self.clinic_public_url,
+            "RETENTION_DAYS": self.retention_days,
         }
         return {key: str(value) for key, value in values.items() if value is not None}
 
@@ -128,4 +130,5 @@ def load_settings(env_file: Path | None = None) -> Settings:
         ),
         # How alert messages link to a conversation (the clinic app as staff reach it).
         clinic_public_url=config("CLINIC_PUBLIC_URL", default=None),
+        retention_days=config("RETENTION_DAYS", cast=float, default=365.0),
     )

@@ -23,6 +23,7 @@ from sqlalchemy import func, insert, or_, select
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import sessionmaker
 
+from bot.clinic.forget import forget_clinic_rows
 from bot.db import create_db_engine
 from bot.settings import DEFAULT_DATABASE_URL
 
@@ -131,4 +132,5 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
         with self.session_scope() as session:
             deleted = session.execute(events.delete().where(events.c.sender_id == sender_id)).rowcount
             session.commit()
+        forget_clinic_rows(self.engine, sender_id)
         return int(deleted or 0)

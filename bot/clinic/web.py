@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bot.clinic import accounts, alerts, conversations, enrolments, exports
+from bot.clinic import accounts, alerts, conversations, enrolments, exports, retention
 from bot.clinic.conversations import LEVELS_BY_SEVERITY, Filters
 from bot.clinic.schema import create_tables
 
@@ -330,8 +330,9 @@ async def alerts_page(request: Request) -> Response:
 @login_required(admin=True)
 async def audit_page(request: Request) -> Response:
     entries = await asyncio.to_thread(accounts.audit_entries, _engine(request))
+    retention_runs = await asyncio.to_thread(retention.runs, _engine(request))
     await _audit(request, "view-audit")
-    return page(request, "audit.html", entries=entries)
+    return page(request, "audit.html", entries=entries, retention_runs=retention_runs)
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

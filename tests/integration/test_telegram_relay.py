@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from bot.clinic.conversations import pseudonym
 from bot.servers import Stack, free_port
 from bot.telegram.fake_api import FakeTelegram, Sent
 from bot.telegram.relay import FORGET_YES
@@ -154,6 +155,10 @@ def test_forget_deletes_the_rows_after_confirmation(relay: RelayRig) -> None:
     done = relay.fake.wait_for(chat, lambda c: "deleted" in c.params.get("text", ""), after=before + 1)
     assert "Done" in done.params["text"]
     assert sqlite3.connect(db).execute(count, (relay.sender(chat),)).fetchone()[0] == 0
+    clinic_db = sqlite3.connect(db)
+    assert clinic_db.execute("select count(*) from clinic_conversations where sender_id = ?", (relay.sender(chat),)).fetchone()[0] == 0
+    trace = clinic_db.execute("select target, detail from clinic_audit where action = 'forget'").fetchall()
+    assert (pseudonym(relay.sender(chat)), "") in trace, "the deletion is recorded under the pseudonym, without content"
 
 
 def test_telegram_retry_after_is_waited_out(relay: RelayRig) -> None:

@@ -1,0 +1,32 @@
+"""What a patient's `/forget` removes on the clinic side, and the trace it leaves.
+
+The conversation's summary row and alerts go with its events; an audit entry records that a
+conversation was deleted at the patient's request, under its pseudonym only (no content).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bot.clinic.conversations import pseudonym
+from bot.clinic.schema import ALERTS, AUDIT, SUMMARIES, create_tables
+
+log = logging.getLogger(__name__)
+
+
+def forget_clinic_rows(engine: Engine, sender_id: str) -> None:
+    try:
+        create_tables(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.delete(SUMMARIES).where(SUMMARIES.c.sender_id == sender_id))
+            conn.execute(sa.delete(ALERTS).where(ALERTS.c.sender_id == sender_id))
+            conn.execute(
+                sa.insert(AUDIT).values(at=time.time(), username="patient", action="forget", target=pseudonym(sender_id), detail="")
+            )
+    except sa.exc.SQLAlchemyError as exc:  # the events are gone already; report, do not undo
+        log.error("clinic rows of a forgotten conversation not removed (%s)", type(exc).__name__)
+        raise

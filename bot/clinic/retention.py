@@ -1,0 +1,48 @@
+"""Retention: delete conversations whose last message is older than the clinic's period.
+
+`python -m bot retention` (or `make retention`) deletes their events, summary rows and alerts
+in one transaction and records the run (when, cutoff, how many) in `clinic_retention_runs`,
+shown to admins. Run it daily (cron or a systemd timer). Nothing of the content is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bot.clinic.conversations import refresh
+from bot.clinic.schema import ALERTS, EVENTS, RETENTION_RUNS, SUMMARIES, create_tables
+
+
+@dataclass(frozen=True)
+class RetentionRun:
+    cutoff: float
+    conversations: int
+    events: int
+
+
+def apply_retention(engine: Engine, days: float, now: float | None = None) -> RetentionRun:
+    if days <= 0:
+        raise ValueError("the retention period must be positive")
+    now = now or time.time()
+    cutoff = now - days * 86400
+    create_tables(engine)
+    refresh(engine)  # summaries must know every conversation's last message first
+    with engine.begin() as conn:
+        old = [r[0] for r in conn.execute(sa.select(SUMMARIES.c.sender_id).where(SUMMARIES.c.last_at < cutoff))]
+        events = 0
+        for start in range(0, len(old), 500):
+            chunk = old[start : start + 500]
+            events += conn.execute(sa.delete(EVENTS).where(EVENTS.c.sender_id.in_(chunk))).rowcount or 0
+            conn.execute(sa.delete(ALERTS).where(ALERTS.c.sender_id.in_(chunk)))
+            conn.execute(sa.delete(SUMMARIES).where(SUMMARIES.c.sender_id.in_(chunk)))
+        conn.execute(sa.insert(RETENTION_RUNS).values(at=now, cutoff=cutoff, conversations=len(old), events=events))
+    return RetentionRun(cutoff, len(old), events)
+
+
+def runs(engine: Engine, limit: int = 50) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(RETENTION_RUNS).order_by(RETENTION_RUNS.c.id.desc()).limit(limit)).mappings()]

@@ -1,0 +1,98 @@
+"""Clinic data on a real SQLite file: incremental summaries, retention, forgetting, accounts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.clinic import accounts, conversations, retention
+from bot.clinic.conversations import Filters
+from bot.clinic.forget import forget_clinic_rows
+from bot.clinic.schema import AUDIT, EVENTS, RETENTION_RUNS, SUMMARIES, create_tables
+from bot.db import create_db_engine
+
+DAY = 86400
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> sa.engine.Engine:
+    e = create_db_engine(f"sqlite:///{tmp_path / 'clinic.db'}")
+    create_tables(e)
+    return e
+
+
+def add_events(engine: sa.engine.Engine, sender: str, at: float, level: str, symptoms: list[str], text: str = "hi") -> None:
+    rows = [
+        ("user", {"event": "user", "text": text, "timestamp": at, "parse_data": {"entities": []}}),
+        ("slot", {"event": "slot", "name": "symptoms", "value": symptoms, "timestamp": at + 1}),
+        ("slot", {"event": "slot", "name": "triage_level", "value": level, "timestamp": at + 1}),
+        ("bot", {"event": "bot", "text": "advice", "timestamp": at + 2}),
+    ]
+    with engine.begin() as conn:
+        for type_name, data in rows:
+            conn.execute(
+                sa.insert(EVENTS).values(sender_id=sender, type_name=type_name, timestamp=data["timestamp"], data=json.dumps(data))
+            )
+
+
+def test_summaries_are_incremental_and_levels_only_rise(engine: sa.engine.Engine) -> None:
+    now = time.time()
+    add_events(engine, "a", now - 100, "urgent", ["fever"])
+    assert conversations.refresh(engine) == [("a", "urgent")]
+    add_events(engine, "a", now - 50, "emergency", ["fever", "confusion"])
+    add_events(engine, "b", now - 10, "monitor", ["rash"])
+    assert sorted(conversations.refresh(engine)) == [("a", "emergency"), ("b", "monitor")]
+    add_events(engine, "a", now - 5, "urgent", ["fever", "confusion"])
+    assert conversations.refresh(engine) == [], "a lower level is not a new level"
+    rows, total = conversations.list_conversations(engine, Filters())
+    assert total == 2 and [r.sender_id for r in rows] == ["a", "b"]
+    assert rows[0].level == "emergency" and rows[0].messages == 3 and rows[0].symptoms == ["fever", "confusion"]
+    assert [r.sender_id for r in conversations.list_conversations(engine, Filters(symptom="rash"))[0]] == ["b"]
+    assert conversations.list_conversations(engine, Filters(symptom="fev"))[1] == 0, "whole symptom ids only"
+
+
+def test_retention_deletes_old_conversations_and_records_the_run(engine: sa.engine.Engine) -> None:
+    now = time.time()
+    add_events(engine, "old", now - 40 * DAY, "urgent", ["fever"])
+    add_events(engine, "recent", now - 2 * DAY, "monitor", ["rash"])
+    run = retention.apply_retention(engine, days=30, now=now)
+    assert (run.conversations, run.events) == (1, 4)
+    with engine.connect() as conn:
+        senders = {r[0] for r in conn.execute(sa.select(EVENTS.c.sender_id))}
+        summaries = {r[0] for r in conn.execute(sa.select(SUMMARIES.c.sender_id))}
+        recorded = conn.execute(sa.select(RETENTION_RUNS)).mappings().all()
+    assert senders == summaries == {"recent"}
+    assert len(recorded) == 1 and recorded[0]["conversations"] == 1 and recorded[0]["cutoff"] == pytest.approx(now - 30 * DAY)
+
+
+def test_forget_removes_clinic_rows_and_leaves_a_content_free_trace(engine: sa.engine.Engine) -> None:
+    add_events(engine, "tg-x", time.time(), "urgent", ["fever"], text="my secret words")
+    conversations.refresh(engine)
+    forget_clinic_rows(engine, "tg-x")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(SUMMARIES).where(SUMMARIES.c.sender_id == "tg-x")).first() is None
+        trace = conn.execute(sa.select(AUDIT).where(AUDIT.c.action == "forget")).mappings().one()
+    assert trace["target"] == conversations.pseudonym("tg-x") and "secret" not in json.dumps(dict(trace))
+
+
+def test_accounts_hash_lock_out_and_unlock(engine: sa.engine.Engine) -> None:
+    accounts.add_user(engine, "alice", "long enough password", "admin")
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.text("password_hash FROM clinic_staff"))).scalar_one()
+    assert stored.startswith("$argon2id$") and "long enough" not in stored
+    with pytest.raises(accounts.AccountError):
+        accounts.add_user(engine, "bob", "short", "viewer")
+    with pytest.raises(accounts.AccountError):
+        accounts.add_user(engine, "carol", "long enough password", "root")
+    t = time.time()
+    for _ in range(accounts.MAX_FAILURES - 1):
+        assert accounts.authenticate(engine, "alice", "wrong", now=t) == (None, "invalid")
+    assert accounts.authenticate(engine, "alice", "wrong", now=t) == (None, "locked")
+    assert accounts.authenticate(engine, "alice", "long enough password", now=t + 60) == (None, "locked")
+    staff, _ = accounts.authenticate(engine, "alice", "long enough password", now=t + accounts.LOCK_SECONDS + 1)
+    assert staff is not None and staff.is_admin
+    assert accounts.authenticate(engine, "nobody", "whatever") == (None, "invalid")
