@@ -11,6 +11,7 @@ import pytest
 from starlette.datastructures import Secret
 
 from bot.evaluate import RestClient
+from bot.pgcluster import PgCluster, pg_bin, throwaway_cluster
 from bot.servers import Stack, isolated_settings
 from bot.settings import Settings
 from bot.telegram.fake_api import FakeTelegram
@@ -24,6 +25,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s.start()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One throw-away PostgreSQL cluster for the session; skipped where Debian's package is absent."""
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
+    with throwaway_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

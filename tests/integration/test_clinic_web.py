@@ -23,7 +23,7 @@ from fhir.resources.bundle import Bundle
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from bot.evaluate import RestClient
-from bot.servers import Stack, child_env
+from bot.servers import Stack, child_env, isolated_settings
 from bot.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -74,6 +74,7 @@ class Clinic:
     xss_sender: str
     log_dir: Path
     alerts: AlertReceiver
+    client: RestClient
 
 
 def add_user(settings: Settings, name: str, role: str) -> None:
@@ -83,9 +84,19 @@ def add_user(settings: Settings, name: str, role: str) -> None:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def clinic(stack: Stack, client: RestClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clinic]:
-    settings = stack.settings
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def clinic(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clinic]:
+    """The clinic app over the shared SQLite stack, then over a PostgreSQL-backed stack of its own."""
+    own_stack: Stack | None = None
+    if request.param == "sqlite":
+        settings = request.getfixturevalue("stack").settings
+    else:
+        cluster = request.getfixturevalue("pg_cluster")  # skipped where PostgreSQL is not installed
+        tmp = tmp_path_factory.mktemp("pg-stack")
+        settings = isolated_settings(tmp, database_url=cluster.create_database("clinic"))
+        own_stack = Stack(settings, log_dir=tmp)
+        own_stack.start()
+    client = RestClient(settings.rasa_url, str(settings.rasa_api_token))
     for name, role in ((ADMIN, "admin"), (VIEWER, "viewer")):
         add_user(settings, name, role)
     mild = f"clinic-mild-{uuid.uuid4().hex[:6]}"
@@ -100,9 +111,11 @@ def clinic(stack: Stack, client: RestClient, tmp_path_factory: pytest.TempPathFa
     clinic_settings = dataclasses.replace(settings, clinic_alert_webhook_url=receiver.url)
     clinic_stack = Stack(clinic_settings, log_dir=log_dir)
     clinic_stack.start_clinic()
-    yield Clinic(settings, settings.clinic_url, emergency, xss, log_dir, receiver)
+    yield Clinic(settings, settings.clinic_url, emergency, xss, log_dir, receiver, client)
     clinic_stack.stop()
     receiver.shutdown()
+    if own_stack is not None:
+        own_stack.stop()
 
 
 @pytest.fixture(scope="session")
@@ -263,7 +276,7 @@ def wait_until(check, timeout: float = 30, what: str = "condition") -> None:  # 
         time.sleep(0.2)
 
 
-def test_emergency_alert_is_sent_exactly_once_after_a_failure(page: Page, clinic: Clinic, client: RestClient) -> None:
+def test_emergency_alert_is_sent_exactly_once_after_a_failure(page: Page, clinic: Clinic) -> None:
     def for_seeded() -> list[dict]:
         return [a for a in clinic.alerts.received if a["conversation"].endswith(clinic.emergency_sender)]
 
@@ -271,7 +284,7 @@ def test_emergency_alert_is_sent_exactly_once_after_a_failure(page: Page, clinic
     alert = for_seeded()[0]
     assert alert["level"] == "emergency" and "difficulty breathing" in " ".join(alert["symptoms"]).lower()
     assert "88" not in json.dumps(alert), "no patient words in the alert"
-    client.send(clinic.emergency_sender, "and now I am confused too")  # still emergency: no second alert
+    clinic.client.send(clinic.emergency_sender, "and now I am confused too")  # still emergency: no second alert
     time.sleep(3)
     assert len(for_seeded()) == 1
     assert clinic.alerts.failed_once, "the first delivery failed and was retried"

@@ -1,0 +1,74 @@
+"""A throw-away PostgreSQL cluster from Debian's `postgresql` package, for tests and benchmarks.
+
+initdb + pg_ctl on a spare loopback port in a temporary directory, trust authentication, gone
+again on exit. As root the cluster runs as the `postgres` system user (initdb refuses root).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+
+from bot.servers import free_port
+
+
+def pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@dataclass(frozen=True)
+class PgCluster:
+    port: int
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')  # noqa: S608 - our own identifier, not input
+        conn.close()
+        return self.url(name)
+
+
+@contextmanager
+def throwaway_cluster() -> Iterator[PgCluster]:
+    bin_dir = pg_bin()
+    if bin_dir is None:
+        raise FileNotFoundError("PostgreSQL is not installed (apt-get install postgresql)")
+    # Not under a root-private temp dir: the cluster runs as `postgres`.
+    home = Path(tempfile.mkdtemp(prefix="crs-pg-"))
+    data = home / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres")
+        shutil.chown(data, "postgres")
+    port = free_port()
+
+    def run(*cmd: str) -> None:
+        subprocess.run(_as_postgres([str(bin_dir / cmd[0]), *cmd[1:]]), check=True, capture_output=True, timeout=120)
+
+    run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres")
+    opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    run("pg_ctl", "-D", str(data), "-o", opts, "-l", str(data / "log"), "-w", "start")
+    try:
+        yield PgCluster(port)
+    finally:
+        run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(home, ignore_errors=True)
