@@ -154,6 +154,14 @@ def cmd_bench_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_clinic(args: argparse.Namespace) -> int:
+    from bot.benchmarks.clinic import format_results, main
+
+    results = main(conversations=args.conversations, events_per=args.events_per, requests_n=args.requests)
+    sys.stdout.write(format_results(results) + "\n(JSON in var/bench/clinic.json)\n")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     settings = load_settings()
     stack = Stack(settings)
@@ -206,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     br.add_argument("--per-chat", type=int, default=5)
     br.add_argument("--rate", type=float, default=10.0, help="messages per second, open loop")
     br.set_defaults(func=cmd_bench_relay)
+    bc = sub.add_parser("bench-clinic", help="clinic app page and export times on a large generated store")
+    bc.add_argument("--conversations", type=int, default=10_000)
+    bc.add_argument("--events-per", type=int, default=20)
+    bc.add_argument("--requests", type=int, default=300)
+    bc.set_defaults(func=cmd_bench_clinic)
     ev = sub.add_parser("eval", help="score a case file through the live stack")
     ev.add_argument("--cases", required=True)
     ev.add_argument("--out", required=True)
