@@ -248,7 +248,10 @@ class FakeTelegram:
 
     async def _params(self, request: web.Request) -> dict[str, Any]:
         if request.content_type == "application/json":
-            return dict(await request.json())
+            params = dict(await request.json())
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # Telegram takes "-100…" and -100… alike
+                params["chat_id"] = int(params["chat_id"])
+            return params
         raw = dict(await request.post()) if request.can_read_body else {}
         raw.update(request.query)
         params: dict[str, Any] = {}
