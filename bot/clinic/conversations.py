@@ -203,13 +203,19 @@ class Row:
     messages: int
 
 
+def therapy_name(therapy_id: str | None) -> str:
+    """Enrolments store the knowledge-base therapy id; people read its name."""
+    therapy = load_knowledge_base().therapy(therapy_id) if therapy_id else None
+    return therapy.name if therapy else (therapy_id or "")
+
+
 def _rows(result: Any) -> list[Row]:
     return [
         Row(
             sender_id=r.sender_id,
             patient=r.label or pseudonym(r.sender_id),
             linked=r.label is not None,
-            therapy=r.enrolled_therapy or r.therapy or "",
+            therapy=therapy_name(r.enrolled_therapy) or r.therapy or "",
             first_at=r.first_at,
             last_at=r.last_at,
             level=r.level,
@@ -338,7 +344,7 @@ def load_conversation(engine: Engine, sender_id: str) -> Conversation | None:
         sender_id=sender_id,
         patient=summary.label or pseudonym(sender_id),
         linked=summary.label is not None,
-        therapy=summary.enrolled_therapy or summary.therapy or "",
+        therapy=therapy_name(summary.enrolled_therapy) or summary.therapy or "",
         infusion_date=summary.infusion_date,
         level=summary.level,
         turns=turns,

@@ -44,6 +44,7 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates"))
 TEMPLATES.env.filters["when"] = lambda ts: exports.iso(ts).replace("T", " ").replace("Z", " UTC") if ts else ""
 TEMPLATES.env.filters["label"] = conversations.symptom_label
 TEMPLATES.env.globals["LEVELS"] = LEVELS_BY_SEVERITY
+TEMPLATES.env.globals["therapy_name"] = conversations.therapy_name
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",

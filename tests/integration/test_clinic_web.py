@@ -118,8 +118,10 @@ def clinic(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         own_stack.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module scope: Playwright's sync API keeps an event loop running while it is open, which
+    the asyncio tests of other modules must not find."""
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
@@ -320,11 +322,20 @@ def test_enrolment_links_patient_and_gives_triage_the_therapy(page: Page, clinic
     assert "Are you receiving immunotherapy" not in replies, "the enrolment already told the bot"
 
     def listed() -> bool:
-        page.goto(f"{clinic.url}/")
+        page.goto(f"{clinic.url}/?therapy=blinatumomab")
         return "Bed 12" in page.locator("#conversations").inner_text()
 
     wait_until(listed, what="enrolled conversation listed under its label")
     row = page.locator("#conversations tbody tr", has_text="Bed 12")
-    assert "blinatumomab" in row.inner_text().lower()
+    assert "blinatumomab (blincyto)" in row.inner_text().lower()
     page.goto(f"{clinic.url}/patients/{code}")
     assert "headache" in page.locator("#timeline").inner_text().lower()
+
+
+def test_logout_ends_the_session(page: Page, clinic: Clinic) -> None:
+    log_in(page, clinic, VIEWER)
+    assert page.locator("#conversations").count() == 1
+    page.click("text=Log out")
+    assert page.url.endswith("/login")
+    page.goto(f"{clinic.url}/")
+    assert page.url.startswith(f"{clinic.url}/login"), "the old session no longer opens pages"
