@@ -209,58 +209,45 @@ async def conversation_list(request: Request) -> Response:
     )
 
 
-async def _conversation_or_404(request: Request) -> conversations.Conversation | Response:
-    conv = await asyncio.to_thread(conversations.load_conversation, _engine(request), request.path_params["sender_id"])
-    if conv is None:
-        return page(request, "error.html", message="No such conversation.", status=404)
-    return conv
+def _download(chunks: Any, filename: str) -> Response:
+    return StreamingResponse(
+        chunks, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
 
 
-@login_required()
-async def conversation_page(request: Request) -> Response:
-    conv = await _conversation_or_404(request)
-    if isinstance(conv, Response):
-        return conv
-    await _audit(request, "view-conversation", conv.patient)
-    return page(request, "conversation.html", conv=conv)
+def _conversation_route(action: str, render: Callable[[Request, conversations.Conversation], Response]) -> Handler:
+    """A page or export of one conversation: load it (404 if unknown), audit `action`, render."""
+
+    @login_required()
+    async def handler(request: Request) -> Response:
+        conv = await asyncio.to_thread(conversations.load_conversation, _engine(request), request.path_params["sender_id"])
+        if conv is None:
+            return page(request, "error.html", message="No such conversation.", status=404)
+        await _audit(request, action, conv.patient)
+        return render(request, conv)
+
+    return handler
+
+
+conversation_page = _conversation_route("view-conversation", lambda request, conv: page(request, "conversation.html", conv=conv))
+export_conversation_csv = _conversation_route(
+    "export-conversation-csv", lambda _, conv: _download(exports.conversation_csv(conv), f"conversation-{conv.patient}.csv")
+)
+export_conversation_fhir = _conversation_route(
+    "export-conversation-fhir",
+    lambda _, conv: JSONResponse(
+        exports.fhir_bundle(conv, time.time()),
+        media_type="application/fhir+json",
+        headers={"Content-Disposition": f'attachment; filename="conversation-{conv.patient}.fhir.json"'},
+    ),
+)
 
 
 @login_required()
 async def export_list_csv(request: Request) -> Response:
     filters = Filters.parse(request.query_params)
     await _audit(request, "export-list-csv", "", urlencode(filters.query()))
-    rows = conversations.iter_conversations(_engine(request), filters)
-    return StreamingResponse(
-        exports.list_csv(rows),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="conversations.csv"'},
-    )
-
-
-@login_required()
-async def export_conversation_csv(request: Request) -> Response:
-    conv = await _conversation_or_404(request)
-    if isinstance(conv, Response):
-        return conv
-    await _audit(request, "export-conversation-csv", conv.patient)
-    return StreamingResponse(
-        exports.conversation_csv(conv),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="conversation-{conv.patient}.csv"'},
-    )
-
-
-@login_required()
-async def export_conversation_fhir(request: Request) -> Response:
-    conv = await _conversation_or_404(request)
-    if isinstance(conv, Response):
-        return conv
-    await _audit(request, "export-conversation-fhir", conv.patient)
-    return JSONResponse(
-        exports.fhir_bundle(conv, time.time()),
-        media_type="application/fhir+json",
-        headers={"Content-Disposition": f'attachment; filename="conversation-{conv.patient}.fhir.json"'},
-    )
+    return _download(exports.list_csv(conversations.iter_conversations(_engine(request), filters)), "conversations.csv")
 
 
 @login_required()
