@@ -10,7 +10,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml,$(wildca
 CASES ?= ../shared/cases/dev.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: run test eval user retention clinic browser bench-clinic bench-relay nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: run test eval user retention clinic browser bench bench-clinic bench-relay nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt
@@ -47,6 +47,9 @@ retention: .venv/.installed
 
 clinic: .venv/.installed
 	$(PY) -m bot clinic
+
+bench: $(MODEL)
+	$(PY) -m bot bench
 
 bench-clinic: .venv/.installed
 	$(PY) -m bot bench-clinic

@@ -154,6 +154,15 @@ def cmd_bench_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bot.benchmarks.load import RATES, format_report, main
+
+    rates = tuple(int(r) for r in args.rates.split(",")) if args.rates else RATES
+    report = main(rates=rates, seconds=args.seconds, baseline=not args.no_baseline)
+    sys.stdout.write(format_report(report) + "\n")
+    return 0
+
+
 def cmd_bench_clinic(args: argparse.Namespace) -> int:
     from bot.benchmarks.clinic import format_results, main
 
@@ -214,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     br.add_argument("--per-chat", type=int, default=5)
     br.add_argument("--rate", type=float, default=10.0, help="messages per second, open loop")
     br.set_defaults(func=cmd_bench_relay)
+    bl = sub.add_parser("bench", help="open-loop load on the product and on a stock `rasa init` baseline")
+    bl.add_argument("--rates", default="", help="comma-separated msg/s (default 10,30,60,100,150)")
+    bl.add_argument("--seconds", type=float, default=20.0, help="seconds per rate")
+    bl.add_argument("--no-baseline", action="store_true", help="only the product (skips training the stock model)")
+    bl.set_defaults(func=cmd_bench)
     bc = sub.add_parser("bench-clinic", help="clinic app page and export times on a large generated store")
     bc.add_argument("--conversations", type=int, default=10_000)
     bc.add_argument("--events-per", type=int, default=20)
