@@ -42,7 +42,12 @@ def create_db_engine(url: str) -> Engine:
     return engine
 
 
+def database_url() -> str:
+    """$DATABASE_URL as the Rasa server and action server see it (set by bot.servers.child_env)."""
+    return os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
 @lru_cache(maxsize=4)
 def shared_engine(url: str | None = None) -> Engine:
     """One pooled engine per URL per process (default: $DATABASE_URL)."""
-    return create_db_engine(url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+    return create_db_engine(url or database_url())

@@ -17,7 +17,10 @@ from typing import Any
 
 import requests
 
+from bot import PROJECT_ROOT
 from bot.nlu.knowledge import LEVEL_RANK as RANK
+
+OWN_CASES = PROJECT_ROOT / "tests" / "cases" / "own.jsonl"
 
 
 def load_cases(path: Path) -> list[dict[str, Any]]:
@@ -32,6 +35,12 @@ def load_cases(path: Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{path}:{n}: case without a messages list")
             cases.append(case)
     return cases
+
+
+def patient_conversations(count: int, per_patient: int, cases: Path = OWN_CASES) -> list[list[str]]:
+    """Workload for benchmarks: `count` patients, each `per_patient` messages taken in turn from the cases."""
+    messages = [m for case in load_cases(cases) for m in case["messages"] if m.strip()]
+    return [[messages[(p * per_patient + k) % len(messages)] for k in range(per_patient)] for p in range(count)]
 
 
 @dataclass
@@ -76,7 +85,8 @@ def run_case(client: RestClient, case: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (0.0 for no values): eval and every benchmark use this one."""
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -124,8 +134,8 @@ def score(cases: Iterable[dict[str, Any]], results: Iterable[dict[str, Any]]) ->
         "symptom_precision": precision,
         "symptom_recall": recall,
         "symptom_f1": f1,
-        "latency_p50_ms": _percentile(latencies, 0.5),
-        "latency_p95_ms": _percentile(latencies, 0.95),
+        "latency_p50_ms": percentile(latencies, 0.5),
+        "latency_p95_ms": percentile(latencies, 0.95),
         "messages": len(latencies),
         "triage_misses": misses,
     }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,7 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import sessionmaker
 
 from bot.clinic.forget import forget_clinic_rows
-from bot.db import create_db_engine
-from bot.settings import DEFAULT_DATABASE_URL
-
-
-def database_url() -> str:
-    return os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+from bot.db import create_db_engine, database_url
 
 
 class ConfiguredSQLTrackerStore(SQLTrackerStore):

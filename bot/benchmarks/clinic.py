@@ -16,7 +16,6 @@ import json
 import platform
 import random
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from bot import PROJECT_ROOT
 from bot.clinic.conversations import refresh
 from bot.clinic.schema import EVENTS, create_tables
 from bot.db import create_db_engine
+from bot.evaluate import percentile
 from bot.nlu.knowledge import load_knowledge_base
 from bot.servers import Stack, child_env, isolated_settings
 
@@ -101,12 +101,11 @@ def _flush(engine: sa.engine.Engine, batch: list[dict[str, Any]]) -> int:
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
     return {
-        "p50_ms": round(statistics.median(ordered), 1),
-        "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 1),
-        "max_ms": round(ordered[-1], 1),
-        "n": len(ordered),
+        "p50_ms": round(percentile(values, 0.5), 1),
+        "p95_ms": round(percentile(values, 0.95), 1),
+        "max_ms": round(max(values), 1),
+        "n": len(values),
     }
 
 

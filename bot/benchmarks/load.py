@@ -32,7 +32,7 @@ import aiohttp
 import rasa
 
 from bot import PROJECT_ROOT
-from bot.evaluate import load_cases
+from bot.evaluate import patient_conversations, percentile
 from bot.servers import RASA, Stack, child_env, isolated_settings, rasa_command, wait_until_up
 from bot.settings import MODEL_PATH, Settings
 
@@ -43,21 +43,14 @@ PER_PATIENT = 5
 TIMEOUT_S = 10.0
 
 
-def patient_messages(count: int) -> list[list[str]]:
-    """`count` patients, each with PER_PATIENT messages taken in turn from our case files."""
-    messages = [m for c in load_cases(PROJECT_ROOT / "tests" / "cases" / "own.jsonl") for m in c["messages"] if m.strip()]
-    return [[messages[(p * PER_PATIENT + k) % len(messages)] for k in range(PER_PATIENT)] for p in range(count)]
-
-
 def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1)))], 1) if ordered else float("nan")
+    return round(percentile(values, q), 1) if values else float("nan")
 
 
 async def open_loop(url: str, rate: float, seconds: float, tag: str) -> dict[str, Any]:
     """Offer `rate` msg/s for `seconds`; patients interleave, each one's messages in order."""
     total = int(rate * seconds)
-    patients = patient_messages(max(1, total // PER_PATIENT + 1))
+    patients = patient_conversations(max(1, total // PER_PATIENT + 1), PER_PATIENT)
     plan = [(n / rate, n % len(patients), n // len(patients)) for n in range(total)]
     latencies: list[float] = []
     errors = 0
@@ -99,7 +92,7 @@ async def open_loop(url: str, rate: float, seconds: float, tag: str) -> dict[str
 
 async def single_patient(url: str, messages: int = 150) -> dict[str, Any]:
     """One patient, closed loop: the next message only after the answer (typing speed aside)."""
-    conversation = [m for conv in patient_messages(messages // PER_PATIENT + 1) for m in conv][:messages]
+    conversation = [m for conv in patient_conversations(messages // PER_PATIENT + 1, PER_PATIENT) for m in conv][:messages]
     latencies = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as http:
         start = time.monotonic()

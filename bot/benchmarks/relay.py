@@ -30,24 +30,13 @@ import httpx
 from starlette.datastructures import Secret
 
 from bot import PROJECT_ROOT
-from bot.evaluate import load_cases
+from bot.evaluate import RestClient, patient_conversations, percentile
 from bot.servers import Stack, free_port, isolated_settings
 from bot.settings import Settings
 from bot.telegram.fake_api import FakeTelegram
 from bot.telegram.identity import sender_id
 
 TOKEN = "9000:bench-token"
-
-
-def conversations(chats: int, per_chat: int, cases_path: Path) -> list[list[str]]:
-    """Each chat: `per_chat` patient messages taken in turn from the case files."""
-    messages = [m for case in load_cases(cases_path) for m in case["messages"] if m.strip()]
-    return [[messages[(c * per_chat + k) % len(messages)] for k in range(per_chat)] for c in range(chats)]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
 
 
 def summary(latencies: list[float], sent: int, delivery: tuple[int, int, int], seconds: float) -> dict[str, Any]:
@@ -79,9 +68,8 @@ def schedule(convs: list[list[str]], rate: float) -> list[tuple[float, int, int]
 
 
 def _tracker_user_texts(settings: Settings, sender: str) -> list[str]:
-    r = httpx.get(f"{settings.rasa_url}/conversations/{sender}/tracker", params={"token": str(settings.rasa_api_token)}, timeout=30)
-    r.raise_for_status()
-    return [e.get("text") for e in r.json()["events"] if e.get("event") == "user"]
+    events = RestClient(settings.rasa_url, str(settings.rasa_api_token)).tracker(sender)["events"]
+    return [e.get("text") for e in events if e.get("event") == "user"]
 
 
 def check_delivery(settings: Settings, senders: list[str], convs: list[list[str]]) -> tuple[int, int, int]:
@@ -147,7 +135,7 @@ def run_relay(settings: Settings, fake: FakeTelegram, convs: list[list[str]], ra
 
 def main(chats: int = 200, per_chat: int = 5, rate: float = 10.0, out: Path | None = None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="crs-bench-relay-"))
-    convs = conversations(chats, per_chat, PROJECT_ROOT / "tests" / "cases" / "own.jsonl")
+    convs = patient_conversations(chats, per_chat)
     fake = FakeTelegram(token=TOKEN).start()
     settings = isolated_settings(tmp, telegram_bot_token=Secret(TOKEN), telegram_api_base_url=fake.base_url)
     stack = Stack(settings, log_dir=tmp)
@@ -160,7 +148,7 @@ def main(chats: int = 200, per_chat: int = 5, rate: float = 10.0, out: Path | No
     }
     try:
         stack.start()
-        asyncio.run(run_direct(settings, conversations(20, 2, PROJECT_ROOT / "tests" / "cases" / "own.jsonl"), rate, "warm"))
+        asyncio.run(run_direct(settings, patient_conversations(20, 2), rate, "warm"))
         results["direct"] = asyncio.run(run_direct(settings, convs, rate, "direct"))
         stack.start_relay()
         results["polling"] = run_relay(settings, fake, convs, rate, first_chat=1_000_000)

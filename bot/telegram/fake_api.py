@@ -19,7 +19,6 @@ import itertools
 import json
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +54,6 @@ class FakeTelegram:
     host: str = "127.0.0.1"
     port: int = 0
     calls: list[Sent] = field(default_factory=list)
-    pushed_at: dict[int, float] = field(default_factory=dict)  # update_id → time pushed
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -140,7 +138,6 @@ class FakeTelegram:
 
     async def _push(self, payload: dict[str, Any]) -> int:
         update = {"update_id": next(self._update_ids), **payload}
-        self.pushed_at[update["update_id"]] = time.monotonic()
         if self._webhook:
             await self._deliver_webhook(update)
         else:
@@ -209,9 +206,6 @@ class FakeTelegram:
     def sent(self, chat_id: int | None = None, method: str = "sendMessage") -> list[Sent]:
         with self._sent_cond:
             return [c for c in self.calls if c.method == method and (chat_id is None or c.params.get("chat_id") == chat_id)]
-
-    def texts(self, chat_id: int) -> list[str]:
-        return [c.params.get("text", "") for c in self.sent(chat_id)]
 
     def wait_sent(self, chat_id: int, count: int, timeout: float = 30, method: str = "sendMessage") -> list[Sent]:
         """Block until `count` calls of `method` to `chat_id` were received (AssertionError if not)."""
@@ -349,9 +343,3 @@ class FakeTelegram:
     async def _api_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:  # noqa: N802
         self._record("answerCallbackQuery", params)
         return self._ok(True)
-
-    def per_chat(self) -> dict[int, list[Sent]]:
-        chats: dict[int, list[Sent]] = defaultdict(list)
-        for call in self.sent():
-            chats[int(call.params["chat_id"])].append(call)
-        return chats

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,17 @@ class RelayRig:
 
     def sender(self, chat_id: int) -> str:
         return sender_id(chat_id, str(self.settings.sender_id_key))
+
+    def tracker(self, chat_id: int) -> dict:
+        return RestClient(self.settings.rasa_url, str(self.settings.rasa_api_token)).tracker(self.sender(chat_id))
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    """Poll `check` until it holds; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not met after {timeout} s"
+        time.sleep(0.1)
 
 
 def relay_settings(stack: Stack, fake: FakeTelegram, tmp: Path, **overrides: object) -> Settings:

@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from bot.evaluate import RestClient
 from bot.servers import Stack, child_env, isolated_settings
 from bot.settings import Settings
+from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
@@ -146,11 +147,12 @@ def log_in(page: Page, clinic: Clinic, user: str = ADMIN, password: str = PASSWO
 
 def first_row_when_ready(page: Page, clinic: Clinic, sender: str) -> None:
     """The app indexes new events every second: reload until the seeded conversation shows."""
-    deadline = time.monotonic() + 20
-    while sender not in (page.get_attribute("#conversations tbody tr:first-child a", "href") or ""):
-        assert time.monotonic() < deadline, "seeded emergency conversation never reached the top"
-        time.sleep(0.5)
+
+    def on_top() -> bool:
         page.reload()
+        return sender in (page.get_attribute("#conversations tbody tr:first-child a", "href") or "")
+
+    wait_until(on_top, timeout=20, what="seeded emergency conversation at the top")
 
 
 def test_emergency_first_reason_shown_and_exports(page: Page, clinic: Clinic) -> None:
@@ -271,13 +273,6 @@ def test_no_open_redirect_after_login(page: Page, clinic: Clinic, target: str) -
     assert page.url.startswith(clinic.url)
 
 
-def wait_until(check, timeout: float = 30, what: str = "condition") -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} not met after {timeout} s"
-        time.sleep(0.2)
-
-
 def test_emergency_alert_is_sent_exactly_once_after_a_failure(page: Page, clinic: Clinic) -> None:
     def for_seeded() -> list[dict]:
         return [a for a in clinic.alerts.received if a["conversation"].endswith(clinic.emergency_sender)]
@@ -316,7 +311,7 @@ def test_enrolment_links_patient_and_gives_triage_the_therapy(page: Page, clinic
     ).json()
     post("/greet", "1")
     replies = " ".join(m.get("text", "") for m in post("I have a mild headache", "2")["messages"])
-    tracker = requests.get(f"{s.rasa_url}/conversations/{sender}/tracker", params={"token": str(s.rasa_api_token)}, timeout=10).json()
+    tracker = clinic.client.tracker(sender)
     assert tracker["slots"]["therapy"].startswith("blinatumomab") and tracker["slots"]["on_immunotherapy"] is True
     assert tracker["slots"]["triage_level"] == "urgent"
     assert "Are you receiving immunotherapy" not in replies, "the enrolment already told the bot"

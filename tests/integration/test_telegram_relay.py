@@ -18,7 +18,7 @@ from bot.clinic.conversations import pseudonym
 from bot.servers import Stack, free_port
 from bot.telegram.fake_api import FakeTelegram, Sent
 from bot.telegram.relay import FORGET_YES
-from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings
+from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings, wait_until
 
 pytestmark = pytest.mark.integration
 _chats = itertools.count(1000)
@@ -28,24 +28,8 @@ def new_chat() -> int:
     return next(_chats)
 
 
-def tracker(rig: RelayRig, chat_id: int) -> dict:
-    s = rig.settings
-    r = requests.get(f"{s.rasa_url}/conversations/{rig.sender(chat_id)}/tracker", params={"token": str(s.rasa_api_token)}, timeout=10)
-    r.raise_for_status()
-    return r.json()
-
-
 def user_texts(rig: RelayRig, chat_id: int) -> list[str]:
-    return [e["text"] for e in tracker(rig, chat_id)["events"] if e.get("event") == "user"]
-
-
-def wait_until(check, timeout: float = 30, what: str = "condition") -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not met after {timeout} s")
+    return [e["text"] for e in rig.tracker(chat_id)["events"] if e.get("event") == "user"]
 
 
 def has_911(call: Sent) -> bool:
@@ -88,7 +72,7 @@ def test_two_chats_interleave_without_mixing(relay: RelayRig) -> None:
     assert user_texts(relay, a) == a_msgs, "chat A in order, nothing from B"
     assert user_texts(relay, b) == b_msgs, "chat B in order, nothing from A"
     relay.fake.wait_for(a, lambda c: "🚨" in c.params["text"])
-    slots_a, slots_b = tracker(relay, a)["slots"], tracker(relay, b)["slots"]
+    slots_a, slots_b = relay.tracker(a)["slots"], relay.tracker(b)["slots"]
     assert slots_a["triage_level"] == "emergency" and set(slots_a["symptoms"]) == {"headache", "confusion"}
     assert slots_b["triage_level"] == "urgent" and slots_b["symptoms"] == ["rash"]
     assert not any("🚨" in c.params["text"] or "Kymriah" in c.params["text"] for c in relay.fake.sent(b)), "no reply of A went to B"
@@ -100,9 +84,9 @@ def test_start_with_code_passes_metadata_and_explains_the_bot(relay: RelayRig) -
     texts = [c.params["text"] for c in relay.fake.wait_sent(chat, 2)]
     assert "911" in texts[0] and "not a diagnosis" in texts[0]
     assert "/forget" in texts[1] and "stored" in texts[1]
-    user = next(e for e in tracker(relay, chat)["events"] if e.get("event") == "user")
+    user = next(e for e in relay.tracker(chat)["events"] if e.get("event") == "user")
     assert user["metadata"]["telegram"]["enrolment_code"] == "ENROL-77"
-    assert str(chat) not in json.dumps(tracker(relay, chat)), "the raw Telegram id is not stored"
+    assert str(chat) not in json.dumps(relay.tracker(chat)), "the raw Telegram id is not stored"
 
 
 def test_help_emergency_and_unknown_commands(relay: RelayRig) -> None:
@@ -137,7 +121,7 @@ def test_restart_starts_a_new_conversation(relay: RelayRig) -> None:
     relay.fake.push_text(chat, "I fainted")
     relay.fake.wait_for(chat, has_911)
     relay.fake.push_text(chat, "/restart")
-    wait_until(lambda: tracker(relay, chat)["slots"]["triage_level"] in (None, "none"), what="slots reset")
+    wait_until(lambda: relay.tracker(chat)["slots"]["triage_level"] in (None, "none"), what="slots reset")
 
 
 def test_forget_deletes_the_rows_after_confirmation(relay: RelayRig) -> None:
