@@ -13,6 +13,10 @@ the stock code):
 * `Event.resolve_by_type` walked every `Event` subclass (with `inspect.isabstract`) for each
   stored event it deserialised (5 %). The type-name → class map is now cached, rebuilt on a miss
   so events defined later (plugins) are still found.
+* `DaskGraphRunner.run` handed each message's NLU and policy graphs to dask, whose scheduler
+  cost ~7 % of server time to order a dozen nodes that run one after another anyway. The
+  graphs are now run depth-first in this process: each needed node once, after its inputs,
+  with the same inputs, outputs and `GraphRunError` wrapping.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ import rasa.shared.utils.common
 from jsonschema import ValidationError, validators
 from jsonschema.exceptions import best_match
 from rasa.core.actions.action import RemoteAction
+from rasa.engine.exceptions import GraphRunError
+from rasa.engine.graph import GraphSchema
+from rasa.engine.runner.dask import DaskGraphRunner
 from rasa.shared.constants import DOCS_BASE_URL
 from rasa.shared.core.events import Event
 
 _PATCHED = "_crs_speedups"
+STOCK_GRAPH_RUN = DaskGraphRunner.run  # kept for the equivalence test
 
 
 class _ResponseValidator:
@@ -94,11 +102,43 @@ def _resolve_event_by_type(type_name: str, default: type[Event] | None = None) -
     raise ValueError(f"Unknown event name '{type_name}'.")
 
 
+def _run_graph(self: DaskGraphRunner, inputs: dict[str, Any] | None = None, targets: list[str] | None = None) -> dict[str, Any]:
+    """`DaskGraphRunner.run` without dask: the same graph evaluated depth-first in this thread."""
+    run_targets = targets if targets else self._graph_schema.target_names
+    key = tuple(run_targets)
+    schemas: dict[tuple[str, ...], GraphSchema] = self.__dict__.setdefault("_crs_minimal_schemas", {})
+    schema = schemas.get(key)
+    if schema is None:
+        schema = schemas[key] = self._graph_schema.minimal_graph_schema(run_targets)
+    given = inputs or {}
+    for value in given.values():
+        if isinstance(value, str) and value in schema.nodes:
+            raise GraphRunError(f"Input value '{value}' clashes with a node name.")
+    results: dict[str, Any] = {}
+
+    def evaluate(name: str) -> tuple[str, Any] | str:
+        if name not in results:
+            if name in given:
+                results[name] = (name, given[name])  # dask saw inputs as literal (name, value)
+            elif name not in schema.nodes:
+                return name  # as dask: an unresolvable need arrives as its name (GraphNode warns)
+            else:
+                needs = schema.nodes[name].needs.values()
+                results[name] = self._instantiated_nodes[name](*(evaluate(n) for n in needs))
+        return results[name]
+
+    try:
+        return dict(evaluate(target) for target in run_targets)
+    except RuntimeError as e:
+        raise GraphRunError("Error running runner.") from e
+
+
 def apply() -> None:
     """Idempotent: install the faster, equivalent implementations."""
     if not getattr(RemoteAction, _PATCHED, False):
         RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
         Event.resolve_by_type = staticmethod(_resolve_event_by_type)  # type: ignore[method-assign,assignment]
+        DaskGraphRunner.run = _run_graph  # type: ignore[method-assign]
         setattr(RemoteAction, _PATCHED, True)
 
 

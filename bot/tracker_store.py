@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +20,55 @@ from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import bindparam, func, insert, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import sessionmaker
 
 from bot.clinic.forget import forget_clinic_rows
 from bot.db import create_db_engine, database_url
 
+_SESSION_VIEW = "_crs_session_view"  # marks trackers holding the latest session only
+
+
+def _is_session_view(tracker: DialogueStateTracker) -> bool:
+    """Whether `tracker` holds exactly what `retrieve` reads back: the latest session only.
+
+    Not so for a full-history tracker (HTTP API), or once a new session starts inside a tracker
+    (the old session's events precede the new `session_started`): those are read back instead."""
+    if not getattr(tracker, _SESSION_VIEW, False):
+        return False
+    starts = [i for i, event in enumerate(tracker.events) if type(event) is SessionStarted]
+    return starts in ([], [0])
+
+
+@dataclass
+class _Cached:
+    tracker: DialogueStateTracker
+    events: int  # len(tracker.events) when it was stored
+    stamp: tuple[Any, int]  # (max id, row count) of the sender's rows right after that
+
 
 class ConfiguredSQLTrackerStore(SQLTrackerStore):
-    """SQLTrackerStore whose connection comes from $DATABASE_URL."""
+    """SQLTrackerStore whose connection comes from $DATABASE_URL, with a tracker cache.
+
+    Cache: rebuilding a tracker from its stored events on every message (JSON, event objects,
+    replaying each event) grew with the conversation and was ~8 % of server time; the stored
+    tracker is kept in memory after each save (LRU, `cache_size` in endpoints.yml, 0 = off) and
+    reused only while the database still holds exactly the rows it was saved with — the sender's
+    highest event id and row count, one indexed query. Another replica writing to the same
+    conversation, `/forget` or the retention job change that stamp, so the tracker is read again.
+    A tracker changed in memory but not saved (an error mid-message) has more events than it was
+    saved with and is read again too. Rasa's lock store serialises the messages of a conversation,
+    so no two requests share a cached tracker at once.
+    """
 
     def __init__(
         self,
         domain: Domain | None = None,
         host: str | None = None,
         event_broker: EventBroker | None = None,
+        cache_size: int = 1000,
         **kwargs: Any,
     ) -> None:
         url = make_url(database_url())
@@ -55,6 +90,10 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
         )
         if url.drivername.startswith("sqlite"):
             self._use_pooled_sqlite_engine()
+        # an event broker is fed by comparing the stored tracker with the new one: no cache then
+        self._cache_size = 0 if event_broker else int(cache_size)
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._build_statements()
 
     def _use_pooled_sqlite_engine(self) -> None:
         """Rasa opens SQLite with SQLAlchemy's NullPool: a new connection for every read and
@@ -66,43 +105,86 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
 
     # Rasa's stock store reads and writes events through ORM objects and rebuilds the same ORM
     # query three times per message; the profile put ~30 % of the Rasa server's time there.
-    # The statements below are the same SQL conditions in SQLAlchemy Core (bound parameters,
-    # compiled once and cached by SQLAlchemy), run in Rasa's own session scope.
+    # The statements below are the same SQL conditions in SQLAlchemy Core with bound parameters,
+    # built once (so SQLAlchemy's compiled-statement cache key is computed once too) and run on
+    # plain connections.
 
-    def _session_condition(self, sender_id: str, all_sessions: bool) -> Any:
-        """Events of `sender_id`, from its latest `session_started` on unless `all_sessions`."""
+    def _build_statements(self) -> None:
         events = self.SQLEvent.__table__
-        condition = events.c.sender_id == sender_id
-        if all_sessions:
-            return condition
+        sender = bindparam("sender_id")
         session_start = (
             select(func.max(events.c.timestamp))
-            .where(events.c.sender_id == sender_id, events.c.type_name == SessionStarted.type_name)
+            .where(events.c.sender_id == sender, events.c.type_name == SessionStarted.type_name)
             .scalar_subquery()
-        )
-        return condition & or_(events.c.timestamp >= session_start, session_start.is_(None))
+        )  # events of the sender from its latest `session_started` on
+        current = (events.c.sender_id == sender) & or_(events.c.timestamp >= session_start, session_start.is_(None))
+        self._select_current = select(events.c.data).where(current).order_by(events.c.id)
+        self._select_all = select(events.c.data).where(events.c.sender_id == sender).order_by(events.c.id)
+        self._count_current = select(func.count()).select_from(events).where(current)
+        self._select_stamp = select(func.max(events.c.id), func.count()).where(events.c.sender_id == sender)
+        self._insert = insert(events)
+
+    def _stamp(self, connection: Connection, sender_id: str) -> tuple[Any, int]:
+        row = connection.execute(self._select_stamp, {"sender_id": sender_id}).one()
+        return row[0], int(row[1])
+
+    def _cached(self, sender_id: str) -> DialogueStateTracker | None:
+        """The cached tracker of `sender_id` if the database still holds what it was saved as."""
+        entry = self._cache.get(sender_id)
+        if entry is None:
+            return None
+        if len(entry.tracker.events) == entry.events:
+            with self.engine.connect() as connection:
+                if self._stamp(connection, sender_id) == entry.stamp:
+                    self._cache.move_to_end(sender_id)
+                    return entry.tracker
+        del self._cache[sender_id]
+        return None
+
+    def init_tracker(self, sender_id: str) -> DialogueStateTracker:
+        tracker = super().init_tracker(sender_id)
+        setattr(tracker, _SESSION_VIEW, True)  # a new conversation is its own latest session
+        return tracker
 
     async def _retrieve(self, sender_id: str, fetch_events_from_all_sessions: bool) -> DialogueStateTracker | None:
-        events = self.SQLEvent.__table__
-        statement = select(events.c.data).where(self._session_condition(sender_id, fetch_events_from_all_sessions)).order_by(events.c.id)
-        with self.session_scope() as session:
-            rows = session.execute(statement).scalars().all()
+        if not fetch_events_from_all_sessions:
+            cached = self._cached(sender_id)
+            if cached is not None:
+                return cached
+        statement = self._select_all if fetch_events_from_all_sessions else self._select_current
+        with self.engine.connect() as connection:
+            rows = connection.execute(statement, {"sender_id": sender_id}).scalars().all()
         if not self.domain or not rows:
             return None
-        return DialogueStateTracker.from_dict(sender_id, [json.loads(data) for data in rows], self.domain.slots)
+        tracker = DialogueStateTracker.from_dict(sender_id, [json.loads(data) for data in rows], self.domain.slots)
+        if not fetch_events_from_all_sessions:
+            setattr(tracker, _SESSION_VIEW, True)
+        return tracker
 
-    def _additional_events(self, session: Any, tracker: DialogueStateTracker) -> Iterator:
-        stored = session.execute(
-            select(func.count()).select_from(self.SQLEvent.__table__).where(self._session_condition(tracker.sender_id, False))
-        ).scalar_one()
+    def _additional_events(self, connection: Connection, tracker: DialogueStateTracker) -> Iterator:
+        entry = self._cache.get(tracker.sender_id)
+        if entry is not None and entry.tracker is tracker:
+            stored = entry.events  # _cached() checked the stamp when this request read it
+        else:
+            stored = connection.execute(self._count_current, {"sender_id": tracker.sender_id}).scalar_one()
         return itertools.islice(tracker.events, stored, len(tracker.events))
+
+    def _remember(self, tracker: DialogueStateTracker, stamp: tuple[Any, int]) -> None:
+        sender_id = tracker.sender_id
+        if not self._cache_size or not _is_session_view(tracker):
+            self._cache.pop(sender_id, None)  # read it back from the database next time
+            return
+        self._cache[sender_id] = _Cached(tracker, len(tracker.events), stamp)
+        self._cache.move_to_end(sender_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         """Store the events not stored yet, in one multi-row INSERT and one commit."""
         await self.stream_events(tracker)
-        with self.session_scope() as session:
+        with self.engine.begin() as connection:  # one transaction, committed on leaving
             rows = []
-            for stored_event in self._additional_events(session, tracker):
+            for stored_event in self._additional_events(connection, tracker):
                 data = stored_event.as_dict()
                 rows.append(
                     {
@@ -115,14 +197,16 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
                     }
                 )
             if rows:
-                session.execute(insert(self.SQLEvent.__table__), rows)
-            session.commit()
+                connection.execute(self._insert, rows)
+            stamp = self._stamp(connection, tracker.sender_id) if self._cache_size else (None, 0)
+        self._remember(tracker, stamp)
 
     async def delete(self, sender_id: str) -> int:
         """Delete every stored event of one conversation (all sessions); returns how many.
 
         Used by the patient's `/forget`; the caller holds the conversation lock."""
         events = self.SQLEvent.__table__
+        self._cache.pop(sender_id, None)
         with self.session_scope() as session:
             deleted = session.execute(events.delete().where(events.c.sender_id == sender_id)).rowcount
             session.commit()

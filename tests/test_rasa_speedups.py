@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -9,6 +10,9 @@ import pytest
 import rasa.shared.utils.common
 from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
+from rasa.engine.graph import ExecutionContext, GraphComponent, GraphSchema, SchemaNode
+from rasa.engine.runner.dask import DaskGraphRunner
+from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.shared.core.events import ActionExecuted, BotUttered, Event, SlotSet, UserUttered
 
 import bot.nlu.rasa_component  # noqa: F401  (applies the speed-ups, as in the Rasa server)
@@ -101,3 +105,59 @@ def test_event_defined_after_first_lookup_is_found() -> None:
 def test_patches_are_installed() -> None:
     assert RemoteAction._validate_action_result is rasa_speedups._validate_action_result
     assert Event.resolve_by_type is rasa_speedups._resolve_event_by_type
+    assert DaskGraphRunner.run is rasa_speedups._run_graph
+
+
+class _Join(GraphComponent):
+    """A graph node that records its calls and joins its inputs into a string."""
+
+    calls: list[str] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.name = config["name"]
+
+    @classmethod
+    def create(cls, config: dict[str, Any], *args: Any, **kwargs: Any) -> _Join:
+        return cls(config)
+
+    def run(self, **inputs: str) -> str:
+        _Join.calls.append(self.name)
+        if "boom" in inputs.values():
+            raise RuntimeError("boom")
+        return self.name + "(" + ",".join(f"{k}={inputs[k]}" for k in sorted(inputs)) + ")"
+
+
+def _schema() -> GraphSchema:
+    def node(name: str, target: bool = False, **needs: str) -> SchemaNode:
+        config = {"name": name}
+        return SchemaNode(needs=needs, uses=_Join, constructor_name="create", fn="run", config=config, is_target=target)
+
+    return GraphSchema(
+        {
+            "a": node("a", x="msg"),
+            "b": node("b", a="a"),
+            "c": node("c", a="a", b="b"),
+            "d": node("d", target=True, c="c", x="msg"),  # what runs when no targets are given
+            "unused": node("unused", a="a"),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("inputs", "targets"),
+    [({"msg": "hi"}, ["d"]), ({"msg": "hi"}, ["b", "c"]), ({"msg": "hi"}, None), ({"msg": "hi", "b": "given"}, ["d"])],
+)
+def test_graph_runner_matches_dask(tmp_path: Path, inputs: dict[str, str], targets: list[str] | None) -> None:
+    schema = _schema()
+    runner = DaskGraphRunner(schema, LocalModelStorage(tmp_path), ExecutionContext(schema, "test"))
+    _Join.calls.clear()
+    stock = rasa_speedups.STOCK_GRAPH_RUN(runner, dict(inputs), targets)
+    stock_calls = sorted(_Join.calls)
+    _Join.calls.clear()
+    ours = runner.run(dict(inputs), targets)
+    assert ours == stock
+    assert sorted(_Join.calls) == stock_calls, "each needed node runs once, unneeded ones not at all"
+    with pytest.raises(Exception) as stock_error:
+        rasa_speedups.STOCK_GRAPH_RUN(runner, {"msg": "boom"}, targets)
+    with pytest.raises(stock_error.type, match=str(stock_error.value)):
+        runner.run({"msg": "boom"}, targets)
