@@ -17,14 +17,30 @@ the stock code):
   cost ~7 % of server time to order a dozen nodes that run one after another anyway. The
   graphs are now run depth-first in this process: each needed node once, after its inputs,
   with the same inputs, outputs and `GraphRunError` wrapping.
+* `DialogueStateTracker.past_states` replayed the whole conversation into a fresh tracker to
+  build the policies' states, in each policy, for every action predicted (~15 % of server
+  time, growing with the conversation). The loop of `Domain.states_for_tracker_history` is now
+  kept on the tracker and carried on over the events added since the last call; the same loop
+  body, the same final state. Events that rewrite history (restart, new session, reverts,
+  loops) make it start again from the beginning, as Rasa does. Callers get their own copy, since
+  the featurizer edits the last state in place.
+* `EndpointConfig.request` opened a new aiohttp session, so a new TCP connection to the action
+  server, for every action call. Each endpoint now keeps one session per event loop with
+  keep-alive connections, closed client-side (2 s) before the action server's Sanic drops them
+  (5 s), so a request never lands on a connection the server is closing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import aiohttp
 import rasa.shared.utils.common
 from jsonschema import ValidationError, validators
 from jsonschema.exceptions import best_match
@@ -33,10 +49,24 @@ from rasa.engine.exceptions import GraphRunError
 from rasa.engine.graph import GraphSchema
 from rasa.engine.runner.dask import DaskGraphRunner
 from rasa.shared.constants import DOCS_BASE_URL
-from rasa.shared.core.events import Event
+from rasa.shared.core.constants import PREVIOUS_ACTION
+from rasa.shared.core.domain import Domain, State
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActionReverted,
+    ActiveLoop,
+    Event,
+    Restarted,
+    SessionStarted,
+    UserUtteranceReverted,
+)
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.utils.endpoints import DEFAULT_REQUEST_TIMEOUT, EndpointConfig
 
 _PATCHED = "_crs_speedups"
-STOCK_GRAPH_RUN = DaskGraphRunner.run  # kept for the equivalence test
+STOCK_GRAPH_RUN = DaskGraphRunner.run  # kept for the equivalence tests
+STOCK_PAST_STATES = DialogueStateTracker.past_states
+KEEPALIVE_SECONDS = 2.0
 
 
 class _ResponseValidator:
@@ -133,12 +163,140 @@ def _run_graph(self: DaskGraphRunner, inputs: dict[str, Any] | None = None, targ
         raise GraphRunError("Error running runner.") from e
 
 
+# Events after which the applied history is not the old one plus the new events (Rasa's
+# `DialogueStateTracker.applied_events`): such trackers get their states computed afresh.
+_NOT_APPENDING = (Restarted, SessionStarted, ActionReverted, UserUtteranceReverted, ActiveLoop)
+
+
+@dataclass
+class _StatesFold:
+    """`Domain.states_for_tracker_history`'s loop, stopped after `seen` events, ready to go on."""
+
+    seen: int
+    boundary: Event | None  # the tracker's event at index seen - 1 when this was made
+    replay: DialogueStateTracker  # the prior tracker after the applied events so far
+    states: list[State] = field(default_factory=list)
+    last_ml_action: Any = None
+    turn_was_hidden: bool = False
+
+
+def _fold_step(
+    fold: _StatesFold, domain: Domain, tr: DialogueStateTracker, hide_rule_turn: bool, args: tuple
+) -> None:
+    """One iteration of the loop in Rasa 3.6's `Domain.states_for_tracker_history`."""
+    omit_unset_slots, ignore_rule_only_turns, rule_only_data = args
+    if ignore_rule_only_turns:
+        if not fold.turn_was_hidden:
+            fold.last_ml_action = domain._get_prev_action_sub_state(tr)
+        if not tr.followup_action and tr.latest_action_name != tr.active_loop_name:
+            fold.turn_was_hidden = hide_rule_turn
+        if fold.turn_was_hidden:
+            return
+    state = domain.get_active_state(tr, omit_unset_slots=omit_unset_slots)
+    if ignore_rule_only_turns:
+        domain._remove_rule_only_features(state, rule_only_data)
+        if fold.states:
+            domain._substitute_rule_only_user_input(state, fold.states[-1])
+        if fold.last_ml_action:
+            state[PREVIOUS_ACTION] = fold.last_ml_action
+    fold.states.append(domain._clean_state(state))
+
+
+def _advance(fold: _StatesFold, domain: Domain, events: Iterable[Event], args: tuple) -> None:
+    """Rasa's `generate_all_prior_trackers` over `events`, without its final yield."""
+    for event in events:
+        if isinstance(event, ActionExecuted):
+            _fold_step(fold, domain, fold.replay, event.hide_rule_turn, args)
+        fold.replay.update(event)
+
+
+def _copy_states(states: list[State]) -> list[State]:
+    """Callers edit the states they get (the featurizer deletes keys of the last one)."""
+    return [{key: dict(sub) if isinstance(sub, dict) else copy.deepcopy(sub) for key, sub in state.items()} for state in states]
+
+
+def _past_states(
+    self: DialogueStateTracker,
+    domain: Domain,
+    omit_unset_slots: bool = False,
+    ignore_rule_only_turns: bool = False,
+    rule_only_data: dict[str, Any] | None = None,
+) -> list[State]:
+    """`DialogueStateTracker.past_states`, carried on from the last call instead of replayed."""
+    args = (omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+    key = (id(domain), omit_unset_slots, ignore_rule_only_turns, _freeze(rule_only_data))
+    folds: dict[tuple, tuple[Domain, _StatesFold]] = self.__dict__.setdefault("_crs_states", {})
+    events = self.events
+    held = folds.get(key)
+    fold = held[1] if held is not None and held[0] is domain else None
+    new_events: list[Event] = []
+    if fold is not None and len(events) >= fold.seen and (fold.seen == 0 or events[fold.seen - 1] is fold.boundary):
+        new_events = list(itertools.islice(events, fold.seen, None))
+        if any(isinstance(e, _NOT_APPENDING) for e in new_events):
+            fold = None
+    else:
+        fold = None
+    if fold is None:
+        if any(isinstance(e, ActiveLoop) for e in events):
+            folds.pop(key, None)  # loops rewrite earlier history: Rasa's own code, every time
+            return STOCK_PAST_STATES(self, domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+        fold = _StatesFold(0, None, self.init_copy())
+        new_events = self.applied_events()
+    _advance(fold, domain, new_events, args)
+    fold.seen = len(events)
+    fold.boundary = events[-1] if events else None
+    folds[key] = (domain, fold)
+    last = _StatesFold(fold.seen, fold.boundary, fold.replay, list(fold.states), fold.last_ml_action, fold.turn_was_hidden)
+    _fold_step(last, domain, fold.replay, False, args)  # the final `yield tracker, False`
+    return _copy_states(last.states)
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable, equal-for-equal form of rule_only_data (the graph hands over a new dict each time)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple, set)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+class _BorrowedSession:
+    """`async with` over a long-lived session that must stay open after the block."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def __aenter__(self) -> aiohttp.ClientSession:
+        return self._session
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def _endpoint_session(self: EndpointConfig) -> _BorrowedSession:
+    """`EndpointConfig.session` with one keep-alive session per endpoint and event loop."""
+    loop = asyncio.get_running_loop()
+    sessions: dict[int, aiohttp.ClientSession] = self.__dict__.setdefault("_crs_sessions", {})
+    session = sessions.get(id(loop))
+    if session is None or session.closed or session._loop is not loop:
+        auth = aiohttp.BasicAuth(self.basic_auth["username"], self.basic_auth["password"]) if self.basic_auth else None
+        session = sessions[id(loop)] = aiohttp.ClientSession(
+            headers=self.headers,
+            auth=auth,
+            timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT),
+            connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_SECONDS),
+        )
+    return _BorrowedSession(session)
+
+
 def apply() -> None:
     """Idempotent: install the faster, equivalent implementations."""
     if not getattr(RemoteAction, _PATCHED, False):
         RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
         Event.resolve_by_type = staticmethod(_resolve_event_by_type)  # type: ignore[method-assign,assignment]
         DaskGraphRunner.run = _run_graph  # type: ignore[method-assign]
+        DialogueStateTracker.past_states = _past_states  # type: ignore[method-assign]
+        EndpointConfig.session = _endpoint_session  # type: ignore[method-assign]
         setattr(RemoteAction, _PATCHED, True)
 
 

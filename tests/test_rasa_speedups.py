@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import rasa.shared.utils.common
+from aiohttp import web
 from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
 from rasa.engine.graph import ExecutionContext, GraphComponent, GraphSchema, SchemaNode
 from rasa.engine.runner.dask import DaskGraphRunner
 from rasa.engine.storage.local_model_storage import LocalModelStorage
-from rasa.shared.core.events import ActionExecuted, BotUttered, Event, SlotSet, UserUttered
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActionReverted,
+    ActiveLoop,
+    BotUttered,
+    Event,
+    FollowupAction,
+    Restarted,
+    SessionStarted,
+    SlotSet,
+    UserUtteranceReverted,
+    UserUttered,
+)
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.utils.endpoints import EndpointConfig
 
 import bot.nlu.rasa_component  # noqa: F401  (applies the speed-ups, as in the Rasa server)
-from bot import rasa_speedups
+from bot import PROJECT_ROOT, rasa_speedups
 
 
 def _stock_accepts(result: Any) -> bool:
@@ -106,6 +124,8 @@ def test_patches_are_installed() -> None:
     assert RemoteAction._validate_action_result is rasa_speedups._validate_action_result
     assert Event.resolve_by_type is rasa_speedups._resolve_event_by_type
     assert DaskGraphRunner.run is rasa_speedups._run_graph
+    assert DialogueStateTracker.past_states is rasa_speedups._past_states
+    assert EndpointConfig.session is rasa_speedups._endpoint_session
 
 
 class _Join(GraphComponent):
@@ -161,3 +181,91 @@ def test_graph_runner_matches_dask(tmp_path: Path, inputs: dict[str, str], targe
         rasa_speedups.STOCK_GRAPH_RUN(runner, {"msg": "boom"}, targets)
     with pytest.raises(stock_error.type, match=str(stock_error.value)):
         runner.run({"msg": "boom"}, targets)
+
+
+def _conversation_events() -> list[Event]:
+    return [
+        ActionExecuted("action_session_start"),
+        SessionStarted(),
+        ActionExecuted("action_listen"),
+        UserUttered("I had Kymriah on Monday", {"name": "inform_therapy", "confidence": 1.0}),
+        SlotSet("therapy", "tisagenlecleucel"),
+        ActionExecuted("action_triage"),
+        BotUttered("noted"),
+        ActionExecuted("action_listen"),
+        UserUttered("fever 39.2 and shaking", {"name": "report_symptoms", "confidence": 1.0}),
+        ActionExecuted("action_triage"),
+        SlotSet("triage_level", "urgent"),
+        BotUttered("call your care team now"),
+        ActionExecuted("action_listen"),
+        UserUttered("no", {"name": "deny", "confidence": 1.0}),
+        ActionExecuted("action_answer_yes_no", hide_rule_turn=True),
+        BotUttered("ok"),
+        ActionExecuted("action_listen", hide_rule_turn=True),
+        UserUttered("oops wrong chat", {"name": "out_of_scope", "confidence": 0.9}),
+        UserUtteranceReverted(),
+        UserUttered("my lips are blue", {"name": "report_symptoms", "confidence": 1.0}),
+        ActionExecuted("action_triage"),
+        ActionReverted(),
+        ActionExecuted("action_triage"),
+        FollowupAction("action_listen"),
+        ActionExecuted("action_listen"),
+        ActionExecuted("action_session_start"),
+        SessionStarted(),
+        ActionExecuted("action_listen"),
+        UserUttered("hello", {"name": "greet", "confidence": 1.0}),
+        ActionExecuted("utter_greet"),
+        Restarted(),
+        ActionExecuted("action_listen"),
+        UserUttered("hi again", {"name": "greet", "confidence": 1.0}),
+        ActiveLoop("some_form"),
+        ActionExecuted("some_form"),
+        ActionExecuted("action_listen"),
+    ]
+
+
+@pytest.mark.parametrize("loops", [False, True])
+def test_past_states_match_rasa_after_every_event(loops: bool) -> None:
+    domain = Domain.load(str(Path(PROJECT_ROOT) / "domain.yml"))
+    tracker = DialogueStateTracker("states-test", domain.slots)
+    rule_only = {"slots": ["triage_level"], "loops": []}
+    events = _conversation_events()
+    for event in events if loops else [e for e in events if not isinstance(e, ActiveLoop)]:
+        tracker.update(event)
+        if isinstance(event, BotUttered):
+            tracker = copy.deepcopy(tracker)  # the processor copies trackers: copies must stay right
+        for omit, ignore, data in [(False, False, None), (False, True, rule_only), (True, False, None)]:
+            ours = tracker.past_states(domain, omit, ignore, data)
+            assert ours == rasa_speedups.STOCK_PAST_STATES(tracker, domain, omit, ignore, data)
+            if ours:
+                ours[-1].clear()  # the featurizer edits what it gets: the memo must not see it
+            assert tracker.past_states(domain, omit, ignore, data) == rasa_speedups.STOCK_PAST_STATES(
+                tracker, domain, omit, ignore, data
+            )
+    assert loops or tracker.__dict__["_crs_states"], "carried on, not replayed, without loops"
+
+
+async def test_action_endpoint_reuses_one_connection() -> None:
+    peers: list[object] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername"))
+        return web.json_response({"events": [], "responses": []})
+
+    app = web.Application()
+    app.router.add_post("/webhook", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook")
+        for _ in range(3):
+            assert await endpoint.request(json={"next_action": "x"}, method="post") == {"events": [], "responses": []}
+        assert len(peers) == 3 and len(set(peers)) == 1, "one keep-alive connection for all calls"
+        await asyncio.sleep(rasa_speedups.KEEPALIVE_SECONDS + 0.5)
+        assert await endpoint.request(json={}, method="post") == {"events": [], "responses": []}
+        assert peers[-1] != peers[0], "an idle connection is closed by the client, a new one opened"
+    finally:
+        await runner.cleanup()
