@@ -53,10 +53,10 @@ def _slot_variants(part: str, tokenize: Tokenize, phrase: str) -> list[TokenPatt
             multi.append(norms)
     variants: list[TokenPattern] = []
     if prefixes:
-        # A prefix is tested on the corrected word and on its lemma ("tired*" vs lemma "tire",
-        # "throw*" vs the word "threw").
+        # A prefix is tested on the corrected word (kept in LEMMA, see bot/nlu/normalizer.py) and
+        # on its lemma in NORM ("tired*" vs lemma "tire", "throw*" vs the word "threw").
         regex = "^(?:" + "|".join(re.escape(p) for p in sorted(prefixes)) + ")"
-        variants.append([{"_": {"crs_word": {"REGEX": regex}}}])
+        variants.append([{"LEMMA": {"REGEX": regex}}])
         variants.append([{"NORM": {"REGEX": regex}}])
     if single:
         variants.append([{"NORM": {"IN": sorted(single)}}] if len(single) > 1 else [{"NORM": next(iter(single))}])
