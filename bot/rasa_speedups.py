@@ -24,6 +24,9 @@ the stock code):
   body, the same final state. Events that rewrite history (restart, new session, reverts,
   loops) make it start again from the beginning, as Rasa does. Callers get their own copy, since
   the featurizer edits the last state in place.
+* `RulePolicy` formatted the dialogue states as text for a debug log line at every
+  prediction, whether or not debug logging is on (4 % of server time). The text is now only
+  built when that logger would write it.
 * `EndpointConfig.request` opened a new aiohttp session, so a new TCP connection to the action
   server, for every action call. Each endpoint now keeps one session per event loop with
   keep-alive connections, closed client-side (2 s) before the action server's Sanic drops them
@@ -35,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -45,6 +49,7 @@ import rasa.shared.utils.common
 from jsonschema import ValidationError, validators
 from jsonschema.exceptions import best_match
 from rasa.core.actions.action import RemoteAction
+from rasa.core.policies.policy import Policy
 from rasa.engine.exceptions import GraphRunError
 from rasa.engine.graph import GraphSchema
 from rasa.engine.runner.dask import DaskGraphRunner
@@ -66,6 +71,7 @@ from rasa.utils.endpoints import DEFAULT_REQUEST_TIMEOUT, EndpointConfig
 _PATCHED = "_crs_speedups"
 STOCK_GRAPH_RUN = DaskGraphRunner.run  # kept for the equivalence tests
 STOCK_PAST_STATES = DialogueStateTracker.past_states
+STOCK_FORMAT_STATES = Policy.format_tracker_states
 KEEPALIVE_SECONDS = 2.0
 
 
@@ -260,6 +266,13 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+def _format_tracker_states(states: list[dict]) -> str:
+    """`Policy.format_tracker_states`, for the debug log only: empty when it is not written."""
+    if logging.getLogger("rasa.core.policies.rule_policy").isEnabledFor(logging.DEBUG):
+        return STOCK_FORMAT_STATES(states)
+    return ""
+
+
 class _BorrowedSession:
     """`async with` over a long-lived session that must stay open after the block."""
 
@@ -297,6 +310,7 @@ def apply() -> None:
         DaskGraphRunner.run = _run_graph  # type: ignore[method-assign]
         DialogueStateTracker.past_states = _past_states  # type: ignore[method-assign]
         EndpointConfig.session = _endpoint_session  # type: ignore[method-assign]
+        Policy.format_tracker_states = staticmethod(_format_tracker_states)  # type: ignore[method-assign,assignment]
         setattr(RemoteAction, _PATCHED, True)
 
 

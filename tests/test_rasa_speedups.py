@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import rasa.shared.utils.common
 from aiohttp import web
 from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
+from rasa.core.policies.policy import Policy
 from rasa.engine.graph import ExecutionContext, GraphComponent, GraphSchema, SchemaNode
 from rasa.engine.runner.dask import DaskGraphRunner
 from rasa.engine.storage.local_model_storage import LocalModelStorage
@@ -126,6 +128,13 @@ def test_patches_are_installed() -> None:
     assert DaskGraphRunner.run is rasa_speedups._run_graph
     assert DialogueStateTracker.past_states is rasa_speedups._past_states
     assert EndpointConfig.session is rasa_speedups._endpoint_session
+
+
+def test_states_are_formatted_when_debug_logging_is_on(caplog: pytest.LogCaptureFixture) -> None:
+    states = [{"user": {"intent": "greet"}, "prev_action": {"action_name": "action_listen"}}]
+    assert Policy.format_tracker_states(states) == ""
+    with caplog.at_level(logging.DEBUG, logger="rasa.core.policies.rule_policy"):
+        assert Policy.format_tracker_states(states) == rasa_speedups.STOCK_FORMAT_STATES(states) != ""
 
 
 class _Join(GraphComponent):
