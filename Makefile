@@ -10,7 +10,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml,$(wildca
 CASES ?= ../shared/cases/dev.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: run test eval user retention clinic browser bench bench-clinic bench-relay nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: run test eval user retention clinic browser bench bench-clinic bench-relay scale-test nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt
@@ -50,6 +50,10 @@ clinic: .venv/.installed
 
 bench: $(MODEL)
 	$(PY) -m bot bench
+
+# Installs PostgreSQL and Redis from Debian's packages when missing (as root), see bot/scale.py.
+scale-test: $(MODEL)
+	$(PY) -m bot scale-test
 
 bench-clinic: .venv/.installed
 	$(PY) -m bot bench-clinic

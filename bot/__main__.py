@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -97,9 +98,14 @@ def cmd_clinic(args: argparse.Namespace) -> int:
     )
     engine = create_db_engine(settings.database_url)
     app = create_app(engine, str(settings.clinic_secret_key), settings.clinic_https_only, alert_config=alert_config)
-    # uvicorn: the reference ASGI server for Starlette; loopback only, put TLS in front. No websockets
-    # (Rasa pins an old `websockets` that uvicorn cannot use, and the app needs none).
-    uvicorn.run(app, host="127.0.0.1", port=settings.clinic_port, log_level="warning", proxy_headers=False, ws="none")
+    # uvicorn: the reference ASGI server for Starlette; loopback unless --host, put TLS in front. No
+    # websockets (Rasa pins an old `websockets` that uvicorn cannot use, and the app needs none).
+    # Behind a reverse proxy, --forwarded-allow-ips names it so login limits see client addresses.
+    proxied = bool(args.forwarded_allow_ips)
+    uvicorn.run(
+        app, host=args.host, port=settings.clinic_port, log_level="warning", ws="none",
+        proxy_headers=proxied, forwarded_allow_ips=args.forwarded_allow_ips or None,
+    )  # fmt: skip
     return 0
 
 
@@ -201,6 +207,17 @@ def cmd_nlu_heldout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scale_test(args: argparse.Namespace) -> int:
+    from bot.scale import format_report, main
+
+    report = main(seconds=args.seconds, patients=args.patients)
+    sys.stdout.write(format_report(report) + "\n")
+    out = Path("var/bench/scale.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return 1 if report["interleaved"]["problems"] or report["interleaved"]["unanswered"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("relay", help="run the Telegram relay alone (needs TELEGRAM_BOT_TOKEN and a running Rasa server)").set_defaults(
         func=cmd_relay
     )
-    sub.add_parser("clinic", help="run the clinic review web app alone").set_defaults(func=cmd_clinic)
+    cl = sub.add_parser("clinic", help="run the clinic review web app alone")
+    cl.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")
+    cl.add_argument("--forwarded-allow-ips", default="", help="reverse proxy addresses whose X-Forwarded-For is trusted")
+    cl.set_defaults(func=cmd_clinic)
     us = sub.add_parser("users", help="clinic staff accounts: add, passwd, unlock, list")
     us.add_argument("action", choices=["add", "passwd", "unlock", "list"])
     us.add_argument("name", nargs="?", default="")
@@ -228,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     bl.add_argument("--seconds", type=float, default=20.0, help="seconds per rate")
     bl.add_argument("--no-baseline", action="store_true", help="only the product (skips training the stock model)")
     bl.set_defaults(func=cmd_bench)
+    sc = sub.add_parser("scale-test", help="2 Rasa replicas + 2 action servers on PostgreSQL + Redis: order, loss, throughput")
+    sc.add_argument("--seconds", type=float, default=20.0, help="seconds per throughput run")
+    sc.add_argument("--patients", type=int, default=16, help="closed-loop simulated patients")
+    sc.set_defaults(func=cmd_scale_test)
     bc = sub.add_parser("bench-clinic", help="clinic app page and export times on a large generated store")
     bc.add_argument("--conversations", type=int, default=10_000)
     bc.add_argument("--events-per", type=int, default=20)

@@ -43,6 +43,8 @@ class Settings:
     clinic_alert_levels: tuple[str, ...] = ("emergency",)
     clinic_public_url: str | None = None
     retention_days: float = 365.0
+    redis_url: Secret | None = None
+    relay_rasa_url: str | None = None
 
     def as_env(self) -> dict[str, str]:
         """These settings as the environment variables `load_settings` reads (for child processes)."""
@@ -68,6 +70,8 @@ class Settings:
             "CLINIC_ALERT_LEVELS": ",".join(self.clinic_alert_levels),
             "CLINIC_PUBLIC_URL": self.clinic_public_url,
             "RETENTION_DAYS": self.retention_days,
+            "REDIS_URL": self.redis_url,
+            "RELAY_RASA_URL": self.relay_rasa_url,
         }
         return {key: str(value) for key, value in values.items() if value is not None}
 
@@ -131,4 +135,8 @@ def load_settings(env_file: Path | None = None) -> Settings:
         # How alert messages link to a conversation (the clinic app as staff reach it).
         clinic_public_url=config("CLINIC_PUBLIC_URL", default=None),
         retention_days=config("RETENTION_DAYS", cast=float, default=365.0),
+        # Several Rasa replicas: their conversation locks in Redis (bot/lock_store.py).
+        redis_url=config("REDIS_URL", cast=Secret, default=None) or None,
+        # Where the relay finds Rasa when it is not on this host (a Kubernetes Service, a load balancer).
+        relay_rasa_url=config("RELAY_RASA_URL", default=None),
     )

@@ -22,11 +22,13 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
 from bot.settings import Settings
 from bot.telegram.aiohttp_request import AiohttpRequest
+from bot.telegram.dedup import UpdateDeduplicator
 from bot.telegram.limits import PatientChatRateLimiter
 from bot.telegram.logs import configure_logging
 from bot.telegram.outbox import Outbox
@@ -64,14 +66,14 @@ def emergency_detector() -> Any:
 def build_relay(settings: Settings) -> Relay:
     return Relay(
         texts=load_texts(),
-        rasa=RasaClient(settings.rasa_url, str(settings.rasa_api_token)),
+        rasa=RasaClient(settings.relay_rasa_url or settings.rasa_url, str(settings.rasa_api_token)),
         outbox=Outbox(settings.relay_outbox_path),
         sender_key=str(settings.sender_id_key),
         soft_timeout=settings.relay_rasa_timeout,
     )
 
 
-def build_application(settings: Settings, relay: Relay) -> Application:
+def build_application(settings: Settings, relay: Relay, dedup: UpdateDeduplicator | None = None) -> Application:
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     builder = (
@@ -90,6 +92,8 @@ def build_application(settings: Settings, relay: Relay) -> Application:
         builder = builder.base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
     application = builder.build()
     text_messages = filters.UpdateType.MESSAGES & ((filters.TEXT & ~filters.COMMAND) | filters.CAPTION)
+    if dedup is not None:  # before every other handler: a copy of an update stops here
+        application.add_handler(TypeHandler(Update, dedup.check), group=-1)
     application.add_handlers(
         [
             CommandHandler("start", relay.on_start, filters=filters.UpdateType.MESSAGES),
@@ -127,7 +131,8 @@ def run(settings: Settings) -> None:
     """Blocking: run the relay until SIGINT/SIGTERM."""
     configure_logging(settings)
     relay = build_relay(settings)
-    application = build_application(settings, relay)
+    dedup = UpdateDeduplicator(settings.database_url)
+    application = build_application(settings, relay, dedup)
     updates = Update.ALL_TYPES
     if settings.telegram_webhook_url:
         secret = str(settings.telegram_webhook_secret) if settings.telegram_webhook_secret else secrets.token_urlsafe(32)

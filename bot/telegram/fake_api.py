@@ -60,6 +60,7 @@ class FakeTelegram:
         self._updates: list[dict[str, Any]] = []
         self._confirmed = 0
         self._update_ids = itertools.count(1)
+        self._pushed: dict[int, dict[str, Any]] = {}
         self._message_ids = itertools.count(100_000)
         self._new_update: asyncio.Condition | None = None
         self._sent_cond = threading.Condition()
@@ -136,8 +137,13 @@ class FakeTelegram:
         """Queue one update (the `update_id` is added); returns the update id."""
         return int(self._call(self._push(payload)))
 
+    def redeliver(self, update_id: int) -> None:
+        """Send an update again with its id, as Telegram does after a failed webhook call."""
+        self._call(self._push({**self._pushed[update_id], "update_id": update_id}))
+
     async def _push(self, payload: dict[str, Any]) -> int:
         update = {"update_id": next(self._update_ids), **payload}
+        self._pushed[int(update["update_id"])] = payload
         if self._webhook:
             await self._deliver_webhook(update)
         else:

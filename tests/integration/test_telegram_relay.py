@@ -44,6 +44,16 @@ def test_emergency_message_gets_911_first(relay: RelayRig) -> None:
     assert user_texts(relay, chat) == ["my husband cant breath properly and his lips look blue"]
 
 
+def test_an_update_sent_twice_is_handled_once(relay: RelayRig) -> None:
+    chat = new_chat()
+    update_id = relay.fake.push_text(chat, "I have a mild headache since this morning")
+    relay.fake.wait_sent(chat, 1)
+    relay.fake.redeliver(update_id)  # Telegram's retry, possibly to another relay instance
+    relay.fake.push_text(chat, "thanks")  # handled after the copy, so the copy had its chance
+    wait_until(lambda: "thanks" in user_texts(relay, chat), what="the next message in Rasa")
+    assert user_texts(relay, chat) == ["I have a mild headache since this morning", "thanks"]
+
+
 def test_button_tap_reaches_rasa_as_payload_and_clears_keyboard(relay: RelayRig) -> None:
     chat = new_chat()
     relay.fake.push_text(chat, "I have a fever of 38.5")

@@ -1,0 +1,85 @@
+"""The Kubernetes manifests agree with the code: files they name exist, settings they set are
+ones the product reads, and the multi-replica layout is the one `make scale-test` checks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot import PROJECT_ROOT
+
+K8S = Path(PROJECT_ROOT) / "deploy" / "k8s"
+
+
+def documents(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+
+
+@pytest.fixture(scope="module")
+def applied() -> list[dict]:
+    kustomization = documents("kustomization.yaml")[0]
+    return [d for name in kustomization["resources"] for d in documents(name)]
+
+
+def read_settings() -> set[str]:
+    source = (Path(PROJECT_ROOT) / "bot" / "settings.py").read_text()
+    return set(re.findall(r'config\("([A-Z_]+)"', source)) | {"SANIC_ACCESS_LOG", "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def pods(applied: list[dict]) -> dict[str, dict]:
+    out = {}
+    for d in applied:
+        spec = d.get("spec", {})
+        template = spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template")
+        if template:
+            out[d["metadata"]["name"]] = template["spec"]
+    return out
+
+
+def test_kustomization_lists_existing_files() -> None:
+    for name in documents("kustomization.yaml")[0]["resources"]:
+        assert (K8S / name).is_file(), name
+
+
+def test_every_setting_is_one_the_product_reads() -> None:
+    known = read_settings()
+    config = documents("config.yaml")[0]["data"]
+    secret = documents("secret.example.yaml")[0]["stringData"]
+    assert set(config) <= known, set(config) - known
+    assert set(secret) <= known, set(secret) - known
+    assert {"DATABASE_URL", "REDIS_URL", "RASA_API_TOKEN", "SENDER_ID_KEY", "TELEGRAM_WEBHOOK_SECRET"} <= set(secret)
+
+
+def test_rasa_replicas_share_postgres_and_redis(applied: list[dict]) -> None:
+    rasa = next(d for d in applied if d["kind"] == "Deployment" and d["metadata"]["name"] == "crs-rasa")
+    assert rasa["spec"]["replicas"] >= 2
+    containers = {c["name"]: c for c in rasa["spec"]["template"]["spec"]["containers"]}
+    assert set(containers) == {"rasa", "actions"}
+    args = containers["rasa"]["args"]
+    for flag, value in (("--endpoints", "endpoints.yml"), ("--credentials", "credentials.yml"), ("--interface", "0.0.0.0")):  # noqa: S104 - the pod address
+        assert args[args.index(flag) + 1] == value
+        if value.endswith(".yml"):
+            assert (Path(PROJECT_ROOT) / value).is_file()
+    endpoints = yaml.safe_load((Path(PROJECT_ROOT) / "endpoints.yml").read_text())
+    assert endpoints["lock_store"]["type"] == "bot.lock_store.ConfiguredLockStore"
+    assert endpoints["action_endpoint"]["url"] == "http://localhost:${ACTIONS_PORT}/webhook", "the action server beside Rasa"
+    assert "--port" in containers["actions"]["args"] and "ACTIONS_PORT" in documents("config.yaml")[0]["data"]
+
+
+def test_every_pod_reads_its_settings_and_runs_locked_down(applied: list[dict]) -> None:
+    for name, spec in pods(applied).items():
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        for c in spec["containers"]:
+            refs = {next(iter(r.values()))["name"] for r in c["envFrom"]}
+            assert refs == {"crs-config", "crs-secrets"}, name
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, name
+            assert c["args"][0] in {"rasa", "python"}, name
+
+
+def test_rasa_api_is_not_exposed(applied: list[dict]) -> None:
+    ingress = next(d for d in applied if d["kind"] == "Ingress")
+    backends = {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    assert backends == {"crs-relay", "crs-clinic"}
