@@ -4,11 +4,13 @@ The layout of a multi-replica deployment (deploy/k8s/), on loopback: PostgreSQL 
 and Redis (conversation locks, bot/lock_store.py) from Debian's packages — installed when
 missing and this runs as root — then per replica one action server and one Rasa server.
 
-1. *Interleaved*: each conversation's messages go alternately to the replicas, the next one
-   sent before the previous is answered (`gap` apart), plus bursts where two messages of one
-   conversation reach both replicas at once. Checked in the database: every message stored once,
-   in the order sent (bursts: either order), each one's processing contiguous (no other message
-   of the conversation in between), event timestamps in id order, and every request answered.
+1. *Interleaved*: many conversations at once, each one's messages alternately to the replicas,
+   each sent when the previous one was answered (as the relay sends a chat's messages); then
+   bursts where two messages of one conversation reach both replicas at the same moment, so the
+   replicas must take turns through the Redis lock. Checked in the database: every message
+   stored once and none lost, in the order sent (bursts: either order — two servers receiving at
+   the same instant define no order), each one's processing contiguous (no other message of the
+   conversation in between), event timestamps in id order, and every request answered.
 2. *Throughput*: closed-loop patients for a fixed time against one replica, then round-robin
    over all of them (each message to the next replica), on the same machine as the load.
 """
@@ -146,20 +148,17 @@ def check_conversation(events: list[tuple[str, dict[str, Any]]], sent: list[str]
     return problems
 
 
-async def interleaved(rig: Replicas, conversations: int = 12, per_conversation: int = 6, gap: float = 0.06) -> dict[str, Any]:
-    """Pipelined and burst messages of the same conversations across all replicas (see module doc)."""
+async def interleaved(rig: Replicas, conversations: int = 12, per_conversation: int = 6) -> dict[str, Any]:
+    """Alternating and burst messages of the same conversations across all replicas (see module doc)."""
     run = uuid.uuid4().hex[:6]
     scripts = patient_conversations(conversations, per_conversation)
     urls = rig.urls
     answered: list[bool] = []
     latencies: list[float] = []
 
-    async def pipelined(http: aiohttp.ClientSession, c: int, messages: list[str]) -> None:
-        tasks = []
+    async def alternating(http: aiohttp.ClientSession, c: int, messages: list[str]) -> None:
         for k, message in enumerate(messages):
-            tasks.append(asyncio.create_task(_post(http, urls[(c + k) % len(urls)], f"scale-{run}-p{c}", message)))
-            await asyncio.sleep(gap)
-        for ok, ms in await asyncio.gather(*tasks):
+            ok, ms = await _post(http, urls[(c + k) % len(urls)], f"scale-{run}-p{c}", message)
             answered.append(ok)
             latencies.append(ms)
 
@@ -172,7 +171,7 @@ async def interleaved(rig: Replicas, conversations: int = 12, per_conversation: 
 
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as http:
-        await asyncio.gather(*(pipelined(http, c, m) for c, m in enumerate(scripts)))
+        await asyncio.gather(*(alternating(http, c, m) for c, m in enumerate(scripts)))
         await asyncio.gather(*(burst(http, c, m) for c, m in enumerate(scripts)))
     senders = [f"scale-{run}-p{c}" for c in range(conversations)] + [f"scale-{run}-b{c}" for c in range(conversations)]
     stored = await asyncio.to_thread(stored_events, rig.database_url, senders)
