@@ -22,7 +22,6 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
-    TypeHandler,
     filters,
 )
 
@@ -92,8 +91,8 @@ def build_application(settings: Settings, relay: Relay, dedup: UpdateDeduplicato
         builder = builder.base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
     application = builder.build()
     text_messages = filters.UpdateType.MESSAGES & ((filters.TEXT & ~filters.COMMAND) | filters.CAPTION)
-    if dedup is not None:  # before every other handler: a copy of an update stops here
-        application.add_handler(TypeHandler(Update, dedup.check), group=-1)
+    if dedup is not None:  # a copy of an update that reached another instance too is dropped
+        relay.claim = lambda update_id: dedup.aclaim(application.bot.id, update_id)
     application.add_handlers(
         [
             CommandHandler("start", relay.on_start, filters=filters.UpdateType.MESSAGES),

@@ -2,7 +2,7 @@
 
 Telegram re-sends an update when its webhook request failed or timed out, and a restarted
 poller is sent again what it had fetched but not yet confirmed; behind a load balancer the
-copy can reach another relay instance. The first instance to see an `update_id` claims it with
+copy can reach another relay instance. The first instance to handle an `update_id` claims it with
 an INSERT into `relay_updates` in the shared database (`DATABASE_URL`, the tracker store's);
 a second INSERT of the same id fails on the primary key and that copy is dropped. If the
 database cannot be reached the update is handled anyway: a duplicate is better than a lost
@@ -18,8 +18,6 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from telegram import Update
-from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot.db import create_db_engine
 
@@ -68,13 +66,13 @@ class UpdateDeduplicator:
         with self.engine.begin() as c:
             return int(c.execute(UPDATES.delete().where(UPDATES.c.claimed_at < cutoff)).rowcount or 0)
 
-    async def check(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A handler for group -1: stops the update here if another instance already has it."""
-        if not isinstance(update, Update):
-            return
-        if not await asyncio.to_thread(self.claim, context.bot.id, update.update_id):
-            log.info("relay.update.duplicate update_id=%d", update.update_id)
-            raise ApplicationHandlerStop
+    async def aclaim(self, bot_id: int, update_id: int) -> bool:
+        """`claim` off the event loop. The relay calls it inside the chat's ordered section, so
+        waiting for the database never reorders a chat's messages."""
+        first = await asyncio.to_thread(self.claim, bot_id, update_id)
+        if not first:
+            log.info("relay.update.duplicate update_id=%d", update_id)
+        return first
 
     def close(self) -> None:
         self.engine.dispose()

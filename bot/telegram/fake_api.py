@@ -59,7 +59,9 @@ class FakeTelegram:
         self._loop = asyncio.new_event_loop()
         self._updates: list[dict[str, Any]] = []
         self._confirmed = 0
-        self._update_ids = itertools.count(1)
+        # Like Telegram, update ids never repeat for a bot, even across fake servers (the relay
+        # drops an update id it has seen before).
+        self._update_ids = itertools.count(int(time.time() * 1000))
         self._pushed: dict[int, dict[str, Any]] = {}
         self._message_ids = itertools.count(100_000)
         self._new_update: asyncio.Condition | None = None

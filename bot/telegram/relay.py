@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,8 @@ class Relay:
         self._long_payloads: dict[str, str] = {}
         self._tasks: set[asyncio.Task] = set()
         self._retry_task: asyncio.Task | None = None
+        # update_id → True for the first relay instance to see it (bot/telegram/dedup.py)
+        self.claim: Callable[[int], Awaitable[bool]] | None = None
 
     # ------------------------------------------------------------------ handlers
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -214,6 +216,10 @@ class Relay:
 
     async def _process(self, bot: Bot, item: Inbound) -> None:
         async with self._locks.hold(item.chat_id):
+            update_id = item.metadata.get("telegram", {}).get("update_id")
+            if self.claim is not None and update_id is not None and not await self.claim(update_id):
+                item.answered = True  # a copy of an update: the first one has (or gets) the answer
+                return
             typing = self._spawn(self._keep_typing(bot, item.chat_id))
             try:
                 still_parked = await self._flush_chat(bot, item.chat_id)
