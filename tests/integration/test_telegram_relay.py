@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -208,6 +209,11 @@ def test_rasa_down_gives_fail_safe_then_message_reaches_rasa(relay: RelayRig, st
     assert late.params["reply_parameters"]["message_id"] > 0, "the late answer is threaded to the patient's message"
 
 
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def test_webhook_mode_checks_the_secret(stack: Stack, tmp_path: Path) -> None:
     fake = FakeTelegram(token=BOT_TOKEN).start()
     port = free_port()
@@ -215,8 +221,10 @@ def test_webhook_mode_checks_the_secret(stack: Stack, tmp_path: Path) -> None:
     relay_stack = Stack(settings, log_dir=tmp_path)
     try:
         relay_stack.start_relay()
-        registered = fake.sent(None, "setWebhook")
-        assert registered and registered[-1].params["url"].endswith("/tg-hook")
+        # "relay.ready" is logged in post_init, before python-telegram-bot's updater sets the webhook
+        wait_until(lambda: bool(fake.sent(None, "setWebhook")), timeout=15, what="setWebhook called")
+        assert fake.sent(None, "setWebhook")[-1].params["url"].endswith("/tg-hook")
+        wait_until(lambda: listening(port), timeout=15, what="webhook server listening")  # it starts after setWebhook
         update = {"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": {"id": 5, "type": "private"}, "text": "hi"}}
         url = f"http://127.0.0.1:{port}/tg-hook"
         assert requests.post(url, json=update, timeout=5).status_code == 403
