@@ -92,8 +92,9 @@ async def open_loop(url: str, rate: float, seconds: float, tag: str) -> dict[str
     }
 
 
-async def single_patient(url: str, messages: int = 150) -> dict[str, Any]:
-    """One patient, closed loop: the next message only after the answer (typing speed aside)."""
+async def single_patient(url: str, messages: int = 150, tag: str = "single") -> dict[str, Any]:
+    """One patient, closed loop: the next message only after the answer (typing speed aside).
+    `tag` names the conversations, so a warm-up run does not lengthen the measured ones."""
     conversation = [m for conv in patient_conversations(messages // PER_PATIENT + 1, PER_PATIENT) for m in conv][:messages]
     latencies = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as http:
@@ -101,7 +102,7 @@ async def single_patient(url: str, messages: int = 150) -> dict[str, Any]:
         for n, text in enumerate(conversation):
             t0 = time.monotonic()
             # a new conversation every 5 messages, like a patient coming back later
-            async with http.post(f"{url}/webhooks/rest/webhook", json={"sender": f"single-{n // PER_PATIENT}", "message": text}) as r:
+            async with http.post(f"{url}/webhooks/rest/webhook", json={"sender": f"{tag}-{n // PER_PATIENT}", "message": text}) as r:
                 await r.read()
             latencies.append((time.monotonic() - t0) * 1000)
         seconds = time.monotonic() - start
@@ -194,10 +195,10 @@ def run_system(system: System, work: Path, rates: tuple[int, ...], seconds: floa
         t0 = time.monotonic()
         proc = stack._spawn("rasa", command)
         wait_until_up(f"{settings.rasa_url}/", proc, 300, f"Rasa server ({system.name})")
-        asyncio.run(single_patient(settings.rasa_url, messages=1))
+        asyncio.run(single_patient(settings.rasa_url, messages=1, tag="cold"))
         result["cold_start_s"] = round(time.monotonic() - t0, 1)
         # warm up (caches of the normaliser, spaCy vocabulary, compiled SQL): a clinic server runs for days
-        asyncio.run(single_patient(settings.rasa_url, messages=100))
+        asyncio.run(single_patient(settings.rasa_url, messages=100, tag="warm"))
         result["single_patient"] = asyncio.run(single_patient(settings.rasa_url))
         result["rates"] = []
         idle_ms = max(100.0, 3 * result["single_patient"]["p95_ms"])
