@@ -222,10 +222,11 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
-        rates = [x["offered_msg_s"] for x in r["rates"]]
-        ax.plot(rates, [x["p95_ms"] for x in r["rates"]], marker="o", label=r["system"])
+        runs = sorted(r["rates"] + r.get("capacity_probes", []), key=lambda x: x["offered_msg_s"])
+        line = ax.plot([x["offered_msg_s"] for x in runs], [x["p95_ms"] for x in runs], marker="o", label=r["system"])
+        ax.axvline(r["capacity_msg_s"], color=line[0].get_color(), linestyle=":", linewidth=1)
     ax.axhline(CAPACITY_P95_MS, color="grey", linestyle="--", linewidth=1, label="capacity limit (p95 200 ms)")
-    ax.set_xlabel("offered load (messages/s, open loop)")
+    ax.set_xlabel("offered load (messages/s, open loop; dotted: capacity)")
     ax.set_ylabel("p95 latency (ms)")
     ax.set_yscale("log")
     ax.set_title(f"p95 latency vs offered rate — {platform.node()}, {time.strftime('%Y-%m-%d')}")
