@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -212,9 +211,6 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 
     report = main(seconds=args.seconds, patients=args.patients)
     sys.stdout.write(format_report(report) + "\n")
-    out = Path("var/bench/scale.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
     return 1 if report["interleaved"]["problems"] or report["interleaved"]["unanswered"] else 0
 
 

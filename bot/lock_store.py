@@ -90,19 +90,21 @@ class AtomicRedisLockStore(_FastPolling, RedisLockStore):
 
         self._change(conversation_id, change)
 
-    def finish_serving(self, conversation_id: str, ticket_number: int) -> None:
-        self.cleanup(conversation_id, ticket_number)
-
-    def cleanup(self, conversation_id: str, ticket_number: int) -> None:
-        """Return the ticket; delete the lock in the same transaction when no one waits."""
-
+    def _return_ticket(self, conversation_id: str, ticket_number: int, delete_when_idle: bool) -> None:
         def change(lock: TicketLock | None) -> tuple[Any, None]:
             if lock is None:
                 return None, None
             lock.remove_ticket_for(ticket_number)
-            return (lock if lock.is_someone_waiting() else _DELETE), None
+            return (_DELETE if delete_when_idle and not lock.is_someone_waiting() else lock), None
 
         self._change(conversation_id, change)
+
+    def finish_serving(self, conversation_id: str, ticket_number: int) -> None:
+        self._return_ticket(conversation_id, ticket_number, delete_when_idle=False)
+
+    def cleanup(self, conversation_id: str, ticket_number: int) -> None:
+        """Return the ticket; delete the lock in the same transaction when no one waits."""
+        self._return_ticket(conversation_id, ticket_number, delete_when_idle=True)
 
 
 class ConfiguredLockStore(LockStore):

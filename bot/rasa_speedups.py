@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import itertools
 import logging
 from collections.abc import Iterable
@@ -252,7 +253,7 @@ def _past_states(
     fold.seen = len(events)
     fold.boundary = events[-1] if events else None
     folds[key] = (domain, fold)
-    last = _StatesFold(fold.seen, fold.boundary, fold.replay, list(fold.states), fold.last_ml_action, fold.turn_was_hidden)
+    last = dataclasses.replace(fold, states=list(fold.states))
     _fold_step(last, domain, fold.replay, False, args)  # the final `yield tracker, False`
     return _copy_states(last.states)
 

@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import text
+from sqlalchemy import select
 from starlette.datastructures import Secret
 
+from bot import PROJECT_ROOT
+from bot.clinic.schema import EVENTS
 from bot.db import create_db_engine
 from bot.evaluate import patient_conversations, percentile
 from bot.pgcluster import pg_bin, throwaway_cluster
@@ -108,13 +110,9 @@ async def _post(http: aiohttp.ClientSession, url: str, sender: str, message: str
 def stored_events(database_url: str, senders: list[str]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     engine = create_db_engine(database_url)
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {s: [] for s in senders}
+    query = select(EVENTS.c.sender_id, EVENTS.c.type_name, EVENTS.c.data).where(EVENTS.c.sender_id.in_(senders)).order_by(EVENTS.c.id)
     with engine.connect() as c:
-        rows = c.execute(
-            text("SELECT sender_id, type_name, data FROM events WHERE sender_id IN :senders ORDER BY id").bindparams(
-                senders=tuple(senders)
-            ).columns()
-        )
-        for sender, type_name, data in rows:
+        for sender, type_name, data in c.execute(query):
             out[sender].append((type_name, json.loads(data)))
     engine.dispose()
     return out
@@ -234,13 +232,17 @@ def main(seconds: float = 20.0, patients: int = 16) -> dict[str, Any]:
         correctness = asyncio.run(interleaved(rig))
         one = asyncio.run(closed_loop(rig.urls[:1], seconds, patients))
         two = asyncio.run(closed_loop(rig.urls, seconds, patients))
-    return {
+    report = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
         "interleaved": correctness,
         "throughput": [one, two],
         "speedup": round(two["msg_s"] / one["msg_s"], 2) if one["msg_s"] else None,
     }
+    out_dir = PROJECT_ROOT / "var" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scale.json").write_text(json.dumps(report, indent=2))
+    return report
 
 
 def format_report(r: dict[str, Any]) -> str:

@@ -73,6 +73,3 @@ class UpdateDeduplicator:
         if not first:
             log.info("relay.update.duplicate update_id=%d", update_id)
         return first
-
-    def close(self) -> None:
-        self.engine.dispose()

@@ -67,6 +67,8 @@ def test_redis_tickets_are_unique_across_replicas() -> None:
             t.join()
         assert len(tickets) == 400 and len(set(tickets)) == 400, "two replicas never get the same ticket"
         lock = stores[0].get_lock("same-conversation")
+        stores[1].finish_serving("same-conversation", tickets[0])
+        assert stores[0].get_lock("same-conversation") is not None, "returning one ticket keeps the lock for the rest"
         for t in tickets:
             stores[t % 2].cleanup("same-conversation", t)
         assert stores[0].get_lock("same-conversation") is None and lock is not None, "lock deleted when no one waits"
