@@ -27,6 +27,7 @@ from sqlalchemy.orm import sessionmaker
 
 from bot.clinic.forget import forget_clinic_rows
 from bot.db import create_db_engine, database_url
+from bot.rasa_speedups import dumps
 
 _SESSION_VIEW = "_crs_session_view"  # marks trackers holding the latest session only
 
@@ -193,7 +194,7 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
                         "timestamp": data.get("timestamp"),
                         "intent_name": data.get("parse_data", {}).get("intent", {}).get("name"),
                         "action_name": data.get("name"),
-                        "data": json.dumps(data),
+                        "data": dumps(data),
                     }
                 )
             if rows:

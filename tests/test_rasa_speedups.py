@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,12 @@ import jsonschema
 import pytest
 import rasa.shared.utils.common
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
 from rasa.core.policies.policy import Policy
+from rasa.core.policies.rule_policy import RulePolicy
 from rasa.engine.graph import ExecutionContext, GraphComponent, GraphSchema, SchemaNode
 from rasa.engine.runner.dask import DaskGraphRunner
 from rasa.engine.storage.local_model_storage import LocalModelStorage
@@ -26,6 +30,7 @@ from rasa.shared.core.events import (
     BotUttered,
     Event,
     FollowupAction,
+    LoopInterrupted,
     Restarted,
     SessionStarted,
     SlotSet,
@@ -98,6 +103,121 @@ def test_response_validation_matches_stock_jsonschema(result: Any) -> None:
     assert _ours_accepts(result) == _stock_accepts(result)
 
 
+def _schema_words(schema: Any, names: set[str], consts: set[str]) -> None:
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in ("properties", "patternProperties"):
+                names.update(value)
+            if key == "const":
+                consts.add(value)
+            _schema_words(value, names, consts)
+    elif isinstance(schema, list):
+        for value in schema:
+            _schema_words(value, names, consts)
+
+
+_NAMES: set[str] = set()
+_EVENT_TYPES: set[str] = set()
+_schema_words(RemoteAction.action_response_format_spec(), _NAMES, _EVENT_TYPES)
+_KEYS = st.sampled_from(sorted(_NAMES))
+_SCALARS = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=5)
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4), max_leaves=12)
+_BY_TYPE = {
+    "object": st.dictionaries(_KEYS, _JSON, max_size=2),
+    "array": st.lists(_JSON, max_size=2),
+    "string": st.text(max_size=4),
+    "null": st.none(),
+    "boolean": st.booleans(),
+    "number": st.integers(-9, 9) | st.floats(allow_nan=False),
+    "integer": st.integers(-9, 9) | st.just(2.0),
+}
+
+
+def _conforming(schema: Any) -> st.SearchStrategy[Any]:
+    """Values built from the schema, so that most are valid and the checks reach deep."""
+    if "const" in schema:
+        return st.just(schema["const"])
+    kinds = schema.get("type", [])
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "properties" in schema:
+        props = schema["properties"]
+        required = {k: _conforming(props.get(k, {})) for k in schema.get("required", [])}
+        optional = {k: _conforming(sub) for k, sub in props.items() if k not in required}
+        base = st.fixed_dictionaries(required, optional=optional)
+        return base if "null" not in kinds else base | st.none()
+    if "items" in schema:
+        return st.lists(_conforming(schema["items"]), max_size=3)
+    if not kinds:
+        return _JSON
+    return st.one_of([_BY_TYPE[k] for k in kinds])
+
+
+def _spoiled(value: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """The same event, or (one time in four) with one key replaced by anything, often wrong."""
+    if not value:
+        return st.just(value)
+    spoil = st.sampled_from([False, False, False, True])
+    return st.tuples(st.sampled_from(sorted(value)), _JSON, spoil).map(
+        lambda change: {**value, change[0]: change[1]} if change[2] else value
+    )
+
+
+_BRANCHES = RemoteAction.action_response_format_spec()["properties"]["events"]["items"]["oneOf"]
+_EVENTS = st.one_of(
+    [
+        _conforming(branch).map(lambda v, b=branch: {**v, "event": b["properties"]["event"]["const"]}).flatmap(_spoiled)
+        for branch in _BRANCHES
+    ]
+) | st.dictionaries(
+    _KEYS, _JSON, max_size=4
+).map(lambda extra: {**extra, "event": extra.get("event", "slot")})
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {}, optional={"events": st.lists(_EVENTS, max_size=4) | _JSON, "responses": st.lists(_BY_TYPE["object"]) | _JSON}
+    )
+    | _JSON
+)
+def test_response_validation_matches_stock_jsonschema_on_generated_responses(result: Any) -> None:
+    assert _ours_accepts(result) == _stock_accepts(result)
+
+
+_SAMPLES: list[Any] = [None, True, False, 0, 1, -3, 2.0, 2.5, "", "slot", [], [1, "a"], {}, {"event": "slot"}]
+_KEYWORD_SCHEMAS: list[dict[str, Any]] = [
+    *({"type": kind} for kind in ["object", "array", "string", "null", "boolean", "number", "integer"]),
+    {"type": ["string", "null"]},
+    {"type": ["number", "null"]},
+    {"const": "slot"},
+    {"required": ["event"]},
+    {"properties": {"event": {"type": "integer"}}},
+    {"items": {"type": "string"}},
+    {},
+]
+
+
+@pytest.mark.parametrize("schema", _KEYWORD_SCHEMAS, ids=str)
+def test_each_compiled_keyword_decides_like_jsonschema(schema: dict[str, Any]) -> None:
+    cls = jsonschema.validators.validator_for(schema)
+    compiled = rasa_speedups._compile(schema, cls)
+    for value in [*_SAMPLES, *({"event": v} for v in _SAMPLES), *([v] for v in _SAMPLES)]:
+        assert compiled(value) == cls(schema).is_valid(value), value
+
+
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_ANY_JSON)
+def test_fast_json_reads_back_like_the_standard_encoder(value: Any) -> None:
+    assert json.dumps(json.loads(rasa_speedups.dumps(value))) == json.dumps(value)
+
+
 def test_the_cases_cover_both_outcomes() -> None:
     decisions = {_stock_accepts(r) for r in RESPONSES}
     assert decisions == {True, False}
@@ -128,6 +248,8 @@ def test_patches_are_installed() -> None:
     assert DaskGraphRunner.run is rasa_speedups._run_graph
     assert DialogueStateTracker.past_states is rasa_speedups._past_states
     assert EndpointConfig.session is rasa_speedups._endpoint_session
+    assert DialogueStateTracker.copy is rasa_speedups._copy
+    assert RulePolicy._rule_key_to_state is rasa_speedups._rule_key_to_state
 
 
 def test_states_are_formatted_when_debug_logging_is_on(caplog: pytest.LogCaptureFixture) -> None:
@@ -252,6 +374,71 @@ def test_past_states_match_rasa_after_every_event(loops: bool) -> None:
                 tracker, domain, omit, ignore, data
             )
     assert loops or tracker.__dict__["_crs_states"], "carried on, not replayed, without loops"
+
+
+def _snapshot(tracker: DialogueStateTracker) -> dict[str, Any]:
+    """Everything a tracker holds; events by identity, since Rasa's replay shares them."""
+
+    def plain(value: Any) -> Any:
+        if not isinstance(value, Event):
+            return value
+        if any(value is e for e in tracker.events):
+            return ("event", id(value))
+        # made by a reset: the tracker's own, equal but for the time it was made
+        return ("own event", {k: v for k, v in value.as_dict().items() if k != "timestamp"})
+
+    out: dict[str, Any] = {"type": type(tracker)}
+    for key, value in vars(tracker).items():
+        if key.startswith("_crs_"):
+            continue
+        if key == "events":
+            out[key] = ([id(e) for e in value], value.maxlen)
+        elif key == "slots":
+            out[key] = (type(value), {n: (type(s), {a: plain(x) for a, x in vars(s).items()}) for n, s in value.items()})
+        else:
+            out[key] = plain(value)
+    return out
+
+
+@pytest.mark.parametrize("max_history", [None, 6])
+def test_tracker_copy_matches_rasa_replay_after_every_event(max_history: int | None) -> None:
+    domain = Domain.load(str(Path(PROJECT_ROOT) / "domain.yml"))
+    tracker = DialogueStateTracker("copy-test", domain.slots, max_event_history=max_history)
+    for event in _conversation_events():
+        tracker.update(event)
+        before = _snapshot(tracker)
+        ours, stock = tracker.copy(), rasa_speedups.STOCK_COPY(tracker)
+        assert _snapshot(ours) == _snapshot(stock)
+        assert _snapshot(tracker) == before, "copying leaves the original alone"
+        # the caller owns its copy: changing it must not reach the kept replay
+        ours.update(SlotSet("triage_level", "emergency"))
+        ours.update(LoopInterrupted(True))  # edits the active loop in place
+        ours.update(ActiveLoop("another_form"))
+        if ours.latest_action:
+            ours.latest_action["action_name"] = "changed"
+        assert _snapshot(tracker.copy()) == _snapshot(rasa_speedups.STOCK_COPY(tracker))
+        if isinstance(event, BotUttered):
+            tracker = copy.deepcopy(tracker)
+    assert max_history or tracker.__dict__["_crs_replica"].seen == len(tracker.events), "carried on"
+
+
+def test_rule_keys_are_parsed_once_and_left_as_parsed() -> None:
+    rule = [
+        {"prev_action": {"action_name": "action_listen"}, "user": {"intent": "report_symptoms", "entities": ["symptom"]}},
+        {"prev_action": {"action_name": "action_triage"}, "slots": {"triage_level": "should_not_be_set"}},
+    ]
+    key = json.dumps(rule, sort_keys=True)
+    parsed = RulePolicy._rule_key_to_state(key)
+    assert parsed == json.loads(key) and RulePolicy._rule_key_to_state(key) is parsed
+    policy = RulePolicy.__new__(RulePolicy)  # the check only reads the key
+    conversation = [
+        {"prev_action": {"action_name": "action_listen"}, "user": {"intent": "report_symptoms", "entities": ("symptom",)}},
+        {"prev_action": {"action_name": "action_triage"}, "slots": {"triage_level": (1.0,)}},
+        {},
+    ]
+    decisions = [policy._is_rule_applicable(key, i, state) for i in range(3) for state in conversation]
+    assert True in decisions and False in decisions
+    assert parsed == json.loads(key), "RulePolicy's reader left the shared parse as it was"
 
 
 async def test_action_endpoint_reuses_one_connection() -> None:
