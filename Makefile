@@ -10,7 +10,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml,$(wildca
 CASES ?= ../shared/cases/dev.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: run test eval user retention clinic browser bench bench-clinic bench-relay scale-test nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: run test eval user retention clinic browser bench bench-clinic bench-relay soak scale-test nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt
@@ -60,6 +60,10 @@ bench-clinic: .venv/.installed
 
 bench-relay: $(MODEL)
 	$(PY) -m bot bench-relay
+
+# 30 msg/s for 30 minutes through the Telegram relay (SOAK_ARGS="--minutes 5" for a shorter run).
+soak: $(MODEL)
+	$(PY) -m bot soak $(SOAK_ARGS)
 
 nlu-heldout: $(MODEL)
 	$(PY) -m bot nlu-heldout --show-errors

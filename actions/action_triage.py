@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.conversation import MessageFindings, TriageState
@@ -22,7 +23,9 @@ class ActionTriage(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
         kb = load_knowledge_base()
         message = tracker.latest_message or {}
-        findings = MessageFindings.from_entities(message.get("entities") or [], kb)
+        # messages answered by the Rasa server's fail-safe while this server was down count too
+        untriaged = list(tracker.get_slot("untriaged") or [])
+        findings = MessageFindings.from_entities(untriaged + list(message.get("entities") or []), kb)
         before = TriageState.from_slots(tracker.current_slot_values())
         asked = list(tracker.get_slot("asked") or [])
         pending = tracker.get_slot("pending_question")
@@ -58,4 +61,5 @@ class ActionTriage(Action):
         else:
             dispatcher.utter_message(response="utter_unknown_symptom")
 
-        return follow_up_events(dispatcher, kb, state, before, asked)
+        events = follow_up_events(dispatcher, kb, state, before, asked)
+        return events + ([SlotSet("untriaged", [])] if untriaged else [])

@@ -159,6 +159,42 @@ def cmd_bench_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rasa(args: argparse.Namespace) -> int:
+    """`rasa …` after checking the `--model` it names (the container entrypoint of the Rasa server).
+
+    With `--enable-api` and no `--auth-token`, the token comes from $RASA_API_TOKEN and is given
+    to Rasa inside this process: a command-line token would be readable by every local user."""
+    import os
+
+    from bot.model_check import ModelError, check_model
+
+    rasa_args = [a for a in args.rasa_args if a != "--"]
+    model = Path(rasa_args[rasa_args.index("--model") + 1]) if "--model" in rasa_args[:-1] else Path("models")
+    if model.is_dir():  # Rasa serves the newest archive of a directory
+        model = max(model.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime, default=model / "crs.tar.gz")
+    try:
+        check_model(model)
+    except ModelError as error:
+        sys.stderr.write(f"refusing to start the Rasa server: {error}\n")
+        return 2
+    if "--enable-api" in rasa_args and "--auth-token" not in rasa_args:
+        token = os.environ.get("RASA_API_TOKEN") or str(load_settings().rasa_api_token)
+        rasa_args += ["--auth-token", token]
+    from rasa.__main__ import main as rasa_main
+
+    sys.argv = ["rasa", *rasa_args]
+    rasa_main()
+    return 0
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from bot.benchmarks.soak import format_result, main
+
+    result = main(minutes=args.minutes, rate=args.rate, warmup_minutes=args.warmup)
+    sys.stdout.write(format_result(result) + "\n(JSON and chart in var/bench/soak.json, soak.png)\n")
+    return 0 if all(check["ok"] for check in result["checks"].values()) else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from bot.benchmarks.load import RATES, format_report, main
 
@@ -239,6 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     br.add_argument("--per-chat", type=int, default=5)
     br.add_argument("--rate", type=float, default=10.0, help="messages per second, open loop")
     br.set_defaults(func=cmd_bench_relay)
+    ra = sub.add_parser("rasa", help="check the model named by --model, then run `rasa …` with the same arguments")
+    ra.add_argument("rasa_args", nargs=argparse.REMAINDER)
+    ra.set_defaults(func=cmd_rasa)
+    so = sub.add_parser("soak", help="30 msg/s for 30 min through the Telegram relay: loss, duplicates, latency drift, memory growth")
+    so.add_argument("--minutes", type=float, default=30.0)
+    so.add_argument("--rate", type=float, default=30.0, help="messages per second, open loop")
+    so.add_argument("--warmup", type=float, default=5.0, help="minutes before latency and memory are compared")
+    so.set_defaults(func=cmd_soak)
     bl = sub.add_parser("bench", help="open-loop load on the product and on a stock `rasa init` baseline")
     bl.add_argument("--rates", default="", help="comma-separated msg/s (default 10,30,60,100,150)")
     bl.add_argument("--seconds", type=float, default=20.0, help="seconds per rate")

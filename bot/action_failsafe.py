@@ -4,8 +4,8 @@ Stock Rasa logs a failed custom action and answers nothing — a patient who jus
 breathe" would get silence. This wraps `RemoteAction.run`: on a connection or server error it
 sends `utter_failsafe_emergency` (911 now) when the NLU already found an emergency symptom in
 the message, else `utter_failsafe` (the emergency signs, 911, contact the care team). The user
-message stays in the tracker, so nothing is lost and the next message is triaged normally once
-the action server is back. A deliberate `ActionExecutionRejection` is left to Rasa.
+message stays in the tracker and its findings in the `untriaged` slot, so nothing is lost: once
+the action server is back, the next triage counts them too. A deliberate `ActionExecutionRejection` is left to Rasa.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from rasa.core.actions.action import ActionExecutionRejection, RemoteAction
-from rasa.shared.core.events import BotUttered, Event
+from rasa.shared.core.events import BotUttered, Event, SlotSet
 from rasa.shared.exceptions import RasaException
 
 from bot.nlu.knowledge import load_knowledge_base
@@ -29,6 +29,8 @@ LAST_RESORT = (
     "confusion, fainting, a seizure or blue lips, call 911 now. Otherwise contact your care team."
 )
 _PATCHED = "_crs_failsafe"
+UNTRIAGED_SLOT = "untriaged"
+TRIAGE_ENTITIES = {"symptom", "therapy", "worsening"}
 
 
 def emergency_symptoms(entities: list[dict[str, Any]]) -> list[str]:
@@ -52,7 +54,12 @@ async def _failsafe_events(nlg: Any, tracker: Any, channel: str) -> list[Event]:
     except Exception:  # the reply must go out whatever failed
         log.exception("fail-safe response %s could not be rendered", response)
         message = {"text": LAST_RESORT}
-    return [BotUttered(message.get("text") or LAST_RESORT, metadata={"utter_action": response, "failsafe": True})]
+    events: list[Event] = [BotUttered(message.get("text") or LAST_RESORT, metadata={"utter_action": response, "failsafe": True})]
+    held = [e for e in entities if e.get("entity") in TRIAGE_ENTITIES]
+    if held and UNTRIAGED_SLOT in tracker.slots:
+        # kept for action_triage's next run: the symptoms of this message still count
+        events.append(SlotSet(UNTRIAGED_SLOT, list(tracker.get_slot(UNTRIAGED_SLOT) or []) + held))
+    return events
 
 
 def apply() -> None:

@@ -28,8 +28,13 @@ def create_db_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     database = make_url(url).database
-    if database:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if database and database != ":memory:":
+        path = Path(database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # health data: readable by the service's user only (SQLite gives its -wal/-shm files the same mode)
+        path.touch(mode=0o600, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
     engine = create_engine(url, poolclass=QueuePool, pool_size=4, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -37,9 +42,25 @@ def create_db_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
         cursor.close()
 
     return engine
+
+
+def scrub_deleted(engine: Engine) -> bool:
+    """After deleting a patient's rows (`/forget`, retention): leave no copy of them in the files.
+
+    SQLite: `secure_delete` already zeroed the deleted content in the database pages; the
+    write-ahead log still holds the older page images until a checkpoint, so checkpoint and
+    truncate it. False if a reader kept the checkpoint from finishing (it is retried at the next
+    deletion and happens by itself as the log fills). PostgreSQL keeps deleted row versions until
+    VACUUM (autovacuum): see README "Data at rest"."""
+    if engine.dialect.name != "sqlite":
+        return True
+    with engine.connect() as connection:
+        busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+    return busy == 0
 
 
 def database_url() -> str:

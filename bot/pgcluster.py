@@ -33,6 +33,21 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class PgCluster:
     port: int
+    data: Path | None = None  # set for a cluster this process started (it can stop and start it)
+    options: str = ""
+
+    def _pg_ctl(self, *args: str) -> None:
+        bin_dir = pg_bin()
+        assert bin_dir is not None and self.data is not None, "not a cluster started here"
+        cmd = _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(self.data), *args])
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        """Shut the server down (fault tests: the database unreachable)."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        self._pg_ctl("-o", self.options, "-l", str(self.data / "log"), "-w", "start")  # type: ignore[operator]
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -68,7 +83,8 @@ def throwaway_cluster() -> Iterator[PgCluster]:
     opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200"
     run("pg_ctl", "-D", str(data), "-o", opts, "-l", str(data / "log"), "-w", "start")
     try:
-        yield PgCluster(port)
+        yield PgCluster(port, data, opts)
     finally:
-        run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        stop = [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+        subprocess.run(_as_postgres(stop), capture_output=True, timeout=120)  # a fault test may have stopped it
         shutil.rmtree(home, ignore_errors=True)

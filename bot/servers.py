@@ -20,6 +20,7 @@ import requests
 from starlette.datastructures import Secret
 
 from bot import PROJECT_ROOT
+from bot.model_check import check_model
 from bot.settings import MODEL_PATH, Settings, load_settings
 
 RASA = str(Path(sys.executable).with_name("rasa"))
@@ -36,6 +37,9 @@ def child_env(settings: Settings) -> dict[str, str]:
         # time and writes conversation ids to the log; errors are still logged.
         SANIC_ACCESS_LOG="false",
     )
+    # rasa_sdk's action server listens on $SANIC_HOST, 0.0.0.0 unless told: only Rasa, beside
+    # it, may call it (it has no authentication of its own).
+    env.setdefault("SANIC_HOST", "127.0.0.1")
     return env
 
 
@@ -44,14 +48,17 @@ def actions_command(settings: Settings) -> list[str]:
 
 
 def rasa_command(settings: Settings, model: Path = MODEL_PATH) -> list[str]:
+    """`python -m bot rasa run …`: the model is checked first, and the API token is handed to Rasa
+    from $RASA_API_TOKEN inside the process, so it never shows in the process list."""
     return [
-        RASA,
+        sys.executable,
+        "-m",
+        "bot",
+        "rasa",
         "run",
         "--model",
         str(model),
         "--enable-api",
-        "--auth-token",
-        str(settings.rasa_api_token),
         "--interface",
         "127.0.0.1",
         "--port",
@@ -129,8 +136,7 @@ class Stack:
         return wait_until_up(f"{self.settings.actions_url}/health", proc, timeout, "action server")
 
     def start_rasa(self, timeout: float = 120) -> float:
-        if not MODEL_PATH.exists():
-            raise FileNotFoundError(f"no trained model at {MODEL_PATH}: run `make model`")
+        check_model(MODEL_PATH)  # a missing or damaged model: refuse, do not serve a half-working bot
         proc = self._spawn("rasa", rasa_command(self.settings))
         return wait_until_up(f"{self.settings.rasa_url}/", proc, timeout, "Rasa server")
 
@@ -168,6 +174,12 @@ class Stack:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no clean-up runs (fault tests)."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def stop(self) -> None:
         for name in list(self.procs):

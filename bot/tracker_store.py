@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rasa.core.brokers.broker import EventBroker
-from rasa.core.tracker_store import SQLTrackerStore
+from rasa.core.tracker_store import FailSafeTrackerStore, SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
@@ -26,9 +27,10 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import sessionmaker
 
 from bot.clinic.forget import forget_clinic_rows
-from bot.db import create_db_engine, database_url
+from bot.db import create_db_engine, database_url, scrub_deleted
 from bot.rasa_speedups import dumps
 
+log = logging.getLogger(__name__)
 _SESSION_VIEW = "_crs_session_view"  # marks trackers holding the latest session only
 
 
@@ -212,4 +214,63 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
             deleted = session.execute(events.delete().where(events.c.sender_id == sender_id)).rowcount
             session.commit()
         forget_clinic_rows(self.engine, sender_id)
+        if not scrub_deleted(self.engine):
+            log.warning("forgotten conversation: the database log could not be truncated yet (a reader was active)")
         return int(deleted or 0)
+
+
+# ------------------------------------------------------------------ database errors reach the channel
+_HINTS = (
+    ("disk is full", "the disk holding the tracker database is full"),
+    ("readonly", "the tracker database is read-only"),
+    ("read-only", "the tracker database is read-only"),
+    ("locked", "the tracker database stayed locked longer than the busy timeout"),
+    ("could not connect", "the tracker database is unreachable"),
+    ("connection refused", "the tracker database is unreachable"),
+    ("server closed the connection", "the tracker database connection was lost"),
+    ("unable to open", "the tracker database file cannot be opened"),
+    ("disk i/o error", "the disk holding the tracker database failed"),
+)
+
+
+def describe_store_error(error: BaseException) -> str:
+    """What an operator should look at, then the driver's own words."""
+    words = str(error).lower()
+    hint = next((h for key, h in _HINTS if key in words), "the tracker database failed")
+    return f"{hint}: {str(error).splitlines()[0][:300]}"
+
+
+def _strict(name: str) -> Any:
+    stock = getattr(FailSafeTrackerStore, name)
+
+    async def strict(self: FailSafeTrackerStore, *args: Any) -> Any:
+        if not isinstance(self._tracker_store, ConfiguredSQLTrackerStore):
+            return await stock(self, *args)
+        try:
+            return await getattr(self._tracker_store, name)(*args)
+        except Exception as error:
+            log.error(
+                "tracker store %s failed, the message is refused so that its channel retries it: %s",
+                name,
+                describe_store_error(error),
+            )
+            raise
+
+    strict.__doc__ = f"`FailSafeTrackerStore.{name}`, raising for our store instead of falling back to memory."
+    return strict
+
+
+def fail_loudly() -> None:
+    """Rasa wraps every tracker store in FailSafeTrackerStore, which on a database error answers
+    from an empty in-memory store: the patient's history is ignored for that message (their
+    earlier emergency forgotten) and the message is never stored. For our store the error goes
+    to the channel instead; the Telegram relay then gives the fail-safe reply, keeps the
+    message and hands it over again, in order, once the database is back. Idempotent."""
+    if getattr(FailSafeTrackerStore, "_crs_strict", False):
+        return
+    for name in ("retrieve", "retrieve_full_tracker", "save", "keys"):
+        setattr(FailSafeTrackerStore, name, _strict(name))
+    FailSafeTrackerStore._crs_strict = True  # type: ignore[attr-defined]
+
+
+fail_loudly()

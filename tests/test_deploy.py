@@ -59,6 +59,9 @@ def test_rasa_replicas_share_postgres_and_redis(applied: list[dict]) -> None:
     containers = {c["name"]: c for c in rasa["spec"]["template"]["spec"]["containers"]}
     assert set(containers) == {"rasa", "actions"}
     args = containers["rasa"]["args"]
+    assert args[:4] == ["python", "-m", "bot", "rasa"], "the entrypoint that refuses a damaged model"
+    assert "--auth-token" not in args, "the API token comes from the environment, not the process list"
+    assert {"name": "SANIC_HOST", "value": "127.0.0.1"} in containers["actions"]["env"], "the action server on loopback"
     for flag, value in (("--endpoints", "endpoints.yml"), ("--credentials", "credentials.yml"), ("--interface", "0.0.0.0")):  # noqa: S104 - the pod address
         assert args[args.index(flag) + 1] == value
         if value.endswith(".yml"):

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from bot.clinic.conversations import refresh
 from bot.clinic.schema import ALERTS, EVENTS, RETENTION_RUNS, SUMMARIES, create_tables
+from bot.db import scrub_deleted
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ def apply_retention(engine: Engine, days: float, now: float | None = None) -> Re
             conn.execute(sa.delete(ALERTS).where(ALERTS.c.sender_id.in_(chunk)))
             conn.execute(sa.delete(SUMMARIES).where(SUMMARIES.c.sender_id.in_(chunk)))
         conn.execute(sa.insert(RETENTION_RUNS).values(at=now, cutoff=cutoff, conversations=len(old), events=events))
+    if old:
+        scrub_deleted(engine)
     return RetentionRun(cutoff, len(old), events)
 
 

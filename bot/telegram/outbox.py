@@ -50,9 +50,11 @@ class Parked:
 class Outbox:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)  # parked messages are health data
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA secure_delete=ON")  # a delivered message is overwritten, not left behind
         self._db.executescript(_SCHEMA)
         self._lock = asyncio.Lock()  # one statement at a time on the shared connection
         # Chats with parked messages, kept in memory so the common case (nothing parked) costs

@@ -98,3 +98,17 @@ async def test_only_changed_slots_are_set() -> None:
     names = {e["name"] for e in events if e.get("event") == "slot"}
     assert "triage_level" not in names and "on_immunotherapy" not in names
     assert after(t, events)["symptoms"] == ["headache", "cough"]
+
+
+async def test_symptoms_of_a_message_answered_by_the_fail_safe_still_count() -> None:
+    held = [{"entity": "symptom", "value": "difficulty_breathing", "role": "present", "evidence": 'said "can\'t breathe"'}]
+    headache = [{"entity": "symptom", "value": "headache", "role": "present", "evidence": 'said "headache"'}]
+    dispatcher = CollectingDispatcher()
+    t = tracker("and a headache", "report_symptoms", headache, untriaged=held)
+    events = await ActionTriage().run(dispatcher, t, DOMAIN)
+    assert dispatcher.messages[0]["response"] == "utter_emergency"
+    assert slot(events, "triage_level") == "emergency"
+    assert set(slot(events, "symptoms")) == {"difficulty_breathing", "headache"}
+    assert slot(events, "untriaged") == [], "counted once, then cleared"
+    plain = await ActionTriage().run(CollectingDispatcher(), tracker("headache", "report_symptoms", headache), DOMAIN)
+    assert not [e for e in plain if e.get("name") == "untriaged"], "nothing to clear"

@@ -69,6 +69,24 @@ def test_retention_deletes_old_conversations_and_records_the_run(engine: sa.engi
     assert len(recorded) == 1 and recorded[0]["conversations"] == 1 and recorded[0]["cutoff"] == pytest.approx(now - 30 * DAY)
 
 
+def _files_hold(tmp_path: Path, words: bytes) -> list[str]:
+    """The database files (main, write-ahead log) whose raw bytes still contain `words`."""
+    return [f.name for f in tmp_path.glob("clinic.db*") if words in f.read_bytes()]
+
+
+def test_retention_leaves_no_copy_in_the_database_files(engine: sa.engine.Engine, tmp_path: Path) -> None:
+    now = time.time()
+    add_events(engine, "old", now - 40 * DAY, "urgent", ["fever"], text="zebra-old-words " * 700)  # overflow pages, freed on delete
+    add_events(engine, "recent", now - 2 * DAY, "monitor", ["rash"], text="zebra-recent-words")
+    assert _files_hold(tmp_path, b"zebra-old-words"), "the words are on disk before (the check can fail)"
+    retention.apply_retention(engine, days=30, now=now)
+    assert _files_hold(tmp_path, b"zebra-old-words") == [], "overwritten (secure_delete) and the log truncated"
+    assert _files_hold(tmp_path, b"zebra-recent-words"), "what is kept is still there"
+    assert oct((tmp_path / "clinic.db").stat().st_mode & 0o777) == oct(0o600), "readable by the service only"
+    with engine.connect() as conn:  # explicit: Debian's SQLite defaults to it, other builds do not
+        assert conn.exec_driver_sql("PRAGMA secure_delete").scalar_one() == 1
+
+
 def test_forget_removes_clinic_rows_and_leaves_a_content_free_trace(engine: sa.engine.Engine) -> None:
     add_events(engine, "tg-x", time.time(), "urgent", ["fever"], text="my secret words")
     conversations.refresh(engine)

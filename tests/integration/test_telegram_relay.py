@@ -137,7 +137,8 @@ def test_restart_starts_a_new_conversation(relay: RelayRig) -> None:
 
 def test_forget_deletes_the_rows_after_confirmation(relay: RelayRig) -> None:
     chat = new_chat()
-    relay.fake.push_text(chat, "I have a headache")
+    words = f"I have a headache since the qx{chat}zq party"
+    relay.fake.push_text(chat, words)
     relay.fake.wait_sent(chat, 1)
     db = relay.settings.database_url.removeprefix("sqlite:///")
     count = "select count(*) from events where sender_id = ?"
@@ -154,6 +155,9 @@ def test_forget_deletes_the_rows_after_confirmation(relay: RelayRig) -> None:
     assert clinic_db.execute("select count(*) from clinic_conversations where sender_id = ?", (relay.sender(chat),)).fetchone()[0] == 0
     trace = clinic_db.execute("select target, detail from clinic_audit where action = 'forget'").fetchall()
     assert (pseudonym(relay.sender(chat)), "") in trace, "the deletion is recorded under the pseudonym, without content"
+    files = [f for f in Path(db).parent.glob(Path(db).name + "*") if f.is_file()]
+    assert Path(db) in files
+    assert [f.name for f in files if f"qx{chat}zq".encode() in f.read_bytes()] == [], "no copy left in the database files"
 
 
 def test_telegram_retry_after_is_waited_out(relay: RelayRig) -> None:
