@@ -10,7 +10,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml,$(wildca
 CASES ?= ../shared/cases/dev.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: run test eval user retention clinic browser bench bench-clinic bench-relay soak scale-test nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: run test eval user retention clinic browser bench bench-clinic bench-relay soak fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt
@@ -60,6 +60,17 @@ bench-clinic: .venv/.installed
 
 bench-relay: $(MODEL)
 	$(PY) -m bot bench-relay
+
+# Coverage-guided fuzzing of the extractor and triage (atheris); crashes land in var/fuzz/.
+FUZZ_SECONDS ?= 300
+PIP_AUDIT_VERSION := 2.10.1
+fuzz: .venv/.installed
+	$(PY) -m bot.fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096
+
+# Dependency audit of requirements/lock.txt (pip-audit in its own virtualenv, see README "Security").
+audit: .venv/.installed
+	test -x .venv-audit/bin/pip-audit || (python3 -m venv .venv-audit && .venv-audit/bin/pip install --quiet pip-audit==$(PIP_AUDIT_VERSION))
+	$(PY) -m bot audit
 
 # 30 msg/s for 30 minutes through the Telegram relay (SOAK_ARGS="--minutes 5" for a shorter run).
 soak: $(MODEL)

@@ -159,6 +159,12 @@ def cmd_bench_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from bot.audit import main
+
+    return main()
+
+
 def cmd_rasa(args: argparse.Namespace) -> int:
     """`rasa …` after checking the `--model` it names (the container entrypoint of the Rasa server).
 
@@ -275,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     br.add_argument("--per-chat", type=int, default=5)
     br.add_argument("--rate", type=float, default=10.0, help="messages per second, open loop")
     br.set_defaults(func=cmd_bench_relay)
+    sub.add_parser("audit", help="pip-audit of requirements/lock.txt (needs .venv-audit: `make audit`)").set_defaults(func=cmd_audit)
     ra = sub.add_parser("rasa", help="check the model named by --model, then run `rasa …` with the same arguments")
     ra.add_argument("rasa_args", nargs=argparse.REMAINDER)
     ra.set_defaults(func=cmd_rasa)

@@ -130,6 +130,10 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
             return self._resource  # nothing to learn: process() leaves the intent alone
         pipeline = build_pipeline(self.config)
         pipeline.fit([m.get(TEXT) for m in examples], [m.get(INTENT) for m in examples])
+        for _, vectorizer in pipeline.named_steps["features"].transformer_list:
+            # CVE-2024-5206 (scikit-learn < 1.5, Rasa pins 1.1): `stop_words_` keeps training tokens
+            # the vectorizer dropped; it is for inspection only, so it is not stored in the model
+            vectorizer.stop_words_ = None
         self.pipeline = pipeline
         self.compiled = _compile(pipeline)
         with self._model_storage.write_to(self._resource) as directory:

@@ -41,3 +41,20 @@ def test_typos_and_texting_style_still_classified(fitted: tuple) -> None:
     _, compiled, _ = fitted
     for text, intent in [("helo there", "greet"), ("thx so much", "thanks"), ("wat is crs", "faq_what_is")]:
         assert compiled.classes[compiled.predict_proba(text).argmax()] == intent, text
+
+
+def test_the_stored_model_keeps_no_dropped_training_tokens() -> None:
+    """CVE-2024-5206: scikit-learn < 1.5 keeps the tokens a vectorizer dropped in `stop_words_`."""
+    import io
+    import tarfile
+
+    import joblib
+
+    from bot.settings import MODEL_PATH
+
+    with tarfile.open(MODEL_PATH) as archive:
+        member = next(m for m in archive if m.name.endswith("linear_intent.joblib"))
+        pipeline = joblib.load(io.BytesIO(archive.extractfile(member).read()))
+    vectorizers = [v for _, v in pipeline.named_steps["features"].transformer_list]
+    assert len(vectorizers) == 2 and all(getattr(v, "stop_words_", None) is None for v in vectorizers)
+    assert pipeline.predict(["I can't breathe"])[0] == "report_symptoms", "still works without it"
