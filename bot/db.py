@@ -26,7 +26,7 @@ def create_db_engine(url: str) -> Engine:
     gets the reply; NORMAL saved only ~1.5 ms per message here). Others: SQLAlchemy defaults
     with pre-ping, so a restarted PostgreSQL is reconnected to transparently."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
     database = make_url(url).database
     if database and database != ":memory:":
         path = Path(database)
@@ -35,7 +35,10 @@ def create_db_engine(url: str) -> Engine:
         path.touch(mode=0o600, exist_ok=True)
         if path.stat().st_mode & 0o077:
             path.chmod(0o600)
-    engine = create_engine(url, poolclass=QueuePool, pool_size=4, connect_args={"check_same_thread": False, "timeout": 30})
+    # hide_parameters: a database error's message must not carry the row (a patient's message) into the logs
+    engine = create_engine(
+        url, poolclass=QueuePool, pool_size=4, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -20,7 +20,7 @@ from rasa.nlu.extractors.extractor import EntityExtractorMixin
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
-from bot import action_failsafe, rasa_speedups
+from bot import action_failsafe, log_privacy, rasa_speedups
 from bot.nlu.extractor import ABSENT, HYPOTHETICAL, PRESENT, Findings, SymptomExtractor
 from bot.nlu.knowledge import load_knowledge_base, load_language_rules
 
@@ -28,6 +28,7 @@ from bot.nlu.knowledge import load_knowledge_base, load_language_rules
 # bot/action_failsafe.py for why each patch exists.
 rasa_speedups.apply()
 action_failsafe.apply()
+log_privacy.install()
 
 EXTRACTOR_NAME = "CRSSymptomExtractor"
 

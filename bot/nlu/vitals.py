@@ -142,8 +142,10 @@ class VitalsParser:
 
         for m in _BP_RE.finditer(text):
             sys_, dia = _f(m.group(1)), _f(m.group(2))
+            if sys_ < dia:  # written the other way round ("bp 60/85"): the higher one is systolic
+                sys_, dia = dia, sys_
             kw = keyword_before(m.start())
-            plausible = _in(dia, self.t["diastolic"]["plausible"]) and sys_ > dia
+            plausible = _in(dia, self.t["diastolic"]["plausible"])
             marked = kw in ("bp", None) or re.match(r"\s*mm ?hg", text[m.end() :], re.I)
             if plausible and marked and (kw == "bp" or sys_ >= 60):
                 add(self.blood_pressure(sys_, dia, m.group(0), m.start(), m.end()), m.start(), m.end())

@@ -263,6 +263,8 @@ def _broken_then_restored(rig: FaultRig, lines: list[str], break_it, restore, hi
             assert "911" in reply.params["text"], "the fail-safe names the emergency signs and 911"
             assert time.monotonic() - t0 < rig.relay.settings.relay_rasa_timeout + 5
         wait_until(lambda: hint in log_text(rig.stack, "rasa")[log_offset:], timeout=40, what=f"'{hint}' in the Rasa log")
+        logged = log_text(rig.stack, "rasa")[log_offset:]
+        assert not [line for line in lines if line in logged], "the error log carries no message text (bound parameters hidden)"
         assert rig.stack.procs["rasa"].poll() is None and rig.stack.procs["actions"].poll() is None, "no crash"
         assert user_texts(rig.url, rig.sender(chat)) == ["hi"]
     finally:

@@ -27,7 +27,8 @@ KB = load_knowledge_base()
 RULES = load_language_rules()
 EXTRACTOR = SymptomExtractor(KB, RULES)
 LEVELS = set(RANK)
-SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def runs(examples: int = 100) -> settings:
+    return settings(deadline=None, max_examples=examples, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def triage_level(text: str, on_immunotherapy: bool | None = None) -> str:
@@ -44,7 +45,7 @@ _LONG = st.tuples(st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
 )
 
 
-@SETTINGS
+@runs()
 @given(_UNICODE | _LONG)
 @example("\x00" * MAX_CHARS)
 @example("🤒" * (MAX_CHARS + 1))
@@ -63,7 +64,7 @@ def test_any_text_is_read_without_error(text: str) -> None:
 _SLOT_VALUES = st.none() | st.booleans() | st.text(max_size=30) | st.lists(st.text(max_size=30), max_size=5)
 
 
-@SETTINGS
+@runs()
 @given(
     st.fixed_dictionaries(
         {},
@@ -147,7 +148,8 @@ _TRIGGER_WORDS = {
 } | set(RULES.question_starters)
 _NOISE = st.text(st.characters(codec="utf-8", exclude_characters=string.ascii_letters + "?"), max_size=200)
 _ANY_NOISE = st.text(st.characters(codec="utf-8"), max_size=200)
-_NEUTRAL_WORDS = ["um", "so", "today", "honestly", "this", "morning", "at", "home", "lol", "ok", "the", "kids", "dog", "tea", "tv"]
+# not "ok", "fine", "good": after a symptom they deny it ("breathing ok")
+_NEUTRAL_WORDS = ["um", "so", "today", "honestly", "this", "morning", "at", "home", "lol", "the", "kids", "dog", "tea", "tv", "again"]
 
 
 def _no_trigger(text: str) -> bool:
@@ -155,14 +157,13 @@ def _no_trigger(text: str) -> bool:
     return not (words & _TRIGGER_WORDS) and "?" not in text
 
 
-@SETTINGS
-@settings(max_examples=300)
+@runs(300)
 @given(
     st.sampled_from(EXAMPLES),
     _NOISE | _ANY_NOISE,
     _NOISE | _ANY_NOISE,
     st.sampled_from([". ", ".\n", "! ", "\n\n", " . "]),
-    st.sampled_from([". ", ".\n", "! ", "\n\n", " . ", ""]),
+    st.sampled_from([". ", ".\n", "! ", "\n\n", " . ", " "]),  # at a word boundary
 )
 def test_an_emergency_phrase_in_random_text_is_an_emergency(
     case: tuple[str, str], before: str, after: str, glue_before: str, glue_after: str
@@ -172,8 +173,7 @@ def test_an_emergency_phrase_in_random_text_is_an_emergency(
     assert triage_level(text) == "emergency", (case, text)
 
 
-@SETTINGS
-@settings(max_examples=300)
+@runs(300)
 @given(
     st.sampled_from(EXAMPLES),
     st.lists(st.sampled_from(_NEUTRAL_WORDS), max_size=6),
@@ -206,8 +206,7 @@ _UNRELATED = [
 ]
 
 
-@SETTINGS
-@settings(max_examples=400)
+@runs(400)
 @given(
     st.sampled_from(_MESSAGES),
     st.sampled_from(_UNRELATED) | _NOISE,
@@ -236,11 +235,11 @@ def _temperatures(unit: str) -> st.SearchStrategy[tuple[str, float]]:
     return st.tuples(st.just(unit), _tenths(*TEMP[f"plausible_{u}"]) | st.sampled_from(edges))
 
 
-@SETTINGS
-@settings(max_examples=400)
+@runs(400)
 @given(
     _temperatures("C") | _temperatures("F"),
-    st.sampled_from(["temperature {v} {u}", "temp {v}°{u}", "my temp is {v} {u} now", "fever {v}{u}", "thermometer says {v} °{u}"]),
+    # (not "fever 37.9": the word itself reports a fever, whatever the reading)
+    st.sampled_from(["temperature {v} {u}", "temp {v}°{u}", "my temp is {v} {u} now", "thermometer says {v} °{u}", "{v}°{u}"]),
     st.booleans(),
 )
 def test_temperature_thresholds_in_both_units(unit_value: tuple[str, float], template: str, comma: bool) -> None:
@@ -285,8 +284,7 @@ def _readings(limit: Limit) -> st.SearchStrategy[tuple[Limit, int]]:
     return st.tuples(st.just(limit), st.integers(int(low), int(high)) | st.sampled_from(edges))
 
 
-@SETTINGS
-@settings(max_examples=300)
+@runs(300)
 @given(st.one_of([_readings(limit) for limit in LIMITS]))
 def test_pulse_pressure_and_oxygen_thresholds(reading: tuple[Limit, int]) -> None:
     limit, value = reading

@@ -92,3 +92,9 @@ def test_thresholds_come_from_the_knowledge_base(kb: KnowledgeBase) -> None:
     stricter = dataclasses.replace(kb, thresholds={**kb.thresholds, "spo2": {**kb.thresholds["spo2"], "low_below": 95}})
     assert VitalsParser(stricter).parse("SpO2 93%")[0].symptom == "difficulty_breathing"
     assert VitalsParser(kb).parse("SpO2 93%")[0].symptom is None
+
+
+def test_a_reading_written_the_other_way_round(parser: VitalsParser) -> None:
+    """Found by the property tests: "bp 40/60" was dropped as implausible; the higher number is systolic."""
+    assert one(parser, "blood pressure 40/60") == ("blood_pressure", 60, "low_blood_pressure", "present")
+    assert one(parser, "BP 80/120") == ("blood_pressure", 120, "low_blood_pressure", "absent")

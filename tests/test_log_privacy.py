@@ -1,0 +1,28 @@
+"""Rasa's structured log events lose the patient's words before they are written."""
+
+from __future__ import annotations
+
+import structlog
+
+from bot import log_privacy
+
+
+def test_message_fields_are_redacted_at_info_and_above() -> None:
+    for level in ("info", "warning", "error", "exception"):
+        event = log_privacy.redact(None, level, {"event": "rest.message.received.timeout", "text": "I can't breathe", "sender": "x"})
+        assert event["text"] == "[redacted: 15 characters]" and event["event"] == "rest.message.received.timeout"
+        assert "breathe" not in str(event)
+    assert log_privacy.redact(None, "error", {"event": "e", "rasa_event": {"text": "secret"}})["rasa_event"] == "[redacted]"
+    assert log_privacy.redact(None, "debug", {"event": "e", "text": "kept for debugging"})["text"] == "kept for debugging"
+
+
+def test_installed_once_and_first() -> None:
+    before = structlog.get_config()["processors"]
+    try:
+        log_privacy.install()
+        log_privacy.install()
+        processors = structlog.get_config()["processors"]
+        assert processors[0] is log_privacy.redact
+        assert sum(p is log_privacy.redact for p in processors) == 1
+    finally:
+        structlog.configure(processors=before)
