@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,12 @@ from bot.telegram.splitting import split_message
 from bot.telegram.texts import RelayTexts
 
 log = logging.getLogger("bot.telegram")
+_LOG_SALT = secrets.token_bytes(16)  # new at each start: log lines of a run correlate, nothing links them to a record
+
+
+def log_ref(sender: str) -> str:
+    """What the logs call a conversation: not its sender id (that would link log lines to the stored record)."""
+    return hashlib.blake2s(sender.encode(), key=_LOG_SALT, digest_size=4).hexdigest()
 
 FORGET_YES, FORGET_NO = "relay:forget:yes", "relay:forget:no"
 CALLBACK_DATA_LIMIT = 64  # bytes, Telegram's limit for inline button data
@@ -175,7 +182,7 @@ class Relay:
 
     async def on_non_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.effective_chat:
-            log.info("relay.non_text chat=%s", self._sender(update.effective_chat.id))
+            log.info("relay.non_text chat=%s", log_ref(self._sender(update.effective_chat.id)))
             await self._send(context.bot, update.effective_chat.id, self.texts["non_text"])
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -210,7 +217,7 @@ class Relay:
     async def _answer_in_time(self, bot: Bot, item: Inbound, work: asyncio.Task) -> None:
         done, _ = await asyncio.wait({work}, timeout=self.soft_timeout)
         if not done and not item.answered:
-            log.warning("relay.slow chat=%s waited=%.1fs", item.sender, time.monotonic() - item.received)
+            log.warning("relay.slow chat=%s waited=%.1fs", log_ref(item.sender), time.monotonic() - item.received)
             await self._fail_safe(bot, item)
         await work
 
@@ -235,7 +242,7 @@ class Relay:
                 await self._deliver(bot, item.chat_id, reply.messages, reply_to=item.reply_to if late else None, item=item)
                 log.info(
                     "relay.answered chat=%s replies=%d ms=%.0f late=%s",
-                    item.sender,
+                    log_ref(item.sender),
                     len(reply.messages),
                     (time.monotonic() - item.received) * 1000,
                     late,
@@ -245,7 +252,7 @@ class Relay:
 
     async def _park(self, bot: Bot, item: Inbound, why: str) -> None:
         await self.outbox.park(item.chat_id, item.sender, item.message_id, item.text, item.metadata, item.reply_to)
-        log.warning("relay.parked chat=%s reason=%s", item.sender, why)
+        log.warning("relay.parked chat=%s reason=%s", log_ref(item.sender), why)
         if not item.answered:
             await self._fail_safe(bot, item)
 
@@ -273,7 +280,9 @@ class Relay:
                 return len(parked) - index
             await self._deliver(bot, chat_id, reply.messages, reply_to=entry.reply_to)
             await self.outbox.delivered(entry.id)
-            log.info("relay.unparked chat=%s parked_s=%.0f duplicate=%s", entry.sender, time.time() - entry.created, reply.duplicate)
+            log.info(
+                "relay.unparked chat=%s parked_s=%.0f duplicate=%s", log_ref(entry.sender), time.time() - entry.created, reply.duplicate
+            )
         return 0
 
     async def flush_all(self, bot: Bot) -> int:
@@ -313,10 +322,10 @@ class Relay:
             try:
                 deleted = await self.rasa.forget(self._sender(chat_id))
             except RasaUnavailable:
-                log.warning("relay.forget.failed chat=%s", self._sender(chat_id))
+                log.warning("relay.forget.failed chat=%s", log_ref(self._sender(chat_id)))
                 await self._send(bot, chat_id, self.texts["forget_failed"])
                 return
-        log.info("relay.forgotten chat=%s events=%d parked=%d", self._sender(chat_id), deleted, parked)
+        log.info("relay.forgotten chat=%s events=%d parked=%d", log_ref(self._sender(chat_id)), deleted, parked)
         await self._send(bot, chat_id, self.texts["forgotten"])
 
     # ------------------------------------------------------------------ output
