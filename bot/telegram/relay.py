@@ -352,17 +352,27 @@ class Relay:
     async def _deliver(
         self, bot: Bot, chat_id: int, messages: list[dict[str, Any]], reply_to: int | None, item: Inbound | None = None
     ) -> None:
-        """Send Rasa's replies in order; the patient counts as answered from the first one on."""
-        for message in messages:
+        """Send Rasa's replies of one turn in order, as few Telegram messages as possible.
+
+        Rasa answers a turn with several messages (the advice, then a question with buttons);
+        they go out as one message (split only past Telegram's 4,096 characters), the buttons on
+        the part that asked. Telegram allows a bot ~30 messages/s in all, so at its ceiling of
+        incoming messages only one reply per message fits. The patient counts as answered from
+        the first one on."""
+        pending: list[str] = []
+        for message in [*messages, {"flush": True}]:
             text = message.get("text") or ""
             if message.get("image"):
                 text = f"{text}\n{message['image']}".strip()
-            if not text:
-                continue
-            await self._send(bot, chat_id, text, self._keyboard(message.get("buttons") or []), reply_to)
-            reply_to = None  # thread only the first reply
-            if item is not None:
-                item.answered = True
+            if text:
+                pending.append(text)
+            buttons = message.get("buttons") or []
+            if pending and (buttons or message.get("flush")):
+                await self._send(bot, chat_id, "\n\n".join(pending), self._keyboard(buttons), reply_to)
+                pending = []
+                reply_to = None  # thread only the first reply
+                if item is not None:
+                    item.answered = True
 
     async def _send(
         self, bot: Bot, chat_id: int, text: str, keyboard: InlineKeyboardMarkup | None = None, reply_to: int | None = None
