@@ -117,3 +117,46 @@ async def test_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert len(store._cache) == 2
     assert await store.retrieve(trackers[0].sender_id) is not trackers[0], "evicted: read from the database"
     assert stored_texts(await store.retrieve(trackers[0].sender_id)) == ["first"]
+
+
+async def test_a_database_error_reaches_the_caller_instead_of_an_empty_memory_store(
+    stores: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stock FailSafeTrackerStore would answer from an empty in-memory store: history lost, message unstored."""
+    from rasa.core.tracker_store import FailSafeTrackerStore
+    from sqlalchemy.exc import OperationalError
+
+    store = stores[0]
+    wrapped = FailSafeTrackerStore(store)
+    tracker = await new_conversation(store)
+    with store.engine.begin() as c:
+        c.exec_driver_sql("ALTER TABLE events RENAME TO events_away")  # the table vanishes, as in a broken database
+    try:
+        store._cache.clear()
+        with pytest.raises(OperationalError):
+            await wrapped.retrieve(tracker.sender_id)
+        tracker.update(UserUttered("I can't breathe"))
+        with pytest.raises(OperationalError):
+            await wrapped.save(tracker)
+        assert "tracker store save failed" in caplog.text and "I can't breathe" not in caplog.text
+    finally:
+        with store.engine.begin() as c:
+            c.exec_driver_sql("ALTER TABLE events_away RENAME TO events")
+    assert stored_texts(await wrapped.retrieve(tracker.sender_id)) == ["first"], "nothing half-stored"
+
+
+@pytest.mark.parametrize(
+    "driver_message, hint",
+    [
+        ("(sqlite3.OperationalError) database or disk is full", "the disk holding the tracker database is full"),
+        ("(sqlite3.OperationalError) attempt to write a readonly database", "the tracker database is read-only"),
+        ("(sqlite3.OperationalError) database is locked", "stayed locked longer than the busy timeout"),
+        ('(psycopg2.OperationalError) connection to server at "127.0.0.1" failed: Connection refused', "unreachable"),
+        ("something else", "the tracker database failed"),
+    ],
+)
+def test_store_errors_are_described_for_operators(driver_message: str, hint: str) -> None:
+    from bot.tracker_store import describe_store_error
+
+    text = describe_store_error(RuntimeError(driver_message + "\n[SQL: INSERT ...]\n[parameters: secret]"))
+    assert hint in text and driver_message in text and "secret" not in text

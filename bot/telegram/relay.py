@@ -352,27 +352,25 @@ class Relay:
     async def _deliver(
         self, bot: Bot, chat_id: int, messages: list[dict[str, Any]], reply_to: int | None, item: Inbound | None = None
     ) -> None:
-        """Send Rasa's replies of one turn in order, as few Telegram messages as possible.
+        """Send Rasa's replies of one turn as one Telegram message (split only past 4,096 characters).
 
         Rasa answers a turn with several messages (the advice, then a question with buttons);
-        they go out as one message (split only past Telegram's 4,096 characters), the buttons on
-        the part that asked. Telegram allows a bot ~30 messages/s in all, so at its ceiling of
-        incoming messages only one reply per message fits. The patient counts as answered from
-        the first one on."""
-        pending: list[str] = []
-        for message in [*messages, {"flush": True}]:
+        Telegram allows a bot ~30 messages/s in all, so at its ceiling of incoming messages only
+        one reply per message fits. The keyboard of the turn's last question goes on it. The
+        patient counts as answered once it is sent."""
+        texts: list[str] = []
+        buttons: list[dict[str, Any]] = []
+        for message in messages:
             text = message.get("text") or ""
             if message.get("image"):
                 text = f"{text}\n{message['image']}".strip()
             if text:
-                pending.append(text)
-            buttons = message.get("buttons") or []
-            if pending and (buttons or message.get("flush")):
-                await self._send(bot, chat_id, "\n\n".join(pending), self._keyboard(buttons), reply_to)
-                pending = []
-                reply_to = None  # thread only the first reply
-                if item is not None:
-                    item.answered = True
+                texts.append(text)
+            buttons = message.get("buttons") or buttons
+        if texts:
+            await self._send(bot, chat_id, "\n\n".join(texts), self._keyboard(buttons), reply_to)
+            if item is not None:
+                item.answered = True
 
     async def _send(
         self, bot: Bot, chat_id: int, text: str, keyboard: InlineKeyboardMarkup | None = None, reply_to: int | None = None

@@ -71,3 +71,20 @@ async def test_hopeless_requests_give_up(error: Exception) -> None:
     with pytest.raises(type(error)):
         await _request(limiter, failing)
     assert attempts == (1 if isinstance(error, BadRequest) else 3)
+
+
+async def test_typing_does_not_use_the_message_budget() -> None:
+    """`make soak` found it: at 30 incoming messages/s, chat actions in the 30/s budget starved the replies."""
+    limiter = PatientChatRateLimiter(overall_max_rate=5, overall_time_period=1)
+
+    async def send() -> bool:
+        return True
+
+    for chat in range(5):  # the whole budget of this second
+        await _request(limiter, send, chat_id=100 + chat)
+    start = time.monotonic()
+    for chat in range(20):
+        await _request(limiter, send, endpoint="sendChatAction", chat_id=200 + chat)
+    assert time.monotonic() - start < 0.3, "typing is not held back by a spent message budget"
+    await _request(limiter, send, chat_id=300)
+    assert time.monotonic() - start >= 0.1, "a message still is (the check can fail)"
