@@ -65,7 +65,7 @@ bench-relay: $(MODEL)
 FUZZ_SECONDS ?= 300
 PIP_AUDIT_VERSION := 2.10.1
 fuzz: .venv/.installed
-	$(PY) -m bot.fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096
+	$(PY) -m bot.fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=30 -rss_limit_mb=4096
 
 # Dependency audit of requirements/lock.txt (pip-audit in its own virtualenv, see README "Security").
 audit: .venv/.installed

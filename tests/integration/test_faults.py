@@ -31,7 +31,7 @@ from bot.evaluate import RestClient
 from bot.model_check import ModelError, check_model
 from bot.pgcluster import PgCluster
 from bot.servers import Stack, isolated_settings
-from bot.settings import MODEL_PATH, Settings
+from bot.settings import MODEL_PATH
 from bot.telegram.fake_api import FakeTelegram, Sent
 from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings, wait_until
 
@@ -209,15 +209,11 @@ def _mount(path: Path, options: str) -> bool:
     return subprocess.run([MOUNT, "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
 
 
-@pytest.fixture(scope="module")
-def fault_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
-    mount = tmp_path_factory.mktemp("dbfs")
-    if not _mount(mount, "size=24m"):
-        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN): the disk-full and read-only tests need it")
-    tmp = tmp_path_factory.mktemp("faults")
+@contextlib.contextmanager
+def private_rig(database_url: str, tmp: Path, mount: Path) -> Iterator[FaultRig]:
+    """Action server, Rasa server and relay of their own on `database_url`, with a fake Bot API."""
     fake = FakeTelegram(token=BOT_TOKEN).start()
-    settings = isolated_settings(tmp, database_url=f"sqlite:///{mount / 'tracker.db'}")
-    stack = Stack(settings, log_dir=tmp)
+    stack = Stack(isolated_settings(tmp, database_url=database_url), log_dir=tmp)
     relay_stack = None
     try:
         stack.start()
@@ -230,6 +226,17 @@ def fault_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
             relay_stack.stop()
         stack.stop()
         fake.stop()
+
+
+@pytest.fixture(scope="module")
+def fault_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
+    mount = tmp_path_factory.mktemp("dbfs")
+    if not _mount(mount, "size=24m"):
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN): the disk-full and locked-database tests need it")
+    try:
+        with private_rig(f"sqlite:///{mount / 'tracker.db'}", tmp_path_factory.mktemp("faults"), mount) as rig:
+            yield rig
+    finally:
         subprocess.run([UMOUNT, "-l", str(mount)], capture_output=True)
 
 
@@ -326,16 +333,7 @@ def test_locked_database_holds_messages_in_order(fault_rig: FaultRig) -> None:
 
 def test_database_unreachable_on_postgresql(pg_cluster: PgCluster, tmp_path: Path) -> None:
     url = pg_cluster.create_database(f"faults_{uuid.uuid4().hex[:8]}")
-    fake = FakeTelegram(token=BOT_TOKEN).start()
-    settings: Settings = isolated_settings(tmp_path, database_url=url)
-    stack = Stack(settings, log_dir=tmp_path)
-    relay_stack = None
-    try:
-        stack.start()
-        relay_conf = relay_settings(stack, fake, tmp_path)
-        relay_stack = Stack(relay_conf, log_dir=tmp_path)
-        relay_stack.start_relay()
-        rig = FaultRig(stack, RelayRig(fake, relay_stack, relay_conf), tmp_path)
+    with private_rig(url, tmp_path, tmp_path) as rig:
         _broken_then_restored(
             rig,
             ["I fainted this morning", "and I'm very drowsy"],
@@ -344,8 +342,3 @@ def test_database_unreachable_on_postgresql(pg_cluster: PgCluster, tmp_path: Pat
             hint="the tracker database is unreachable",
             readable=False,
         )
-    finally:
-        if relay_stack is not None:
-            relay_stack.stop()
-        stack.stop()
-        fake.stop()
