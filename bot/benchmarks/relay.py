@@ -72,16 +72,20 @@ def _tracker_user_texts(settings: Settings, sender: str) -> list[str]:
     return [e.get("text") for e in events if e.get("event") == "user"]
 
 
-def check_delivery(settings: Settings, senders: list[str], convs: list[list[str]]) -> tuple[int, int, int]:
-    """(lost, duplicated, chats out of order) from what Rasa stored for each chat."""
+def compare_delivery(stored: list[list[str]], convs: list[list[str]]) -> tuple[int, int, int]:
+    """(lost, duplicated, chats out of order): what each chat stored against what it sent."""
     lost = duplicated = disorder = 0
-    for sender, conv in zip(senders, convs, strict=True):
-        stored = _tracker_user_texts(settings, sender)
-        lost += sum(max(0, conv.count(m) - stored.count(m)) for m in set(conv))
-        duplicated += sum(max(0, stored.count(m) - conv.count(m)) for m in set(stored))
-        kept = [m for m in stored if m in conv]
+    for got, conv in zip(stored, convs, strict=True):
+        lost += sum(max(0, conv.count(m) - got.count(m)) for m in set(conv))
+        duplicated += sum(max(0, got.count(m) - conv.count(m)) for m in set(got))
+        kept = [m for m in got if m in conv]
         disorder += int(kept != [m for m in conv if m in kept])
     return lost, duplicated, disorder
+
+
+def check_delivery(settings: Settings, senders: list[str], convs: list[list[str]]) -> tuple[int, int, int]:
+    """(lost, duplicated, chats out of order) from what Rasa stored for each chat."""
+    return compare_delivery([_tracker_user_texts(settings, sender) for sender in senders], convs)
 
 
 async def run_direct(settings: Settings, convs: list[list[str]], rate: float, tag: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from sqlalchemy import text
 from starlette.datastructures import Secret
 
 from bot import PROJECT_ROOT
+from bot.benchmarks.relay import compare_delivery
 from bot.db import create_db_engine
 from bot.evaluate import patient_conversations, percentile
 from bot.servers import Stack, isolated_settings
@@ -97,13 +98,7 @@ def stored_user_texts(database_url: str) -> dict[str, list[str]]:
 
 
 def delivery(stored: dict[str, list[str]], senders: list[str], convs: list[list[str]]) -> dict[str, int]:
-    lost = duplicated = disorder = 0
-    for sender, conv in zip(senders, convs, strict=True):
-        got = stored.get(sender, [])
-        lost += sum(max(0, conv.count(m) - got.count(m)) for m in set(conv))
-        duplicated += sum(max(0, got.count(m) - conv.count(m)) for m in set(got))
-        kept = [m for m in got if m in conv]
-        disorder += int(kept != [m for m in conv if m in kept])
+    lost, duplicated, disorder = compare_delivery([stored.get(sender, []) for sender in senders], convs)
     return {"lost": lost, "duplicated": duplicated, "chats_out_of_order": disorder}
 
 
