@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from actions.conversation import MessageFindings, TriageState
 from actions.triage import RANK
 from bot.evaluate import OWN_CASES, load_cases
+from bot.fuzz import check
 from bot.nlu.extractor import MAX_CHARS, SymptomExtractor
 from bot.nlu.knowledge import load_knowledge_base, load_language_rules
 from bot.nlu.rasa_component import findings_to_entities
@@ -52,13 +53,8 @@ _LONG = st.tuples(st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
 @example("\u202e\u0301" * 500)  # right-to-left override, lone combining marks
 @example("39.5" * 5000)
 def test_any_text_is_read_without_error(text: str) -> None:
-    findings = EXTRACTOR(text)
-    assert findings.truncated == (len(text) > MAX_CHARS)
-    for m in findings.mentions:
-        assert m.symptom in KB.symptoms and m.assertion in {"present", "absent", "hypothetical"}
-        assert 0 <= m.start <= m.end <= min(len(text), MAX_CHARS)
+    check(text)  # the contract `make fuzz` checks: mentions in bounds, entities serialise, a valid level
     VitalsParser(KB).parse(text)
-    assert triage_level(text) in LEVELS
 
 
 _SLOT_VALUES = st.none() | st.booleans() | st.text(max_size=30) | st.lists(st.text(max_size=30), max_size=5)
