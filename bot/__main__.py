@@ -196,7 +196,7 @@ def cmd_rasa(args: argparse.Namespace) -> int:
 def cmd_soak(args: argparse.Namespace) -> int:
     from bot.benchmarks.soak import format_result, main
 
-    result = main(minutes=args.minutes, rate=args.rate, warmup_minutes=args.warmup)
+    result = main(minutes=args.minutes, rate=args.rate, warmup_minutes=args.warmup, send_rate=args.send_rate)
     sys.stdout.write(format_result(result) + "\n(JSON and chart in var/bench/soak.json, soak.png)\n")
     return 0 if all(check["ok"] for check in result["checks"].values()) else 1
 
@@ -289,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("--minutes", type=float, default=30.0)
     so.add_argument("--rate", type=float, default=30.0, help="messages per second, open loop")
     so.add_argument("--warmup", type=float, default=5.0, help="minutes before latency and memory are compared")
+    so.add_argument("--send-rate", type=float, default=33.0, help="the relay's TELEGRAM_SEND_RATE for the run (msg/s)")
     so.set_defaults(func=cmd_soak)
     bl = sub.add_parser("bench", help="open-loop load on the product and on a stock `rasa init` baseline")
     bl.add_argument("--rates", default="", help="comma-separated msg/s (default 10,30,60,100,150)")

@@ -260,9 +260,7 @@ class _StatesFold:
     turn_was_hidden: bool = False
 
 
-def _fold_step(
-    fold: _StatesFold, domain: Domain, tr: DialogueStateTracker, hide_rule_turn: bool, args: tuple
-) -> None:
+def _fold_step(fold: _StatesFold, domain: Domain, tr: DialogueStateTracker, hide_rule_turn: bool, args: tuple) -> None:
     """One iteration of the loop in Rasa 3.6's `Domain.states_for_tracker_history`."""
     omit_unset_slots, ignore_rule_only_turns, rule_only_data = args
     if ignore_rule_only_turns:

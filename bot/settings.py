@@ -34,6 +34,7 @@ class Settings:
     telegram_webhook_listen: str = "127.0.0.1"
     telegram_webhook_port: int = 8443
     relay_rasa_timeout: float = 8.0
+    telegram_send_rate: float = 30.0
     relay_outbox_path: Path = VAR_DIR / "relay-outbox.db"
     sender_id_key: Secret | None = None
     clinic_secret_key: Secret | None = None
@@ -61,6 +62,7 @@ class Settings:
             "TELEGRAM_WEBHOOK_LISTEN": self.telegram_webhook_listen,
             "TELEGRAM_WEBHOOK_PORT": self.telegram_webhook_port,
             "RELAY_RASA_TIMEOUT": self.relay_rasa_timeout,
+            "TELEGRAM_SEND_RATE": self.telegram_send_rate,
             "RELAY_OUTBOX_PATH": self.relay_outbox_path,
             "SENDER_ID_KEY": self.sender_id_key,
             "CLINIC_SECRET_KEY": self.clinic_secret_key,
@@ -120,6 +122,9 @@ def load_settings(env_file: Path | None = None) -> Settings:
         telegram_webhook_listen=config("TELEGRAM_WEBHOOK_LISTEN", default="127.0.0.1"),
         telegram_webhook_port=config("TELEGRAM_WEBHOOK_PORT", cast=int, default=8443),
         relay_rasa_timeout=config("RELAY_RASA_TIMEOUT", cast=float, default=8.0),
+        # Messages per second the relay sends to Telegram, all chats together. Telegram's FAQ
+        # says "not more than 30 messages per second or so"; paid broadcasts allow up to 1,000.
+        telegram_send_rate=config("TELEGRAM_SEND_RATE", cast=float, default=30.0),
         relay_outbox_path=Path(config("RELAY_OUTBOX_PATH", default=str(VAR_DIR / "relay-outbox.db"))),
         # Telegram chat ids are turned into pseudonymous Rasa sender ids with this key (HMAC).
         # Every relay replica must share it; losing it starts new conversations, loses no data.

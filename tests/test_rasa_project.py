@@ -20,7 +20,14 @@ def test_rasa_data_validate() -> None:
 
 def test_rasa_test_stories(tmp_path) -> None:
     result = run(
-        "test", "core", "--model", str(MODEL_PATH), "--stories", "tests/test_stories.yml",
-        "--out", str(tmp_path), "--fail-on-prediction-errors",
+        "test",
+        "core",
+        "--model",
+        str(MODEL_PATH),
+        "--stories",
+        "tests/test_stories.yml",
+        "--out",
+        str(tmp_path),
+        "--fail-on-prediction-errors",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

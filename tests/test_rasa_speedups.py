@@ -168,16 +168,12 @@ _EVENTS = st.one_of(
         _conforming(branch).map(lambda v, b=branch: {**v, "event": b["properties"]["event"]["const"]}).flatmap(_spoiled)
         for branch in _BRANCHES
     ]
-) | st.dictionaries(
-    _KEYS, _JSON, max_size=4
-).map(lambda extra: {**extra, "event": extra.get("event", "slot")})
+) | st.dictionaries(_KEYS, _JSON, max_size=4).map(lambda extra: {**extra, "event": extra.get("event", "slot")})
 
 
 @settings(max_examples=600, deadline=None)
 @given(
-    st.fixed_dictionaries(
-        {}, optional={"events": st.lists(_EVENTS, max_size=4) | _JSON, "responses": st.lists(_BY_TYPE["object"]) | _JSON}
-    )
+    st.fixed_dictionaries({}, optional={"events": st.lists(_EVENTS, max_size=4) | _JSON, "responses": st.lists(_BY_TYPE["object"]) | _JSON})
     | _JSON
 )
 def test_response_validation_matches_stock_jsonschema_on_generated_responses(result: Any) -> None:
@@ -370,9 +366,7 @@ def test_past_states_match_rasa_after_every_event(loops: bool) -> None:
             assert ours == rasa_speedups.STOCK_PAST_STATES(tracker, domain, omit, ignore, data)
             if ours:
                 ours[-1].clear()  # the featurizer edits what it gets: the memo must not see it
-            assert tracker.past_states(domain, omit, ignore, data) == rasa_speedups.STOCK_PAST_STATES(
-                tracker, domain, omit, ignore, data
-            )
+            assert tracker.past_states(domain, omit, ignore, data) == rasa_speedups.STOCK_PAST_STATES(tracker, domain, omit, ignore, data)
     assert loops or tracker.__dict__["_crs_states"], "carried on, not replayed, without loops"
 
 

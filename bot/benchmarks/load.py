@@ -127,9 +127,7 @@ def passes(run: dict[str, Any]) -> bool:
     return run["errors"] == 0 and run["p95_ms"] <= CAPACITY_P95_MS
 
 
-def capacity_search(
-    url: str, grid: list[dict[str, Any]], seconds: float, tag: str, idle_ms: float
-) -> tuple[float, list[dict[str, Any]]]:
+def capacity_search(url: str, grid: list[dict[str, Any]], seconds: float, tag: str, idle_ms: float) -> tuple[float, list[dict[str, Any]]]:
     """Highest passing rate: bisect between the best passing grid rate and the next one up."""
     ok = [r["offered_msg_s"] for r in grid if passes(r)]
     lo = max(ok) if ok else 0.0

@@ -80,7 +80,7 @@ def build_application(settings: Settings, relay: Relay, dedup: UpdateDeduplicato
         .token(str(settings.telegram_bot_token))
         .request(AiohttpRequest(connection_pool_size=256))
         .get_updates_request(AiohttpRequest(connection_pool_size=2))
-        .rate_limiter(PatientChatRateLimiter())
+        .rate_limiter(PatientChatRateLimiter(overall_max_rate=settings.telegram_send_rate))
         .concurrent_updates(CONCURRENT_UPDATES)
         .post_init(lambda app: _post_init(app, relay))
         .post_stop(lambda app: relay.stop())

@@ -44,6 +44,7 @@ def log_ref(sender: str) -> str:
     """What the logs call a conversation: not its sender id (that would link log lines to the stored record)."""
     return hashlib.blake2s(sender.encode(), key=_LOG_SALT, digest_size=4).hexdigest()
 
+
 FORGET_YES, FORGET_NO = "relay:forget:yes", "relay:forget:no"
 CALLBACK_DATA_LIMIT = 64  # bytes, Telegram's limit for inline button data
 TYPING_DELAY = 0.3  # answers faster than this need no "typing…" (saves rate budget)

@@ -51,8 +51,14 @@ async def test_urgent_asks_the_emergency_screen_with_buttons_slot() -> None:
 
 async def test_yes_to_the_screen_is_an_emergency() -> None:
     dispatcher = CollectingDispatcher()
-    t = tracker("yes", "affirm", pending_question="emergency_check", asked=["emergency_check", "confusion"],
-                triage_level="urgent", symptoms=["headache"])
+    t = tracker(
+        "yes",
+        "affirm",
+        pending_question="emergency_check",
+        asked=["emergency_check", "confusion"],
+        triage_level="urgent",
+        symptoms=["headache"],
+    )
     events = await ActionAnswerYesNo().run(dispatcher, t, DOMAIN)
     assert dispatcher.messages[0]["response"] == "utter_emergency_check_yes"
     assert slot(events, "triage_level") == "emergency"
@@ -67,8 +73,15 @@ async def test_yes_to_therapy_keeps_waiting_for_the_details() -> None:
     assert slot(events, "on_immunotherapy") is True
     assert slot(events, "pending_question") == "therapy"
     dispatcher = CollectingDispatcher()
-    t = tracker("the pink bag from the trial", "inform_therapy", pending_question="therapy", asked=["therapy"],
-                triage_level="urgent", symptoms=["fatigue"], on_immunotherapy=True)
+    t = tracker(
+        "the pink bag from the trial",
+        "inform_therapy",
+        pending_question="therapy",
+        asked=["therapy"],
+        triage_level="urgent",
+        symptoms=["fatigue"],
+        on_immunotherapy=True,
+    )
     events = await ActionTriage().run(dispatcher, t, DOMAIN)
     assert slot(events, "therapy") == "the pink bag from the trial"
 

@@ -99,10 +99,7 @@ def test_logs_carry_no_message_text_and_no_patient_identifiers(stack: Stack, cli
     relay.fake.push_text(chat, f"my lips are blue {marker}")
     relay.fake.wait_sent(chat, 1)
     wait_until(lambda: len(relay.tracker(chat)["events"]) > 0, what="stored")
-    logs = {
-        path.name: path.read_text(errors="replace")
-        for path in [*stack.log_dir.glob("*.log"), *relay.stack.log_dir.glob("*.log")]
-    }
+    logs = {path.name: path.read_text(errors="replace") for path in [*stack.log_dir.glob("*.log"), *relay.stack.log_dir.glob("*.log")]}
     assert {"rasa.log", "actions.log", "relay.log"} <= set(logs)
     for name, text in logs.items():
         assert marker not in text, f"message text or sender id in {name}"

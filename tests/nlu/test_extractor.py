@@ -113,7 +113,7 @@ def test_odd_input_does_not_crash(extractor: SymptomExtractor, text: str) -> Non
 
 def test_emergency_buried_in_a_huge_message(extractor: SymptomExtractor) -> None:
     filler = "we went to the shops and then had some soup. " * 400
-    text = (filler[: MAX_CHARS // 2] + " suddenly I can't breathe. " + filler)[: MAX_CHARS]
+    text = (filler[: MAX_CHARS // 2] + " suddenly I can't breathe. " + filler)[:MAX_CHARS]
     assert "difficulty_breathing" in extractor(text).present
 
 

@@ -18,8 +18,20 @@ from bot.nlu.knowledge import (
 from bot.nlu.patterns import PatternError, compile_phrase
 
 SPEC_IDS = {
-    "emergency": {"high_fever", "rapid_heartbeat", "difficulty_breathing", "low_blood_pressure", "chest_pain", "confusion",
-                  "speech_difficulty", "seizure", "hallucinations", "drowsiness", "fainting", "skin_discoloration"},
+    "emergency": {
+        "high_fever",
+        "rapid_heartbeat",
+        "difficulty_breathing",
+        "low_blood_pressure",
+        "chest_pain",
+        "confusion",
+        "speech_difficulty",
+        "seizure",
+        "hallucinations",
+        "drowsiness",
+        "fainting",
+        "skin_discoloration",
+    },
     "serious": {"leg_swelling", "stomach_pain", "bleeding"},
     "mild": {"fever", "chills", "fatigue", "cough", "headache", "loss_of_appetite", "rash", "body_pain", "malaise", "nausea", "dizziness"},
 }

@@ -28,6 +28,8 @@ KB = load_knowledge_base()
 RULES = load_language_rules()
 EXTRACTOR = SymptomExtractor(KB, RULES)
 LEVELS = set(RANK)
+
+
 def runs(examples: int = 100) -> settings:
     return settings(deadline=None, max_examples=examples, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -136,11 +138,7 @@ def test_the_emergency_phrases_of_the_knowledge_base_can_be_written() -> None:
 
 
 _TRIGGER_WORDS = {
-    w.rstrip("*")
-    for rule in RULES.context_rules
-    if rule.category != "terminate"
-    for w in re.split(r"[\s|]+", rule.literal)
-    if w
+    w.rstrip("*") for rule in RULES.context_rules if rule.category != "terminate" for w in re.split(r"[\s|]+", rule.literal) if w
 } | set(RULES.question_starters)
 _NOISE = st.text(st.characters(codec="utf-8", exclude_characters=string.ascii_letters + "?"), max_size=200)
 _ANY_NOISE = st.text(st.characters(codec="utf-8"), max_size=200)

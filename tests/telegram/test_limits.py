@@ -88,3 +88,26 @@ async def test_typing_does_not_use_the_message_budget() -> None:
     assert time.monotonic() - start < 0.3, "typing is not held back by a spent message budget"
     await _request(limiter, send, chat_id=300)
     assert time.monotonic() - start >= 0.1, "a message still is (the check can fail)"
+
+
+@pytest.mark.parametrize(("rate", "slow"), [(10.0, True), (200.0, False)])
+async def test_overall_budget_comes_from_the_setting(tmp_path, rate: float, slow: bool) -> None:  # noqa: ANN001
+    """TELEGRAM_SEND_RATE reaches the application's limiter: 25 replies to 25 chats take ≥ 1.5 s at 10/s."""
+    from starlette.datastructures import Secret
+
+    from bot.servers import isolated_settings
+    from bot.telegram.app import build_application, build_relay
+
+    settings = isolated_settings(tmp_path, telegram_bot_token=Secret("1:limits"), telegram_send_rate=rate)
+    limiter = build_application(settings, build_relay(settings)).bot.rate_limiter
+    assert isinstance(limiter, PatientChatRateLimiter)
+    await limiter.initialize()
+
+    async def send() -> bool:
+        return True
+
+    start = time.monotonic()
+    for chat in range(25):
+        await _request(limiter, send, chat_id=1000 + chat)
+    elapsed = time.monotonic() - start
+    assert (elapsed >= 1.4) if slow else (elapsed < 0.5), f"{elapsed:.2f} s at {rate:g}/s"
