@@ -49,6 +49,17 @@ class PgCluster:
     def start(self) -> None:
         self._pg_ctl("-o", self.options, "-l", str(self.data / "log"), "-w", "start")  # type: ignore[operator]
 
+    def set_read_only(self, on: bool) -> None:
+        """Every new transaction read-only, as on a standby after a failover (fault tests).
+
+        `ALTER SYSTEM` + reload reaches the sessions already open too, unlike `ALTER DATABASE`."""
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(f"ALTER SYSTEM SET default_transaction_read_only = {'on' if on else 'off'}")
+            cursor.execute("SELECT pg_reload_conf()")
+        conn.close()
+
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 

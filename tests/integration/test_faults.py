@@ -342,3 +342,19 @@ def test_database_unreachable_on_postgresql(pg_cluster: PgCluster, tmp_path: Pat
             hint="the tracker database is unreachable",
             readable=False,
         )
+
+
+def test_read_only_database_on_postgresql(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """A database that takes no writes (a standby after failover): fail-safe, a clear log line, no crash."""
+    url = pg_cluster.create_database(f"faults_{uuid.uuid4().hex[:8]}")
+    with private_rig(url, tmp_path, tmp_path) as rig:
+        try:
+            _broken_then_restored(
+                rig,
+                ["my lips look blue", "and my fever is 39.5"],
+                break_it=lambda: (pg_cluster.set_read_only(True), time.sleep(1)),
+                restore=lambda: pg_cluster.set_read_only(False),
+                hint="the tracker database is read-only",
+            )
+        finally:
+            pg_cluster.set_read_only(False)  # the cluster is shared with the other PostgreSQL tests
