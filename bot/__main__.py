@@ -188,6 +188,9 @@ def cmd_rasa(args: argparse.Namespace) -> int:
         rasa_args += ["--auth-token", token]
     from rasa.__main__ import main as rasa_main
 
+    from bot.gc_tuning import install_for_rasa_server
+
+    install_for_rasa_server()
     sys.argv = ["rasa", *rasa_args]
     rasa_main()
     return 0

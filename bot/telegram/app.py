@@ -25,6 +25,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.gc_tuning import freeze_long_lived
 from bot.settings import Settings
 from bot.telegram.aiohttp_request import AiohttpRequest
 from bot.telegram.dedup import UpdateDeduplicator
@@ -112,6 +113,7 @@ def build_application(settings: Settings, relay: Relay, dedup: UpdateDeduplicato
 
 async def _post_init(application: Application, relay: Relay) -> None:
     relay.is_emergency = await asyncio.to_thread(emergency_detector)
+    freeze_long_lived("relay")  # the spaCy pipeline and the knowledge base: no long GC pauses later
     relay.start_retrying(application.bot)
     try:
         await application.bot.set_my_commands(COMMANDS)
