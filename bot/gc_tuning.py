@@ -8,6 +8,10 @@ the collector's sight, as CPython's documentation suggests for long-lived start-
 collections walk only what was made since (conversations, requests). Objects in the frozen set
 are still freed by reference counting; only cycles among them stay, which for a model loaded
 once per process is nothing.
+
+Measured (soak, 30 msg/s): Rasa's full collections 1.05–1.2 s → 0.44–0.47 s. They come about
+twice as often (fewer survivors to compare new objects with), so the total time is similar;
+what this buys is a shorter longest wait. The rest is the tracker cache.
 """
 
 from __future__ import annotations
