@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("--minutes", type=float, default=30.0)
     so.add_argument("--rate", type=float, default=30.0, help="messages per second, open loop")
     so.add_argument("--warmup", type=float, default=5.0, help="minutes before latency and memory are compared")
-    so.add_argument("--send-rate", type=float, default=33.0, help="the relay's TELEGRAM_SEND_RATE for the run (msg/s)")
+    so.add_argument("--send-rate", type=float, help="the relay's TELEGRAM_SEND_RATE for the run, msg/s (default: soak.SEND_RATE)")
     so.set_defaults(func=cmd_soak)
     bl = sub.add_parser("bench", help="open-loop load on the product and on a stock `rasa init` baseline")
     bl.add_argument("--rates", default="", help="comma-separated msg/s (default 10,30,60,100,150)")

@@ -53,24 +53,26 @@ class PgCluster:
         """Every new transaction read-only, as on a standby after a failover (fault tests).
 
         `ALTER SYSTEM` + reload reaches the sessions already open too, unlike `ALTER DATABASE`."""
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(f"ALTER SYSTEM SET default_transaction_read_only = {'on' if on else 'off'}")
-            cursor.execute("SELECT pg_reload_conf()")
-        conn.close()
+        self._admin(f"ALTER SYSTEM SET default_transaction_read_only = {'on' if on else 'off'}", "SELECT pg_reload_conf()")
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         """A new empty database; returns its SQLAlchemy URL."""
+        self._admin(f'CREATE DATABASE "{name}"')  # our own identifier, not input
+        return self.url(name)
+
+    def _admin(self, *statements: str) -> None:
+        """Run statements as the superuser outside a transaction (CREATE DATABASE, ALTER SYSTEM refuse one)."""
         conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
         conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')  # noqa: S608 - our own identifier, not input
-        conn.close()
-        return self.url(name)
+        try:
+            with conn.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        finally:
+            conn.close()
 
 
 @contextmanager

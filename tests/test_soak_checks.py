@@ -11,6 +11,8 @@ def test_plan_spreads_messages_over_live_chats_and_replaces_finished_patients() 
     assert plan.message(300) == (10.0, 0, 1), "each live chat writes every live / rate seconds"
     assert plan.message(300 * 6)[1:] == (300, 0), "after its 6 messages, slot 0 is a new patient"
     assert plan.conversations == 9000
+    short = Plan(rate=30, live=300, per_chat=6, total=540)  # `--minutes 0.3`: the last message is not the newest chat's
+    assert short.conversations == 300 == 1 + max(short.message(n)[1] for n in range(short.total))
 
 
 def test_window_p95_counts_only_its_minutes_and_unanswered_as_late() -> None:

@@ -71,7 +71,8 @@ class Plan:
 
     @property
     def conversations(self) -> int:
-        return self.message(self.total - 1)[1] + 1 if self.total else 0
+        # The last `live` messages visit every slot once; the newest patients are among them.
+        return max((self.message(n)[1] + 1 for n in range(max(0, self.total - self.live), self.total)), default=0)
 
 
 def rss_mb(pid: int) -> float:
@@ -199,7 +200,8 @@ def run(
         fake.stop()
     lat = latencies(pushes, _replies(fake))
     senders = [sender_id(FIRST_CHAT + c, str(settings.sender_id_key)) for c in range(len(convs))]
-    books = delivery(stored_user_texts(str(settings.database_url)), senders, convs)
+    sent = [convs[c][: sum(1 for k in range(per_chat) if (c, k) in pushes)] for c in range(len(convs))]
+    books = delivery(stored_user_texts(str(settings.database_url)), senders, sent)  # a short run ends mid-conversation
     windows = per_minute(pushes, lat, start)
     warm_s, end_s = warmup_minutes * 60, plan.total / rate
     compared = {
@@ -304,7 +306,7 @@ def format_result(r: dict[str, Any]) -> str:
         f"soak — {r['machine']}, {r['date']}",
         f"{r['messages']} messages from {r['conversations']} chats at {r['rate_msg_s']:g} msg/s "
         f"({r['achieved_msg_s']} achieved) for {r['minutes']:g} min, warm-up {r['warmup_minutes']:g} min, "
-        f"relay send budget {r.get('send_rate_msg_s', 30):g} msg/s",
+        f"relay send budget {r['send_rate_msg_s']:g} msg/s",
         f"{'minute':>6} {'sent':>6} {'answered':>9} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}",
     ]
     lines += [
@@ -320,7 +322,8 @@ def format_result(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(minutes: float, rate: float, warmup_minutes: float, send_rate: float = SEND_RATE, out: Path | None = None) -> dict[str, Any]:
+def main(minutes: float, rate: float, warmup_minutes: float, send_rate: float | None = None, out: Path | None = None) -> dict[str, Any]:
+    send_rate = SEND_RATE if send_rate is None else send_rate
     if send_rate <= rate:
         sys.stderr.write(f"note: send budget {send_rate:g}/s ≤ incoming {rate:g}/s: the reply queue has no headroom, expect p95 to creep\n")
     result = run(minutes=minutes, rate=rate, warmup_minutes=warmup_minutes, send_rate=send_rate)

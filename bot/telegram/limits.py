@@ -70,7 +70,7 @@ class PatientChatRateLimiter(AIORateLimiter):
         chat_id = data.get("chat_id")
         with contextlib.suppress(TypeError, ValueError):
             chat_id = int(chat_id)  # type: ignore[arg-type]
-        private = isinstance(chat_id, int) and chat_id > 0 and endpoint.startswith("send") and endpoint != "sendChatAction"
+        private = isinstance(chat_id, int) and chat_id > 0 and endpoint.startswith("send")
         delay = self._first_backoff
         for attempt in range(self._network_retries + 1):
             try:
