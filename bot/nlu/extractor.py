@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 
 from spacy.tokens import Doc, Span
 
+from bot.nlu.clauses import clause_spans
 from bot.nlu.context import ContextScopes, Trigger, resolve_overlaps
 from bot.nlu.knowledge import KnowledgeBase, LanguageRules, load_knowledge_base, load_language_rules
 from bot.nlu.pipeline import CompiledRules, build_pipeline
+from bot.nlu.semantic import SemanticMatcher, load_semantic_config
 from bot.nlu.vitals import Vital, VitalsParser
 
-PRESENT, ABSENT, HYPOTHETICAL = "present", "absent", "hypothetical"
+PRESENT, ABSENT, HYPOTHETICAL, PAST = "present", "absent", "hypothetical", "past"
 # Longer messages are cut here; 20,000 characters (the largest Telegram allows is 4,096) is plenty.
 MAX_CHARS = 20_000
 
@@ -35,14 +37,25 @@ _WHEN_RE = re.compile(
 @dataclass(frozen=True)
 class SymptomMention:
     symptom: str
-    assertion: str  # present | absent | hypothetical
+    assertion: str  # present | absent | hypothetical | past
     text: str
     start: int  # character offsets in the message
     end: int
-    source: str  # phrase | vital
+    source: str  # phrase | vital | semantic
     evidence: str  # why: the words, or the vital and the threshold it crossed
     experiencer: str = "patient"  # patient | other (a relative writing; still present)
     cue: str = ""  # the negation / hypothetical words that modified it
+
+
+@dataclass(frozen=True)
+class Question:
+    """An emergency the semantic layer suspects but is not sure of: ask, don't guess."""
+
+    symptom: str
+    text: str  # the clause
+    score: float
+    start: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -64,12 +77,13 @@ class Findings:
     therapies: list[TherapyMention] = field(default_factory=list)
     worsening: list[str] = field(default_factory=list)
     vitals: list[Vital] = field(default_factory=list)
+    questions: list[Question] = field(default_factory=list)
     truncated: bool = False
 
     def ids(self, assertion: str) -> list[str]:
         """Symptom ids with this final assertion (present beats absent beats hypothetical)."""
         final: dict[str, str] = {}
-        rank = {PRESENT: 3, ABSENT: 2, HYPOTHETICAL: 1}
+        rank = {PRESENT: 4, ABSENT: 3, HYPOTHETICAL: 2, PAST: 1}
         for m in self.mentions:
             if rank[m.assertion] > rank.get(final.get(m.symptom, ""), 0):
                 final[m.symptom] = m.assertion
@@ -106,12 +120,20 @@ class Findings:
 class SymptomExtractor:
     """Finds symptoms, vitals and immunotherapy context in one message."""
 
-    def __init__(self, kb: KnowledgeBase | None = None, rules: LanguageRules | None = None) -> None:
+    def __init__(
+        self, kb: KnowledgeBase | None = None, rules: LanguageRules | None = None, semantic: SemanticMatcher | bool = True
+    ) -> None:
+        """`semantic`: a matcher, True for the one data/semantic.yml configures (unless it is
+        disabled there), False for the rules alone."""
         self.kb = kb or load_knowledge_base()
         self.rules = rules or load_language_rules()
         self.compiled: CompiledRules = build_pipeline(self.kb, self.rules)
         self.vitals = VitalsParser(self.kb)
         self._therapy_names = {t.id: t for t in self.kb.therapies}
+        if semantic is True:
+            config = load_semantic_config(self.kb)
+            semantic = SemanticMatcher(self.kb, config) if config.enabled else False
+        self.semantic: SemanticMatcher | None = semantic or None
 
     @property
     def nlp(self):  # noqa: ANN201 - spaCy Language
@@ -129,13 +151,23 @@ class SymptomExtractor:
             [Trigger(s, e, self.rules.context_rules[int(doc.vocab.strings[m])]) for m, s, e in self.compiled.context(doc)]
         )
         therapy_matches = self.compiled.therapies(doc)
-        # "not on immunotherapy, mild headache": the negation is spent on the therapy.
-        therapy_ends = [e for _, _, e in therapy_matches]
-        scopes = ContextScopes(doc, triggers, self.rules.default_max_scope, negation_stops=therapy_ends)
+        symptom_matches = self.compiled.symptoms(doc)
+        scopes = ContextScopes(
+            doc,
+            triggers,
+            self.rules.default_max_scope,
+            therapies=[(s, e) for _, s, e in therapy_matches],
+            symptom_starts={s for _, s, _ in symptom_matches},
+            symptom_tokens={i for _, s, e in symptom_matches for i in range(s, e)},
+        )
         questions = self._question_sentences(doc)
-        findings.mentions = self._phrase_mentions(doc, scopes, questions)
+        findings.mentions = self._phrase_mentions(doc, symptom_matches, scopes, questions)
         findings.vitals = self.vitals.parse(text)
         findings.mentions += self._vital_mentions(doc, findings.vitals, scopes, questions)
+        if self.semantic is not None:
+            covered = [(m.start, m.end) for m in findings.mentions] + [(v.start, v.end) for v in findings.vitals]
+            semantic, findings.questions = self._semantic_mentions(doc, covered, scopes, questions)
+            findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
         findings.worsening = [doc[t.start : t.end].text for t in scopes.in_message("worsening")]
@@ -162,6 +194,9 @@ class SymptomExtractor:
             return HYPOTHETICAL, experiencer, doc[t.start : t.end].text
         if doc[span[0]].sent.start in questions:
             return HYPOTHETICAL, experiencer, "question"
+        if "historical" in mods:
+            t = mods["historical"]
+            return PAST, experiencer, doc[t.start : t.end].text
         if "negated" in mods:
             t = mods["negated"]
             # A negation in front of an "absent" phrase is usually a list running on ("no chest
@@ -169,9 +204,11 @@ class SymptomExtractor:
             return ABSENT, experiencer, doc[t.start : t.end].text
         return (ABSENT if absent else PRESENT), experiencer, ""
 
-    def _phrase_mentions(self, doc: Doc, scopes: ContextScopes, questions: set[int]) -> list[SymptomMention]:
+    def _phrase_mentions(
+        self, doc: Doc, matches: list[tuple[int, int, int]], scopes: ContextScopes, questions: set[int]
+    ) -> list[SymptomMention]:
         spans = []
-        for match_id, start, end in self.compiled.symptoms(doc):
+        for match_id, start, end in matches:
             sid, polarity = doc.vocab.strings[match_id].split("|")
             spans.append((start, end, sid, polarity))
         # Longest span first (at equal length "present" before "absent"). A span inside a longer
@@ -203,8 +240,59 @@ class SymptomExtractor:
                 mods = scopes.modifiers((span.start, span.end))
                 if "hypothetical" in mods or span.sent.start in questions:
                     assertion = HYPOTHETICAL
+                elif "historical" in mods:
+                    assertion = PAST
             mentions.append(SymptomMention(v.symptom, assertion, v.text, v.start, v.end, "vital", v.evidence))
         return mentions
+
+    def _semantic_mentions(
+        self, doc: Doc, covered: list[tuple[int, int]], scopes: ContextScopes, questions: set[int]
+    ) -> tuple[list[SymptomMention], list[Question]]:
+        """Clauses the rules found nothing in (no phrase, no reading), read by meaning."""
+        spans = []
+        for a, b in clause_spans(doc):
+            lo, hi = doc[a].idx, doc[b - 1].idx + len(doc[b - 1])
+            if any(s < hi and lo < e for s, e in covered):
+                continue
+            if sum(1 for t in doc[a:b] if t.is_alpha) < 2:
+                continue
+            spans.append((a, b))
+        if not spans or self.semantic is None:
+            return [], []
+        mentions, asks = [], []
+        for (a, b), (score, description_negated) in zip(spans, self.semantic.score([doc[a:b].text for a, b in spans]), strict=True):
+            if score.symptom is None or not (score.hit or score.ask):
+                continue
+            span = doc[a:b]
+            assertion, experiencer, cue = self._assert_clause(a, b, doc, scopes, questions, description_negated)
+            if score.hit:
+                label = self.kb.symptoms[score.symptom].label
+                evidence = f'said "{span.text}" ≈ {label} {score.score:.2f}'
+                where = (span.start_char, span.end_char)
+                mentions.append(SymptomMention(score.symptom, assertion, span.text, *where, "semantic", evidence, experiencer, cue))
+            elif assertion == PRESENT:
+                asks.append(Question(score.symptom, span.text, score.score, span.start_char, span.end_char))
+        return mentions, asks
+
+    def _assert_clause(
+        self, a: int, b: int, doc: Doc, scopes: ContextScopes, questions: set[int], description_negated: bool
+    ) -> tuple[str, str, str]:
+        """The assertion of a whole clause: any trigger whose scope reaches into it counts.
+        A negation agrees with a description that is itself negative ("can't get words out")."""
+        mods = scopes.covering(a, b)
+        experiencer = "other" if "experiencer" in mods else "patient"
+        if "hypothetical" in mods:
+            t = mods["hypothetical"]
+            return HYPOTHETICAL, experiencer, doc[t.start : t.end].text
+        if doc[a].sent.start in questions:
+            return HYPOTHETICAL, experiencer, "question"
+        if "historical" in mods:
+            t = mods["historical"]
+            return PAST, experiencer, doc[t.start : t.end].text
+        if "negated" in mods and not description_negated:
+            t = mods["negated"]
+            return ABSENT, experiencer, doc[t.start : t.end].text
+        return PRESENT, experiencer, ""
 
     def _reconcile(self, doc: Doc, mentions: list[SymptomMention]) -> list[SymptomMention]:
         """A measured temperature speaks for the vague fever words of its sentence, and a

@@ -25,7 +25,7 @@ LANGUAGE_ENV = "CRS_LANGUAGE_RULES"
 SYMPTOM_CLASSES = ("emergency", "serious", "mild")
 LEVELS = ("none", "monitor", "urgent", "emergency")
 LEVEL_RANK = {level: i for i, level in enumerate(LEVELS)}
-CONTEXT_CATEGORIES = ("negated", "hypothetical", "pseudo", "worsening", "experiencer", "terminate")
+CONTEXT_CATEGORIES = ("negated", "hypothetical", "historical", "pseudo", "worsening", "experiencer", "terminate")
 DIRECTIONS = ("forward", "backward", "both")
 
 
@@ -41,6 +41,8 @@ class Symptom:
     phrases: tuple[str, ...]
     absent: tuple[str, ...] = ()
     subsumes: tuple[str, ...] = ()
+    descriptions: tuple[str, ...] = ()  # how people describe it, for the semantic layer
+    ask: str = ""  # the yes/no question asked when the semantic layer is unsure
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,11 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
             phrases=phrases,
             absent=_str_list(entry.get("absent"), f"symptom {sid}.absent"),
             subsumes=_str_list(entry.get("subsumes"), f"symptom {sid}.subsumes"),
+            descriptions=_str_list(entry.get("descriptions"), f"symptom {sid}.descriptions"),
+            ask=str(entry.get("ask") or ""),
         )
+        if cls == "emergency" and symptoms[sid].descriptions and not symptoms[sid].ask:
+            raise KnowledgeBaseError(f"{where}: emergency symptom {sid} has descriptions but no `ask` question")
     for s in symptoms.values():
         for other in s.subsumes:
             if other not in symptoms:
@@ -204,7 +210,8 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         category = _require(r, "category", f"{where}: context rule {literal!r}")
         if category not in CONTEXT_CATEGORIES:
             raise KnowledgeBaseError(f"{where}: context rule {literal!r} has unknown category {category!r}")
-        direction = r.get("direction", "forward")
+        # A terminator ends scopes from both sides unless it says which direction it stops.
+        direction = r.get("direction", "both" if category == "terminate" else "forward")
         if direction not in DIRECTIONS:
             raise KnowledgeBaseError(f"{where}: context rule {literal!r} has unknown direction {direction!r}")
         ends = _str_list(r.get("ends"), f"context rule {literal!r}.ends")

@@ -1,0 +1,186 @@
+"""The semantic layer: a clause is compared by meaning with the knowledge base's descriptions.
+
+Patients describe a scene ("people in the corner who aren't there"), an event ("went down like
+a sack of potatoes") or a feeling ("an elephant on my chest"), and no phrase list keeps up. Each
+symptom in data/symptoms.yml carries `descriptions:` written the way people talk; each clause of
+a message is embedded (bot/nlu/encoder.py) and scored against them by cosine similarity. A
+clause counts as a symptom when its best description is at least that symptom's threshold and
+beats every everyday `background` sentence of data/semantic.yml by the margin; an emergency
+candidate a little below its threshold becomes a question to ask, not a guess. Thresholds live
+in data/semantic.yml so a clinician can change them; emergencies may have lower ones.
+
+The extractor decides the assertion (negated, hypothetical, past, someone else) with the same
+ConText rules as for phrases; this module only scores meaning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot import PROJECT_ROOT
+from bot.nlu.knowledge import KnowledgeBase, KnowledgeBaseError, _read_yaml, _require, _str_list
+
+DEFAULT_SEMANTIC_PATH = PROJECT_ROOT / "data" / "semantic.yml"
+SEMANTIC_ENV = "CRS_SEMANTIC_CONFIG"
+CACHE_SIZE = 4096
+# Words that make a description (or a clause) say the opposite of its content words.
+_NEGATION_RE = re.compile(r"\b(?:not|no|never|nobody|nothing|none|without|cannot|cant|wont|dont|doesnt|didnt|isnt|arent)\b|n't\b")
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    enabled: bool
+    model_name: str
+    model_revision: str
+    package: str
+    checksums: dict[str, str]
+    threshold: float
+    ask_from: float
+    margin: float
+    per_symptom: dict[str, dict[str, float]]
+    background: tuple[str, ...]
+    path: Path = field(default=DEFAULT_SEMANTIC_PATH)
+
+    def threshold_for(self, symptom: str) -> float:
+        return float(self.per_symptom.get(symptom, {}).get("threshold", self.threshold))
+
+    def ask_from_for(self, symptom: str) -> float:
+        return float(self.per_symptom.get(symptom, {}).get("ask_from", self.ask_from))
+
+
+def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, path: Path = DEFAULT_SEMANTIC_PATH) -> SemanticConfig:
+    """Validate data/semantic.yml (and that its per-symptom entries name known symptoms)."""
+    where = str(path)
+    model = _require(raw, "model", where)
+    checksums = _require(model, "sha256", f"{where}: model")
+    if not isinstance(checksums, dict) or not all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in checksums.values()):
+        raise KnowledgeBaseError(f"{where}: model.sha256 must map file names to 64 hex digits")
+    for required in ("model.safetensors", "tokenizer.json"):
+        if required not in checksums:
+            raise KnowledgeBaseError(f"{where}: model.sha256 must pin {required}")
+    defaults = _require(raw, "defaults", where)
+    numbers = {}
+    for key in ("threshold", "ask_from", "margin"):
+        value = _require(defaults, key, f"{where}: defaults")
+        if not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:
+            raise KnowledgeBaseError(f"{where}: defaults.{key} = {value!r} is not a similarity in [-1, 1]")
+        numbers[key] = float(value)
+    if numbers["ask_from"] > numbers["threshold"]:
+        raise KnowledgeBaseError(f"{where}: defaults.ask_from must not exceed defaults.threshold")
+    per_symptom: dict[str, dict[str, float]] = {}
+    for sid, entry in (raw.get("symptoms") or {}).items():
+        if kb is not None and sid not in kb.symptoms:
+            raise KnowledgeBaseError(f"{where}: symptoms.{sid} is not a symptom of the knowledge base")
+        if not isinstance(entry, dict) or set(entry) - {"threshold", "ask_from"}:
+            raise KnowledgeBaseError(f"{where}: symptoms.{sid} may only set threshold and ask_from")
+        per_symptom[sid] = {k: float(v) for k, v in entry.items()}
+        if per_symptom[sid].get("ask_from", numbers["ask_from"]) > per_symptom[sid].get("threshold", numbers["threshold"]):
+            raise KnowledgeBaseError(f"{where}: symptoms.{sid}: ask_from must not exceed threshold")
+    return SemanticConfig(
+        enabled=bool(raw.get("enabled", True)),
+        model_name=str(_require(model, "name", f"{where}: model")),
+        model_revision=str(model.get("revision", "")),
+        package=str(model.get("package", "")),
+        checksums={str(k): str(v) for k, v in checksums.items()},
+        threshold=numbers["threshold"],
+        ask_from=numbers["ask_from"],
+        margin=numbers["margin"],
+        per_symptom=per_symptom,
+        background=_str_list(raw.get("background"), "background"),
+        path=path,
+    )
+
+
+def semantic_path() -> Path:
+    return Path(os.environ.get(SEMANTIC_ENV) or DEFAULT_SEMANTIC_PATH)
+
+
+def load_semantic_config(kb: KnowledgeBase | None = None, path: Path | str | None = None) -> SemanticConfig:
+    return parse_semantic_config(_read_yaml(Path(path) if path else semantic_path()), kb, Path(path) if path else semantic_path())
+
+
+def is_negated_text(text: str) -> bool:
+    """Whether a description itself says "not ..." ("the words won't come out")."""
+    return bool(_NEGATION_RE.search(text.lower().replace("’", "'")))
+
+
+@dataclass(frozen=True)
+class ClauseScore:
+    """How close one clause is to the knowledge base, by meaning."""
+
+    symptom: str | None  # the best symptom, or None when background wins
+    score: float
+    description: str
+    background: float  # best similarity to an everyday background sentence
+    hit: bool  # at or over the symptom's threshold and beating the background by the margin
+    ask: bool  # an emergency candidate in [ask_from, threshold): ask the patient
+
+
+@lru_cache(maxsize=2)
+def _shared_encoder(checksums: tuple[tuple[str, str], ...]) -> Any:
+    from bot.nlu.encoder import MiniLMEncoder  # noqa: PLC0415 - loads NumPy weights only when used
+
+    return MiniLMEncoder.from_package(dict(checksums))
+
+
+class SemanticMatcher:
+    """Scores clauses against every symptom description (see module docstring)."""
+
+    def __init__(self, kb: KnowledgeBase, config: SemanticConfig, encoder: Any | None = None) -> None:
+        self.kb = kb
+        self.config = config
+        self.encoder = encoder or _shared_encoder(tuple(sorted(config.checksums.items())))
+        self.owner: list[str] = []
+        self.texts: list[str] = []
+        for s in kb.symptoms.values():
+            for d in s.descriptions:
+                self.owner.append(s.id)
+                self.texts.append(d)
+        if not self.texts:
+            raise KnowledgeBaseError(f"{kb.path}: no symptom has descriptions for the semantic layer")
+        self.negated = np.array([is_negated_text(t) for t in self.texts])
+        self.vectors = self.encoder.encode(self.texts)
+        self.background = self.encoder.encode(list(config.background) or ["hello"])
+        self.emergency = {s.id for s in kb.symptoms.values() if s.cls == "emergency"}
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def embed(self, clauses: list[str]) -> np.ndarray:
+        """Clause vectors, computed in one batch for those not seen recently."""
+        keys = [c.strip().lower() for c in clauses]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if missing:
+            for k, v in zip(missing, self.encoder.encode(missing), strict=True):
+                self._cache[k] = v
+                if len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        for k in keys:
+            self._cache.move_to_end(k)
+        return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, self.vectors.shape[1]), np.float32)
+
+    def score(self, clauses: list[str]) -> list[tuple[ClauseScore, bool]]:
+        """For each clause: its ClauseScore and whether the winning description is itself negated."""
+        if not clauses:
+            return []
+        vectors = self.embed(clauses)
+        sims = vectors @ self.vectors.T  # (clauses, descriptions)
+        bg = (vectors @ self.background.T).max(1) if len(self.background) else np.full(len(clauses), -1.0)
+        out = []
+        for row, background in zip(sims, bg, strict=True):
+            best = int(row.argmax())
+            symptom, value = self.owner[best], float(row[best])
+            threshold = self.config.threshold_for(symptom)
+            clear = value >= float(background) + self.config.margin
+            hit = clear and value >= threshold
+            ask = (not hit) and symptom in self.emergency and value >= self.config.ask_from_for(symptom) and value > float(background)
+            out.append(
+                (ClauseScore(symptom, round(value, 3), self.texts[best], round(float(background), 3), hit, ask), bool(self.negated[best]))
+            )
+        return out
