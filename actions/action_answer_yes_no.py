@@ -10,7 +10,7 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.conversation import TriageState, labels, responders_note
-from actions.replies import EMERGENCY_CHECK, THERAPY_QUESTION, follow_up_events, send_level_advice, slot_events
+from actions.replies import EMERGENCY_CHECK, POSSIBLE_SYMPTOM, THERAPY_QUESTION, follow_up_events, send_level_advice, slot_events
 from bot.nlu.knowledge import load_knowledge_base
 
 
@@ -37,6 +37,29 @@ class ActionAnswerYesNo(Action):
                 dispatcher.utter_message(response="utter_emergency_check_yes", responders=responders_note(state))
                 return events + slot_events(state, before)
             dispatcher.utter_message(response="utter_emergency_check_no")
+        elif pending == POSSIBLE_SYMPTOM:
+            possible = tracker.get_slot("possible_symptom") or {}
+            symptom = possible.get("symptom") if isinstance(possible, dict) else None
+            events.append(SlotSet("possible_symptom", None))
+            if symptom in kb.symptoms:
+                question = kb.symptoms[symptom].ask
+                evidence = f'{possible.get("evidence") or ""}; answered {"yes" if yes else "no"} to "{question}"'.lstrip("; ")
+                if yes:
+                    state = replace(
+                        state,
+                        symptoms=(*state.symptoms, symptom) if symptom not in state.symptoms else state.symptoms,
+                        denied=tuple(s for s in state.denied if s != symptom),
+                        evidence={**state.evidence, symptom: evidence},
+                    )
+                    state, result = state.assessed(kb)
+                    send_level_advice(dispatcher, kb, state, result, [symptom])
+                    return events + slot_events(state, before)
+                state = replace(state, denied=(*state.denied, symptom) if symptom not in state.denied else state.denied)
+                state = replace(state, reasons=(*state.reasons, evidence))
+            dispatcher.utter_message(response="utter_possible_symptom_no")
+            if state.level != "none":
+                state, result = state.assessed(kb)
+                send_level_advice(dispatcher, kb, state, result, [])
         elif pending == THERAPY_QUESTION:
             state = state.with_therapy(yes)
             state, result = state.assessed(kb)

@@ -10,7 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.conversation import MessageFindings, TriageState
 from actions.enrolment_context import with_enrolment
-from actions.replies import THERAPY_QUESTION, follow_up_events, hypothetical_advice, send_level_advice
+from actions.replies import THERAPY_QUESTION, ask_possible_symptom, follow_up_events, hypothetical_advice, send_level_advice, slot_events
 from bot.nlu.knowledge import load_knowledge_base
 
 
@@ -58,8 +58,19 @@ class ActionTriage(Action):
                 send_level_advice(dispatcher, kb, state, result, [])
             elif not state.symptoms:
                 dispatcher.utter_message(response="utter_ask_symptoms")
-        else:
-            dispatcher.utter_message(response="utter_unknown_symptom")
+        elif not findings.possible:
+            intent = (message.get("intent") or {}).get("name")
+            if state.level != "none" and intent == "ask_what_to_do":
+                send_level_advice(dispatcher, kb, state, result, [])  # "what should I do?" after a triage
+            else:
+                dispatcher.utter_message(response="utter_unknown_symptom")
 
+        cleared = [SlotSet("untriaged", [])] if untriaged else []
+        if findings.possible and state.level != "emergency":
+            question = ask_possible_symptom(dispatcher, kb, state, findings.possible)
+            if question:
+                return slot_events(state, before) + question + cleared
+        if not dispatcher.messages:  # never silent: the suspected sign was already settled
+            dispatcher.utter_message(response="utter_unknown_symptom")
         events = follow_up_events(dispatcher, kb, state, before, asked)
-        return events + ([SlotSet("untriaged", [])] if untriaged else [])
+        return events + cleared

@@ -27,6 +27,7 @@ class MessageFindings:
     therapy: str | None = None
     therapy_kind: str | None = None
     therapy_when: str | None = None
+    possible: list[tuple[str, str, float]] = field(default_factory=list)  # (symptom, words, similarity), best first
 
     @classmethod
     def from_entities(cls, entities: Iterable[Mapping[str, Any]], kb: KnowledgeBase) -> MessageFindings:
@@ -36,6 +37,7 @@ class MessageFindings:
         worsening: list[str] = []
         therapies_on: list[Mapping[str, Any]] = []
         therapies_off = False
+        possible: list[tuple[str, str, float]] = []
         for e in entities:
             kind, value, role = e.get("entity"), e.get("value"), e.get("role")
             if kind == "symptom" and value in kb.symptoms:
@@ -53,6 +55,12 @@ class MessageFindings:
                     therapies_off = True
             elif kind == "worsening":
                 worsening.append(str(value))
+            elif kind == "possible_symptom" and value in kb.symptoms:
+                try:
+                    similarity = float(e.get("score") or 0.0)
+                except (TypeError, ValueError):
+                    similarity = 0.0
+                possible.append((str(value), str(e.get("text") or "")[:200], similarity))
         absent = {s: ev for s, ev in absent.items() if s not in present}
         hypothetical = [s for s in hypothetical if s not in present and s not in absent]
         named = [t for t in therapies_on if t.get("kind") and t.get("value") != t.get("kind")]
@@ -66,6 +74,7 @@ class MessageFindings:
             therapy=str(best.get("name")) if best else None,
             therapy_kind=str(best.get("kind")) if best else None,
             therapy_when=next((str(t["when"]) for t in therapies_on if t.get("when")), None),
+            possible=sorted((p for p in possible if p[0] not in present and p[0] not in absent), key=lambda p: -p[2]),
         )
 
     @property

@@ -13,6 +13,7 @@ from bot.nlu.knowledge import KnowledgeBase
 
 THERAPY_QUESTION = "therapy"
 EMERGENCY_CHECK = "emergency_check"
+POSSIBLE_SYMPTOM = "possible_symptom"
 
 
 def _sentence_start(text: str) -> str:
@@ -109,6 +110,21 @@ def slot_events(state: TriageState, before: TriageState) -> list[dict[str, Any]]
     and replayed by Rasa on each later message, so unchanged ones cost time for nothing."""
     old = before.to_slots()
     return [SlotSet(k, v) for k, v in state.to_slots().items() if old.get(k) != v]
+
+
+def ask_possible_symptom(
+    dispatcher: CollectingDispatcher, kb: KnowledgeBase, state: TriageState, possible: list[tuple[str, str, float]]
+) -> list[dict[str, Any]]:
+    """Ask "Are you saying ...?" about the best emergency the semantic layer suspects but is
+    not sure of (none asked if already known). The reply names 911 whatever the answer."""
+    for symptom, words, similarity in possible:
+        if symptom in state.symptoms or symptom in state.denied or not kb.symptoms[symptom].ask:
+            continue
+        label = kb.symptoms[symptom].label
+        evidence = f'said "{words}" ≈ {label} {similarity:.2f}'
+        dispatcher.utter_message(response="utter_ask_possible_symptom", question=kb.symptoms[symptom].ask, said=words[:160])
+        return [SlotSet("pending_question", POSSIBLE_SYMPTOM), SlotSet("possible_symptom", {"symptom": symptom, "evidence": evidence})]
+    return []
 
 
 def follow_up_events(

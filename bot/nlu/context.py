@@ -31,10 +31,11 @@ class Trigger:
 
 
 def resolve_overlaps(triggers: list[Trigger]) -> list[Trigger]:
-    """Longest trigger wins where two overlap (then the earlier one)."""
-    kept: list[Trigger] = []
+    """Longest trigger wins where two overlap (then the earlier one). Terminators are kept
+    whatever overlaps them: "she" both names someone else and ends a negation."""
+    kept: list[Trigger] = [t for t in triggers if t.category == "terminate"]
     taken: set[int] = set()
-    for t in sorted(triggers, key=lambda t: (-(t.end - t.start), t.start)):
+    for t in sorted((t for t in triggers if t.category != "terminate"), key=lambda t: (-(t.end - t.start), t.start)):
         if taken.isdisjoint(range(t.start, t.end)):
             kept.append(t)
             taken.update(range(t.start, t.end))
@@ -119,6 +120,21 @@ class ContextScopes:
                 scope.add(i)
                 words += not doc[i].is_punct
         return scope
+
+    def clause_denial(self, start: int, end: int, lead: int = 3) -> Trigger | None:
+        """A negation that denies a whole clause: it opens the clause ("no trouble getting my
+        words out", "I'm not seeing things") or closes it ("seeing things: none"). A negation in
+        the middle ("people who aren't there") is part of what the clause describes."""
+        words = [i for i in range(start, end) if not self.doc[i].is_punct and not self.doc[i].is_space]
+        head, tail = set(words[:lead]), set(words[-2:])
+        for trig, scope in self.scopes:
+            if trig.category != "negated" or not any(start <= i < end for i in scope):
+                continue
+            if trig.start in head or (trig.start < start and trig.rule.direction != "backward"):
+                return trig
+            if trig.rule.direction == "backward" and (trig.start in tail or trig.start >= end):
+                return trig
+        return None
 
     def covering(self, start: int, end: int) -> dict[str, Trigger]:
         """The categories whose scope reaches into tokens [start, end) (a whole clause)."""

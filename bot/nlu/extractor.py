@@ -289,9 +289,9 @@ class SymptomExtractor:
         if "historical" in mods:
             t = mods["historical"]
             return PAST, experiencer, doc[t.start : t.end].text
-        if "negated" in mods and not description_negated:
-            t = mods["negated"]
-            return ABSENT, experiencer, doc[t.start : t.end].text
+        denial = scopes.clause_denial(a, b)
+        if denial is not None and not description_negated:
+            return ABSENT, experiencer, doc[denial.start : denial.end].text
         return PRESENT, experiencer, ""
 
     def _reconcile(self, doc: Doc, mentions: list[SymptomMention]) -> list[SymptomMention]:

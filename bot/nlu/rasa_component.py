@@ -69,6 +69,19 @@ def findings_to_entities(findings: Findings) -> list[dict[str, Any]]:
                 "extractor": EXTRACTOR_NAME,
             }
         )
+    for q in findings.questions:
+        entities.append(
+            {
+                "entity": "possible_symptom",
+                "value": q.symptom,
+                "start": q.start,
+                "end": q.end,
+                "text": q.text,
+                "score": q.score,
+                "confidence_entity": q.score,
+                "extractor": EXTRACTOR_NAME,
+            }
+        )
     for cue in findings.worsening:
         entities.append({"entity": "worsening", "value": cue, "confidence_entity": 1.0, "extractor": EXTRACTOR_NAME})
     return entities
@@ -77,7 +90,7 @@ def findings_to_entities(findings: Findings) -> list[dict[str, Any]]:
 def route_intent(findings: Findings, predicted: str | None, config: dict[str, Any]) -> str | None:
     """The intent to force from what the extractor found, or None to keep the classifier's."""
     assertions = {m.assertion for m in findings.mentions}
-    if assertions & {PRESENT, ABSENT} or findings.worsening:
+    if assertions & {PRESENT, ABSENT} or findings.worsening or findings.questions:
         return config["symptom_intent"]
     if any(t.assertion in (PRESENT, ABSENT) for t in findings.therapies) and predicted not in config["question_intents"]:
         return config["therapy_intent"]  # "does blinatumomab cause CRS" stays a question
