@@ -20,7 +20,7 @@ _KEYWORDS = {
     "spo2": r"spo2|sp02|sa02|sao2|o2 sat(?:uration)?s?|o2|oxygen(?: level| saturation| sat(?:uration)?s?)?|sats?|saturations?|"
     r"pulse ?ox(?:imeter)?|oximeter|ox(?:y|i)meter|pulseox|oxygenation",
     "pulse": r"pulse(?! ?ox)(?: rate)?|heart ?rate|hr|heartbeat|heart beat|bpm|heart",
-    "bp": r"blood pressure|bp|b/p|pressure|systolic",
+    "bp": r"blood pressure|bp|b/p|pressure|systolic|sys|top number|upper number",
     "temp": r"temperature|temp|fever|thermometer|febrile|temps",
 }
 _KEYWORD_RE = re.compile(
@@ -36,6 +36,17 @@ _TEMP_UNIT_RE = re.compile(
 _NUM_RE = re.compile(r"(?<![\d/])" + _NUM + r"(?![\d/])\s*(?P<unit>%|bpm|beats|mm ?hg|/min)?", re.IGNORECASE)
 # The gap between a keyword and its number: short, no digits, no sentence end.
 _GAP_RE = re.compile(r"[^\d.!?\n]{0,40}")
+# Blood pressure said in words: "top number in the 70s", "80-something on top", "systolic 85ish".
+_LOOSE = r"(\d{2,3})(?:'?s\b|\s*-?\s*something\b|\s*ish\b)?"
+_BP_WORDS_RE = re.compile(
+    r"\b(?:top|upper|first|systolic|sys)\b(?:\s+(?:number|one|reading|pressure|bp))?[^\d\n.!?]{0,25}?" + _LOOSE
+    + r"|" + _LOOSE.replace("(", "(?P<on_top>", 1) + r"\s+on\s+(?:the\s+)?top\b",
+    re.IGNORECASE,
+)
+# A bare whole number or range that reads as a temperature in °F only beside a fever word:
+# "102 tonight and burning up", "running 101-102".
+_BARE_F_RE = re.compile(r"(?<![\d./,])(\d{3})(?:\s*(?:-|to)\s*(\d{3}))?(?![\d/%]|[.,]\d)")
+_FEVER_CUE_RE = re.compile(r"\b(?:fever\w*|temp\w*|running|spik\w*|burning|hot|thermometer|feverish|febrile)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,10 @@ class VitalsParser:
             marked = kw in ("bp", None) or re.match(r"\s*mm ?hg", text[m.end() :], re.I)
             if plausible and marked and (kw == "bp" or sys_ >= 60):
                 add(self.blood_pressure(sys_, dia, m.group(0), m.start(), m.end()), m.start(), m.end())
+        for m in _BP_WORDS_RE.finditer(text):
+            group = "on_top" if m.group("on_top") else 1
+            number, a, b = m.group(group), m.start(group), m.end(group)
+            add(self.blood_pressure(_f(number), None, m.group(0).strip(), a, b), a, b)
         for m in _TEMP_UNIT_RE.finditer(text):
             number = m.group(1) or m.group("deg")
             unit = (m.group("unit") or "").upper()[:1] or None
@@ -174,4 +189,12 @@ class VitalsParser:
             elif not unit and re.fullmatch(r"\d{2,3}[.,]\d", m.group(1)):
                 # A bare decimal in the body-temperature range ("it's 39.8 now").
                 add(self.temperature(value, None, m.group(0), a, b), a, b)
+        for m in _BARE_F_RE.finditer(text):
+            a, b = m.start(), m.end()
+            sentence = re.split(r"[.!?\n]", text[max(0, a - 80) : b + 80])
+            if not free(a, b) or keyword_before(a) in ("pulse", "bp", "spo2") or not any(_FEVER_CUE_RE.search(x) for x in sentence):
+                continue
+            value = max(_f(m.group(1)), _f(m.group(2) or m.group(1)))
+            if 99 <= value <= 108:
+                add(self.temperature(value, "F", m.group(0), a, b), a, b)
         return sorted(found, key=lambda v: v.start)
