@@ -7,10 +7,11 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 MODEL := models/crs.tar.gz
 TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml,$(wildcard data/*.yml)) $(wildcard bot/nlu/*.py)
-CASES ?= ../shared/cases/dev.jsonl
+# Scored apart: our tuned cases, the blind files (written before the patterns), the shared samples.
+CASES ?= tests/cases/own.jsonl tests/cases/blind-a.jsonl tests/cases/blind-b.jsonl ../shared/cases/dev.jsonl ../shared/cases/real-accounts.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: run test eval user retention clinic browser bench bench-clinic bench-relay soak fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: properties run test eval user retention clinic browser bench bench-clinic bench-relay soak fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt requirements/model.txt
@@ -76,6 +77,10 @@ audit: .venv/.installed
 # 30 msg/s for 30 minutes through the Telegram relay (SOAK_ARGS="--minutes 5" for a shorter run).
 soak: $(MODEL)
 	$(PY) -m bot soak $(SOAK_ARGS)
+
+# Property tests at random with many more examples (make test runs them derandomized).
+properties: .venv/.installed
+	HYPOTHESIS_PROFILE=explore $(PY) -m pytest tests/nlu/test_properties.py -p no:cacheprovider
 
 nlu-heldout: $(MODEL)
 	$(PY) -m bot nlu-heldout --show-errors

@@ -221,6 +221,9 @@ def cmd_bench_clinic(args: argparse.Namespace) -> int:
     return 0
 
 
+CASE_KINDS = {"own": "tuned (written beside the patterns)", "blind": "blind (written before the patterns, never tuned against)"}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     settings = load_settings()
     stack = Stack(settings)
@@ -230,13 +233,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not is_up(f"{settings.rasa_url}/"):
             stack.start_rasa()
         client = RestClient(settings.rasa_url, str(settings.rasa_api_token))
-        summary = evaluate(client, Path(args.cases), Path(args.out))
+        files = [Path(c) for c in args.cases if Path(c).exists() or len(args.cases) == 1]
+        out = Path(args.out)
+        summaries = []
+        for cases in files:
+            # one case file: OUT as given; several: one results file per case file beside OUT
+            target = out if len(files) == 1 else out.parent / f"{cases.stem}.jsonl"
+            summaries.append((cases, target, evaluate(client, cases, target)))
     finally:
         stack.stop()
-    sys.stdout.write(format_summary(summary) + "\n")
-    if args.show_misses:
-        for miss in summary["triage_misses"]:
-            sys.stdout.write(f"  miss {miss}\n")
+    for cases, target, summary in summaries:
+        kind = CASE_KINDS.get(cases.name.split("-")[0].split(".")[0], "sample")
+        sys.stdout.write(f"== {cases} — {kind}; results in {target}\n{format_summary(summary)}\n")
+        if args.show_misses:
+            for miss in summary["triage_misses"]:
+                sys.stdout.write(f"  miss {miss}\n")
     return 0
 
 
@@ -309,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     bc.add_argument("--requests", type=int, default=300)
     bc.set_defaults(func=cmd_bench_clinic)
     ev = sub.add_parser("eval", help="score a case file through the live stack")
-    ev.add_argument("--cases", required=True)
+    ev.add_argument("--cases", required=True, nargs="+", help="one or more case files, each scored apart")
     ev.add_argument("--out", required=True)
     ev.add_argument("--show-misses", action="store_true")
     ev.set_defaults(func=cmd_eval)

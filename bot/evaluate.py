@@ -97,7 +97,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def score(cases: Iterable[dict[str, Any]], results: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The SPEC summary figures."""
-    n = correct = under = over = emerg = emerg_hit = emerg_911 = 0
+    n = correct = under = over = emerg = emerg_hit = emerg_911 = raised = 0
     tp = fp = fn = 0
     latencies: list[float] = []
     misses: list[str] = []
@@ -110,6 +110,7 @@ def score(cases: Iterable[dict[str, Any]], results: Iterable[dict[str, Any]]) ->
         over += RANK[got] > RANK[want]
         if want != got:
             misses.append(f"{res['id']}: expected {want}, got {got}")
+        raised += want != "emergency" and got == "emergency"
         if want == "emergency":
             emerg += 1
             emerg_hit += got == "emergency"
@@ -131,6 +132,7 @@ def score(cases: Iterable[dict[str, Any]], results: Iterable[dict[str, Any]]) ->
         "emergency_911_share": emerg_911 / emerg if emerg else 1.0,
         "under_triage": under,
         "over_triage": over,
+        "non_emergency_raised": raised,  # non-emergency cases answered with emergency
         "symptom_precision": precision,
         "symptom_recall": recall,
         "symptom_f1": f1,
@@ -146,7 +148,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"cases: {s['cases']}  messages: {s['messages']}",
         f"triage accuracy: {s['triage_accuracy']:.1%}  (under-triage {s['under_triage']}, over-triage {s['over_triage']})",
         f"emergency sensitivity: {s['emergency_sensitivity']:.1%} of {s['emergency_cases']}  "
-        f"replies with 911: {s['emergency_911_share']:.1%}",
+        f"replies with 911: {s['emergency_911_share']:.1%}  "
+        f"non-emergencies raised to emergency: {s['non_emergency_raised']} of {s['cases'] - s['emergency_cases']}",
         f"symptoms: precision {s['symptom_precision']:.3f}  recall {s['symptom_recall']:.3f}  F1 {s['symptom_f1']:.3f}",
         f"latency per message: p50 {s['latency_p50_ms']:.1f} ms  p95 {s['latency_p95_ms']:.1f} ms",
     ]

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from bot.nlu.extractor import SymptomExtractor
 from bot.nlu.knowledge import KnowledgeBase, load_knowledge_base
+
+# `make test` runs the property tests derandomized: a fresh clone gets the same verdict every
+# time. `make properties` explores at random (HYPOTHESIS_PROFILE=explore) with more examples;
+# every counterexample it finds becomes an @example in the test (tests/nlu/test_properties.py).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, max_examples=2000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ threshold. `make fuzz` runs the coverage-guided counterpart (atheris) for longer
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from collections.abc import Iterator
@@ -30,8 +31,13 @@ EXTRACTOR = SymptomExtractor(KB, RULES)
 LEVELS = set(RANK)
 
 
+EXPLORE = os.environ.get("HYPOTHESIS_PROFILE") == "explore"  # `make properties`: 20x the examples, at random
+
+
 def runs(examples: int = 100) -> settings:
-    return settings(deadline=None, max_examples=examples, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    """Derandomized in `make test` (the profile in tests/conftest.py); random under `make properties`."""
+    slow = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    return settings(deadline=None, max_examples=examples * (20 if EXPLORE else 1), suppress_health_check=slow)
 
 
 def triage_level(text: str, on_immunotherapy: bool | None = None) -> str:

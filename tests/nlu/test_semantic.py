@@ -1,0 +1,118 @@
+"""The semantic layer: meaning beside the rules, with the same assertions, evidence and questions."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.nlu.clauses import clause_spans
+from bot.nlu.extractor import ABSENT, PAST, PRESENT, SymptomExtractor
+from bot.nlu.knowledge import KnowledgeBase, KnowledgeBaseError
+from bot.nlu.semantic import DEFAULT_SEMANTIC_PATH, SemanticMatcher, is_negated_text, parse_semantic_config
+
+
+@pytest.fixture(scope="module")
+def rules_only(kb: KnowledgeBase) -> SymptomExtractor:
+    return SymptomExtractor(kb, semantic=False)
+
+
+# Told as a scene, an event or a feeling: no phrase of the knowledge base matches these.
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("there are children playing in the corner of the room and nobody else can see them", "hallucinations"),
+        ("i can hear a choir singing in the walls", "hallucinations"),
+        ("he went down like a sack of potatoes in the hallway", "fainting"),
+        ("feels like an elephant sitting on me, right in the middle", "chest_pain"),
+        ("she keeps asking me what day it is, again and again", "confusion"),
+        ("his words come out like he has a mouth full of marbles", "speech_difficulty"),
+        ("she conked out halfway through our chat and we can hardly rouse her", "drowsiness"),
+        ("his knees look marbled and blotchy purple", "skin_discoloration"),
+    ],
+)
+def test_a_described_emergency_is_found_by_meaning(
+    extractor: SymptomExtractor, rules_only: SymptomExtractor, text: str, symptom: str
+) -> None:
+    assert symptom not in rules_only(text).present, "the rules alone already catch this: pick another example"
+    findings = extractor(text)
+    assert symptom in findings.present or symptom in {q.symptom for q in findings.questions}, (text, findings.mentions)
+
+
+def test_the_evidence_names_the_words_and_the_similarity(extractor: SymptomExtractor) -> None:
+    findings = extractor("I keep seeing little men in the corner of the room, only I can see them")
+    m = next(m for m in findings.mentions if m.source == "semantic")
+    assert m.symptom == "hallucinations"
+    assert m.evidence.startswith('said "I keep seeing little men in the corner') and "≈ hallucinations 0." in m.evidence
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom", "assertion"),
+    [
+        ("no, I'm not seeing people who aren't there", "hallucinations", ABSENT),  # denied at the clause's start
+        ("mum is chatting away to people who aren't in the room", "hallucinations", PRESENT),  # "aren't" is the scene
+        ("he had people in the corner who weren't there last year", "hallucinations", PAST),
+    ],
+)
+def test_semantic_hits_take_the_same_assertions(extractor: SymptomExtractor, text: str, symptom: str, assertion: str) -> None:
+    found = {m.symptom: m.assertion for m in extractor(text).mentions}
+    assert found.get(symptom) == assertion, (text, extractor(text).mentions)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "we had soup for lunch and watched the rugby",
+        "my appointment is on Friday at 10",
+        "I feel fine today, thanks for checking",
+        "the parking at the hospital is a nightmare",
+        "what is cytokine release syndrome?",
+    ],
+)
+def test_everyday_sentences_are_not_symptoms(extractor: SymptomExtractor, text: str) -> None:
+    findings = extractor(text)
+    assert not findings.present and not findings.questions, (text, findings.mentions, findings.questions)
+
+
+def test_clauses_stop_where_language_stops(extractor: SymptomExtractor) -> None:
+    doc = extractor.nlp("no fever but my heart is racing\nok, thanks; see you")
+    assert [doc[a:b].text for a, b in clause_spans(doc)] == ["no fever", "my heart is racing", "ok, thanks", "see you"]
+
+
+def test_descriptions_saying_not_are_recognised() -> None:
+    assert is_negated_text("the words won't come out")
+    assert is_negated_text("people who aren't there")
+    assert not is_negated_text("my heart is racing")
+
+
+def test_the_config_is_validated(kb: KnowledgeBase) -> None:
+    raw = yaml.safe_load(DEFAULT_SEMANTIC_PATH.read_text(encoding="utf-8"))
+    parse_semantic_config(raw, kb)
+    bad = dict(raw, symptoms={"not_a_symptom": {"threshold": 0.5}})
+    with pytest.raises(KnowledgeBaseError, match="not_a_symptom"):
+        parse_semantic_config(bad, kb)
+    with pytest.raises(KnowledgeBaseError, match="ask_from"):
+        parse_semantic_config(dict(raw, defaults={"threshold": 0.5, "ask_from": 0.6, "margin": 0.05}), kb)
+    with pytest.raises(KnowledgeBaseError, match="64 hex"):
+        parse_semantic_config(dict(raw, model=dict(raw["model"], sha256={"model.safetensors": "abc", "tokenizer.json": "abc"})), kb)
+
+
+def test_a_stricter_threshold_from_data_turns_a_hit_into_a_question(extractor: SymptomExtractor, kb: KnowledgeBase) -> None:
+    """Thresholds are data: the same clause is a hit, then (threshold raised above its score) a question."""
+    text = "there are children playing in the corner of the room and nobody else can see them"
+    hit = next(m for m in extractor(text).mentions if m.source == "semantic")
+    score = float(hit.evidence.rsplit(" ", 1)[1])
+    assert extractor.semantic is not None
+    config = dataclasses.replace(
+        extractor.semantic.config, per_symptom={"hallucinations": {"threshold": round(score + 0.01, 3), "ask_from": round(score - 0.05, 3)}}
+    )
+    strict = SymptomExtractor(kb, semantic=SemanticMatcher(kb, config, encoder=extractor.semantic.encoder))
+    findings = strict(text)
+    assert "hallucinations" not in findings.present
+    assert {q.symptom for q in findings.questions} == {"hallucinations"}
+
+
+def test_the_data_file_is_where_the_readme_says() -> None:
+    assert Path(__file__).resolve().parents[2] / "data" / "semantic.yml" == DEFAULT_SEMANTIC_PATH
