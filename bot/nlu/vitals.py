@@ -160,14 +160,15 @@ class VitalsParser:
             marked = kw in ("bp", None) or re.match(r"\s*mm ?hg", text[m.end() :], re.I)
             if plausible and marked and (kw == "bp" or sys_ >= 60):
                 add(self.blood_pressure(sys_, dia, m.group(0), m.start(), m.end()), m.start(), m.end())
-        for m in _BP_WORDS_RE.finditer(text):
-            group = "on_top" if m.group("on_top") else 1
-            number, a, b = m.group(group), m.start(group), m.end(group)
-            add(self.blood_pressure(_f(number), None, m.group(0).strip(), a, b), a, b)
         for m in _TEMP_UNIT_RE.finditer(text):
             number = m.group(1) or m.group("deg")
             unit = (m.group("unit") or "").upper()[:1] or None
             add(self.temperature(_f(number), unit, m.group(0), m.start(), m.end()), m.start(), m.end())
+        # After the readings with a unit: "at first it was 103 F" is a temperature, not a systolic.
+        for m in _BP_WORDS_RE.finditer(text):
+            group = "on_top" if m.group("on_top") else 1
+            number, a, b = m.group(group), m.start(group), m.end(group)
+            add(self.blood_pressure(_f(number), None, m.group(0).strip(), a, b), a, b)
         for m in _NUM_RE.finditer(text):
             a, b = m.start(1), m.end()
             if not free(a, b):

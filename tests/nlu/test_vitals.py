@@ -98,3 +98,18 @@ def test_a_reading_written_the_other_way_round(parser: VitalsParser) -> None:
     """Found by the property tests: "bp 40/60" was dropped as implausible; the higher number is systolic."""
     assert one(parser, "blood pressure 40/60") == ("blood_pressure", 60, "low_blood_pressure", "present")
     assert one(parser, "BP 80/120") == ("blood_pressure", 120, "low_blood_pressure", "absent")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value", "symptom"),
+    [
+        ("top number in the 80s all evening", "blood_pressure", 80, "low_blood_pressure"),
+        ("80-something on top", "blood_pressure", 80, "low_blood_pressure"),
+        ("sys 87 dia 55", "blood_pressure", 87, "low_blood_pressure"),
+        ("running 101-102 since lunch", "temperature", 102, "fever"),
+        # a unit claims its number before the loose blood-pressure words can
+        ("at first it was 103 F", "temperature", 103, "high_fever"),
+    ],
+)
+def test_numbers_said_loosely(parser: VitalsParser, text: str, kind: str, value: float, symptom: str) -> None:
+    assert [(v.kind, v.value, v.symptom) for v in parser.parse(text)] == [(kind, value, symptom)]
