@@ -9,7 +9,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.conversation import TriageState, labels, responders_note
+from actions.conversation import MessageFindings, TriageState, labels, responders_note
 from actions.replies import EMERGENCY_CHECK, POSSIBLE_SYMPTOM, THERAPY_QUESTION, follow_up_events, send_level_advice, slot_events
 from bot.nlu.knowledge import load_knowledge_base
 
@@ -45,16 +45,10 @@ class ActionAnswerYesNo(Action):
                 question = kb.symptoms[symptom].ask
                 evidence = f'{possible.get("evidence") or ""}; answered {"yes" if yes else "no"} to "{question}"'.lstrip("; ")
                 if yes:
-                    state = replace(
-                        state,
-                        symptoms=(*state.symptoms, symptom) if symptom not in state.symptoms else state.symptoms,
-                        denied=tuple(s for s in state.denied if s != symptom),
-                        evidence={**state.evidence, symptom: evidence},
-                    )
-                    state, result = state.assessed(kb)
+                    state, result = state.with_findings(MessageFindings(present={symptom: evidence})).assessed(kb)
                     send_level_advice(dispatcher, kb, state, result, [symptom])
                     return events + slot_events(state, before)
-                state = replace(state, denied=(*state.denied, symptom) if symptom not in state.denied else state.denied)
+                state = state.with_findings(MessageFindings(absent={symptom: evidence}))
                 state = replace(state, reasons=(*state.reasons, evidence))
             dispatcher.utter_message(response="utter_possible_symptom_no")
             if state.level != "none":

@@ -58,19 +58,15 @@ class ActionTriage(Action):
                 send_level_advice(dispatcher, kb, state, result, [])
             elif not state.symptoms:
                 dispatcher.utter_message(response="utter_ask_symptoms")
-        elif not findings.possible:
-            intent = (message.get("intent") or {}).get("name")
-            if state.level != "none" and intent == "ask_what_to_do":
-                send_level_advice(dispatcher, kb, state, result, [])  # "what should I do?" after a triage
-            else:
-                dispatcher.utter_message(response="utter_unknown_symptom")
+        elif state.level != "none" and (message.get("intent") or {}).get("name") == "ask_what_to_do" and not findings.possible:
+            send_level_advice(dispatcher, kb, state, result, [])  # "what should I do?" after a triage
 
         cleared = [SlotSet("untriaged", [])] if untriaged else []
         if findings.possible and state.level != "emergency":
             question = ask_possible_symptom(dispatcher, kb, state, findings.possible)
             if question:
                 return slot_events(state, before) + question + cleared
-        if not dispatcher.messages:  # never silent: the suspected sign was already settled
+        if not dispatcher.messages:  # never silent: nothing recognised, or the suspected sign was already settled
             dispatcher.utter_message(response="utter_unknown_symptom")
         events = follow_up_events(dispatcher, kb, state, before, asked)
         return events + cleared

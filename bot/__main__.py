@@ -243,7 +243,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     finally:
         stack.stop()
     for cases, target, summary in summaries:
-        kind = CASE_KINDS.get(cases.name.split("-")[0].split(".")[0], "sample")
+        kind = CASE_KINDS.get(cases.stem.split("-")[0], "sample")
         sys.stdout.write(f"== {cases} — {kind}; results in {target}\n{format_summary(summary)}\n")
         if args.show_misses:
             for miss in summary["triage_misses"]:

@@ -14,7 +14,7 @@ from bot.nlu.knowledge import KnowledgeBase, load_knowledge_base
 # time. `make properties` explores at random (HYPOTHESIS_PROFILE=explore) with more examples;
 # every counterexample it finds becomes an @example in the test (tests/nlu/test_properties.py).
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
-settings.register_profile("explore", derandomize=False, max_examples=2000, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)  # examples: runs() in test_properties
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

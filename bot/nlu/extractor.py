@@ -257,11 +257,12 @@ class SymptomExtractor:
             if sum(1 for t in doc[a:b] if t.is_alpha) < 2:
                 continue
             spans.append((a, b))
-        if not spans or self.semantic is None:
+        if not spans:
             return [], []
         mentions, asks = [], []
+        assert self.semantic is not None  # the caller runs this only with a matcher
         for (a, b), (score, description_negated) in zip(spans, self.semantic.score([doc[a:b].text for a, b in spans]), strict=True):
-            if score.symptom is None or not (score.hit or score.ask):
+            if not (score.hit or score.ask):
                 continue
             span = doc[a:b]
             assertion, experiencer, cue = self._assert_clause(a, b, doc, scopes, questions, description_negated)

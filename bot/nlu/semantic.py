@@ -116,7 +116,7 @@ def is_negated_text(text: str) -> bool:
 class ClauseScore:
     """How close one clause is to the knowledge base, by meaning."""
 
-    symptom: str | None  # the best symptom, or None when background wins
+    symptom: str  # the symptom of the closest description
     score: float
     description: str
     background: float  # best similarity to an everyday background sentence

@@ -43,7 +43,8 @@ _BP_WORDS_RE = re.compile(
     + r"|" + _LOOSE.replace("(", "(?P<on_top>", 1) + r"\s+on\s+(?:the\s+)?top\b",
     re.IGNORECASE,
 )
-# A bare whole number or range that reads as a temperature in °F only beside a fever word:
+# A bare whole number or range that reads as a temperature in °F only with a fever word within
+# 80 characters:
 # "102 tonight and burning up", "running 101-102".
 _BARE_F_RE = re.compile(r"(?<![\d./,])(\d{3})(?:\s*(?:-|to)\s*(\d{3}))?(?![\d/%]|[.,]\d)")
 _FEVER_CUE_RE = re.compile(r"\b(?:fever\w*|temp\w*|running|spik\w*|burning|hot|thermometer|feverish|febrile)\b", re.IGNORECASE)
@@ -192,8 +193,8 @@ class VitalsParser:
                 add(self.temperature(value, None, m.group(0), a, b), a, b)
         for m in _BARE_F_RE.finditer(text):
             a, b = m.start(), m.end()
-            sentence = re.split(r"[.!?\n]", text[max(0, a - 80) : b + 80])
-            if not free(a, b) or keyword_before(a) in ("pulse", "bp", "spo2") or not any(_FEVER_CUE_RE.search(x) for x in sentence):
+            near = text[max(0, a - 80) : b + 80]
+            if not free(a, b) or keyword_before(a) in ("pulse", "bp", "spo2") or not _FEVER_CUE_RE.search(near):
                 continue
             value = max(_f(m.group(1)), _f(m.group(2) or m.group(1)))
             if 99 <= value <= 108:

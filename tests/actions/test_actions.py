@@ -125,3 +125,43 @@ async def test_symptoms_of_a_message_answered_by_the_fail_safe_still_count() -> 
     assert slot(events, "untriaged") == [], "counted once, then cleared"
     plain = await ActionTriage().run(CollectingDispatcher(), tracker("headache", "report_symptoms", headache), DOMAIN)
     assert not [e for e in plain if e.get("name") == "untriaged"], "nothing to clear"
+
+
+POSSIBLE = [{"entity": "possible_symptom", "value": "hallucinations", "text": "kids playing by the wall", "score": 0.46}]
+
+
+async def test_a_suspected_emergency_is_asked_about_not_guessed() -> None:
+    dispatcher = CollectingDispatcher()
+    t = tracker("kids playing by the wall", "report_symptoms", POSSIBLE)
+    events = await ActionTriage().run(dispatcher, t, DOMAIN)
+    assert [m["response"] for m in dispatcher.messages] == ["utter_ask_possible_symptom"]
+    assert slot(events, "pending_question") == "possible_symptom"
+    assert slot(events, "possible_symptom")["symptom"] == "hallucinations"
+    assert "≈ hallucinations 0.46" in slot(events, "possible_symptom")["evidence"]
+
+
+async def test_yes_to_a_suspected_emergency_records_it_with_its_evidence() -> None:
+    dispatcher = CollectingDispatcher()
+    t = tracker("kids playing by the wall", "report_symptoms", POSSIBLE)
+    slots = after(t, await ActionTriage().run(CollectingDispatcher(), t, DOMAIN))
+    events = await ActionAnswerYesNo().run(dispatcher, tracker("yes", "affirm", **slots), DOMAIN)
+    assert dispatcher.messages[0]["response"] == "utter_emergency"
+    assert slot(events, "triage_level") == "emergency"
+    assert slot(events, "symptoms") == ["hallucinations"]
+    assert 'answered yes to "Are you' in slot(events, "symptom_evidence")["hallucinations"]
+
+
+async def test_no_to_a_suspected_emergency_denies_it_and_still_names_911() -> None:
+    dispatcher = CollectingDispatcher()
+    t = tracker("kids playing by the wall", "report_symptoms", POSSIBLE)
+    slots = after(t, await ActionTriage().run(CollectingDispatcher(), t, DOMAIN))
+    events = await ActionAnswerYesNo().run(dispatcher, tracker("no", "deny", **slots), DOMAIN)
+    assert dispatcher.messages[0]["response"] == "utter_possible_symptom_no"
+    assert slot(events, "denied_symptoms") == ["hallucinations"]
+    assert (after(t, events).get("triage_level") or "none") == "none"
+
+
+async def test_nothing_recognised_still_gets_a_reply() -> None:
+    dispatcher = CollectingDispatcher()
+    await ActionTriage().run(dispatcher, tracker("hmm", "report_symptoms"), DOMAIN)
+    assert [m["response"] for m in dispatcher.messages] == ["utter_unknown_symptom"]
