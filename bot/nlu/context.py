@@ -30,15 +30,20 @@ class Trigger:
         return self.rule.category
 
 
-def resolve_overlaps(triggers: list[Trigger]) -> list[Trigger]:
+def resolve_overlaps(triggers: list[Trigger], doc: Doc | None = None) -> list[Trigger]:
     """Longest trigger wins where two overlap (then the earlier one). Terminators are kept
-    whatever overlaps them: "she" both names someone else and ends a negation."""
+    whatever overlaps them: "she" both names someone else and ends a negation. So is a trigger
+    of the same category pointing the other way when words follow it: in "sorry: NO FEVER" the
+    backward ": no" (for "fever: no") must not swallow the forward "no" ("fever: no, cough:
+    yes" keeps only the backward one)."""
     kept: list[Trigger] = [t for t in triggers if t.category == "terminate"]
-    taken: set[int] = set()
+    taken: dict[int, Trigger] = {}
     for t in sorted((t for t in triggers if t.category != "terminate"), key=lambda t: (-(t.end - t.start), t.start)):
-        if taken.isdisjoint(range(t.start, t.end)):
+        overlapped = {id(taken[i]): taken[i] for i in range(t.start, t.end) if i in taken}.values()
+        opposite = all(o.rule.category == t.rule.category and o.rule.direction != t.rule.direction for o in overlapped)
+        if not overlapped or (opposite and doc is not None and t.end < len(doc) and doc[t.end].is_alpha):
             kept.append(t)
-            taken.update(range(t.start, t.end))
+            taken.update(dict.fromkeys(range(t.start, t.end), t))
     return sorted(kept, key=lambda t: t.start)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc, Span, Token
 
 from bot.nlu.clauses import clause_spans
 from bot.nlu.context import ContextScopes, Trigger, resolve_overlaps
@@ -20,6 +20,8 @@ from bot.nlu.vitals import Vital, VitalsParser
 
 PRESENT, ABSENT, HYPOTHETICAL, PAST = "present", "absent", "hypothetical", "past"
 # Longer messages are cut here; 20,000 characters (the largest Telegram allows is 4,096) is plenty.
+# Content words the rules left unexplained in a clause before that rest is read by meaning.
+REST_MIN_WORDS = 3
 MAX_CHARS = 20_000
 
 _WHEN_RE = re.compile(
@@ -148,7 +150,8 @@ class SymptomExtractor:
             return findings
         doc = self.compiled.nlp(text)
         triggers = resolve_overlaps(
-            [Trigger(s, e, self.rules.context_rules[int(doc.vocab.strings[m])]) for m, s, e in self.compiled.context(doc)]
+            [Trigger(s, e, self.rules.context_rules[int(doc.vocab.strings[m])]) for m, s, e in self.compiled.context(doc)],
+            doc,
         )
         therapy_matches = self.compiled.therapies(doc)
         symptom_matches = self.compiled.symptoms(doc)
@@ -165,7 +168,7 @@ class SymptomExtractor:
         findings.vitals = self.vitals.parse(text)
         findings.mentions += self._vital_mentions(doc, findings.vitals, scopes, questions)
         if self.semantic is not None:
-            covered = [(m.start, m.end) for m in findings.mentions] + [(v.start, v.end) for v in findings.vitals]
+            covered = [(m.start, m.end, m.symptom) for m in findings.mentions] + [(v.start, v.end, v.symptom) for v in findings.vitals]
             semantic, findings.questions = self._semantic_mentions(doc, covered, scopes, questions)
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions)
@@ -246,31 +249,44 @@ class SymptomExtractor:
         return mentions
 
     def _semantic_mentions(
-        self, doc: Doc, covered: list[tuple[int, int]], scopes: ContextScopes, questions: set[int]
+        self, doc: Doc, covered: list[tuple[int, int, str | None]], scopes: ContextScopes, questions: set[int]
     ) -> tuple[list[SymptomMention], list[Question]]:
-        """Clauses the rules found nothing in (no phrase, no reading), read by meaning."""
-        spans = []
+        """Clauses read by meaning. A clause the rules found nothing in is read whole; in one
+        where they found something, each run of words they did not explain is read too ("fever 38.6
+        and now a sharp stabbing pain in the middle of my chest"), and count only for another
+        symptom, with confidence (no question)."""
+        spans: list[tuple[int, int, str, frozenset[str] | None]] = []
         for a, b in clause_spans(doc):
             lo, hi = doc[a].idx, doc[b - 1].idx + len(doc[b - 1])
-            if any(s < hi and lo < e for s, e in covered):
+            inside = [(s, e, sid) for s, e, sid in covered if s < hi and lo < e]
+            if not inside:
+                if sum(1 for t in doc[a:b] if t.is_alpha) >= 2:
+                    spans.append((a, b, doc[a:b].text, None))
                 continue
-            if sum(1 for t in doc[a:b] if t.is_alpha) < 2:
-                continue
-            spans.append((a, b))
+            found = frozenset(sid for _, _, sid in inside if sid)
+            run: list[Token] = []
+            for t in [*doc[a:b], None]:
+                if t is not None and not any(s < t.idx + len(t) and t.idx < e for s, e, _ in inside):
+                    run.append(t)
+                    continue
+                if sum(1 for r in run if r.is_alpha and not r.is_stop) >= REST_MIN_WORDS:
+                    spans.append((a, b, "".join(r.text_with_ws for r in run).strip(), found))
+                run = []
         if not spans:
             return [], []
         mentions, asks = [], []
         assert self.semantic is not None  # the caller runs this only with a matcher
-        for (a, b), (score, description_negated) in zip(spans, self.semantic.score([doc[a:b].text for a, b in spans]), strict=True):
-            if not (score.hit or score.ask):
+        for (a, b, text, found), (score, description_negated) in zip(spans, self.semantic.score([s[2] for s in spans]), strict=True):
+            partial = found is not None
+            if not (score.hit or (score.ask and not partial)) or (partial and score.symptom in found):
                 continue
             span = doc[a:b]
             assertion, experiencer, cue = self._assert_clause(a, b, doc, scopes, questions, description_negated)
             if score.hit:
                 label = self.kb.symptoms[score.symptom].label
-                evidence = f'said "{span.text}" ≈ {label} {score.score:.2f}'
+                evidence = f'said "{text}" ≈ {label} {score.score:.2f}'
                 where = (span.start_char, span.end_char)
-                mentions.append(SymptomMention(score.symptom, assertion, span.text, *where, "semantic", evidence, experiencer, cue))
+                mentions.append(SymptomMention(score.symptom, assertion, text, *where, "semantic", evidence, experiencer, cue))
             elif assertion == PRESENT:
                 asks.append(Question(score.symptom, span.text, score.score, span.start_char, span.end_char))
         return mentions, asks
@@ -291,7 +307,7 @@ class SymptomExtractor:
             t = mods["historical"]
             return PAST, experiencer, doc[t.start : t.end].text
         denial = scopes.clause_denial(a, b)
-        if denial is not None and not description_negated:
+        if denial is not None and (not description_negated or doc[denial.start].lower_.strip(":- ") in self.rules.denial_words):
             return ABSENT, experiencer, doc[denial.start : denial.end].text
         return PRESENT, experiencer, ""
 

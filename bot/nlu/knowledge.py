@@ -79,6 +79,7 @@ class LanguageRules:
     question_present_cues: tuple[str, ...]
     shorthand: dict[str, str]
     protected_words: frozenset[str]
+    denial_words: frozenset[str] = frozenset()
     path: Path = field(default=DEFAULT_LANGUAGE_PATH)
 
 
@@ -229,6 +230,7 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         question_present_cues=_str_list(question.get("present_cues"), "question.present_cues"),
         shorthand={str(k).lower(): str(v).lower() for k, v in (raw.get("shorthand") or {}).items()},
         protected_words=frozenset(w.lower() for w in _str_list(raw.get("protected_words"), "protected_words")),
+        denial_words=frozenset(w.lower() for w in _str_list(raw.get("denial_words"), "denial_words")),
         path=path,
     )
 

@@ -10,7 +10,7 @@ with the comparison that decided it, so a clinic can see the reason.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.nlu.knowledge import KnowledgeBase
 
@@ -39,8 +39,11 @@ _GAP_RE = re.compile(r"[^\d.!?\n]{0,40}")
 # Blood pressure said in words: "top number in the 70s", "80-something on top", "systolic 85ish".
 _LOOSE = r"(\d{2,3})(?:'?s\b|\s*-?\s*something\b|\s*ish\b)?"
 _BP_WORDS_RE = re.compile(
-    r"\b(?:top|upper|first|systolic|sys)\b(?:\s+(?:number|one|reading|pressure|bp))?[^\d\n.!?]{0,25}?" + _LOOSE
-    + r"|" + _LOOSE.replace("(", "(?P<on_top>", 1) + r"\s+on\s+(?:the\s+)?top\b",
+    r"\b(?:top|upper|first|systolic|sys)\b(?:\s+(?:number|one|reading|pressure|bp))?[^\d\n.!?]{0,25}?"
+    + _LOOSE
+    + r"|"
+    + _LOOSE.replace("(", "(?P<on_top>", 1)
+    + r"\s+on\s+(?:the\s+)?top\b",
     re.IGNORECASE,
 )
 # A bare whole number or range that reads as a temperature in °F only with a fever word within
@@ -48,6 +51,48 @@ _BP_WORDS_RE = re.compile(
 # "102 tonight and burning up", "running 101-102".
 _BARE_F_RE = re.compile(r"(?<![\d./,])(\d{3})(?:\s*(?:-|to)\s*(\d{3}))?(?![\d/%]|[.,]\d)")
 _FEVER_CUE_RE = re.compile(r"\b(?:fever\w*|temp\w*|running|spik\w*|burning|hot|thermometer|feverish|febrile)\b", re.IGNORECASE)
+
+
+# Numbers said in words ("a hundred and three point six", "thirty-nine point five", "one oh
+# two"): rewritten as digits padded with spaces to the same length, so every offset still
+# points into the patient's own text. Only numbers of 20 and up are rewritten ("one cough").
+_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_TEENS = ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_VALUE = {w: i for i, w in enumerate(_UNITS)} | {"oh": 0, "zero": 0} | {w: 10 + i for i, w in enumerate(_TEENS)}
+_VALUE |= {w: 20 + 10 * i for i, w in enumerate(_TENS)}
+_UNIT_W = r"(?:one|two|three|four|five|six|seven|eight|nine)"
+_DIGIT_W = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)"
+_UNDER_100 = rf"(?:(?:{'|'.join(_TENS)})(?:[\s-]+{_UNIT_W})?|{'|'.join(_TEENS)}|{_UNIT_W})"
+_SPELLED_RE = re.compile(
+    rf"\b(?:(?P<hundred>(?:a|one)[\s-]+hundred(?:[\s-]+and)?(?:[\s-]+(?P<rest>{_UNDER_100}))?)"
+    rf"|(?P<oh>one[\s-]+oh[\s-]+{_UNIT_W})"
+    rf"|(?P<tens>(?:{'|'.join(_TENS)})(?:[\s-]+{_UNIT_W})?))"
+    rf"(?P<frac>[\s-]+point[\s-]+{_DIGIT_W}|[\s-]+and[\s-]+a[\s-]+half)?\b",
+    re.IGNORECASE,
+)
+
+
+def _words_value(words: str) -> int:
+    return sum(_VALUE[w] for w in re.split(r"[\s-]+", words.lower()) if w in _VALUE)
+
+
+def spelled_as_digits(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """`text` with numbers said in words rewritten as digits, same length (see _SPELLED_RE),
+    and the spans rewritten."""
+
+    def digits(m: re.Match[str]) -> str:
+        if m.group("hundred"):
+            value = 100 + (_words_value(m.group("rest")) if m.group("rest") else 0)
+        elif m.group("oh"):
+            value = 100 + _words_value(re.split(r"[\s-]+", m.group("oh"))[-1])
+        else:
+            value = _words_value(m.group("tens"))
+        frac = (m.group("frac") or "").lower()
+        shown = str(value) + (".5" if "half" in frac else f".{_words_value(frac.split()[-1])}" if "point" in frac else "")
+        return shown.ljust(len(m.group(0)))
+
+    return _SPELLED_RE.sub(digits, text), [m.span() for m in _SPELLED_RE.finditer(text)]
 
 
 @dataclass(frozen=True)
@@ -132,6 +177,8 @@ class VitalsParser:
     # -- finding numbers -----------------------------------------------------------------
     def parse(self, text: str) -> list[Vital]:
         """Every vital reading in `text`, in order of appearance."""
+        original = text
+        text, spelled = spelled_as_digits(text)
         found: list[Vital] = []
         taken: list[tuple[int, int]] = []
 
@@ -199,4 +246,9 @@ class VitalsParser:
             value = max(_f(m.group(1)), _f(m.group(2) or m.group(1)))
             if 99 <= value <= 108:
                 add(self.temperature(value, "F", m.group(0), a, b), a, b)
+        # A reading that ends inside a number said in words ends where the words end.
+        for i, v in enumerate(found):
+            end = max([b for a, b in spelled if a < v.end <= b] + [v.end])
+            if (end, v.text) != (v.end, original[v.start : end]):
+                found[i] = replace(v, end=end, text=original[v.start : end])
         return sorted(found, key=lambda v: v.start)
