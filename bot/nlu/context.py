@@ -40,7 +40,10 @@ def resolve_overlaps(triggers: list[Trigger], doc: Doc | None = None) -> list[Tr
     taken: dict[int, Trigger] = {}
     for t in sorted((t for t in triggers if t.category != "terminate"), key=lambda t: (-(t.end - t.start), t.start)):
         overlapped = {id(taken[i]): taken[i] for i in range(t.start, t.end) if i in taken}.values()
-        opposite = all(o.rule.category == t.rule.category and o.rule.direction != t.rule.direction for o in overlapped)
+        opposite = all(
+            o.rule.category == t.rule.category and o.rule.direction != t.rule.direction and o.end - o.start > t.end - t.start
+            for o in overlapped
+        )
         if not overlapped or (opposite and doc is not None and t.end < len(doc) and doc[t.end].is_alpha):
             kept.append(t)
             taken.update(dict.fromkeys(range(t.start, t.end), t))
@@ -76,6 +79,7 @@ class ContextScopes:
         self.symptom_starts = symptom_starts
         self.symptom_tokens = symptom_tokens
         self.therapy_starts = {s for s, _ in therapies}
+        self.therapy_ends = {e for _, e in therapies}
         # terminators per token: direction → categories it ends
         self.terminators: dict[int, dict[str, set[str]]] = {}
         for _, e in therapies:

@@ -20,6 +20,8 @@ from bot.nlu.vitals import Vital, VitalsParser
 
 PRESENT, ABSENT, HYPOTHETICAL, PAST = "present", "absent", "hypothetical", "past"
 # Longer messages are cut here; 20,000 characters (the largest Telegram allows is 4,096) is plenty.
+# Tokens after a past cue searched for a recurrence word ("2 weeks ago and another one just now").
+RECURRENCE_WINDOW = 6
 # Content words the rules left unexplained in a clause before that rest is read by meaning.
 REST_MIN_WORDS = 3
 MAX_CHARS = 20_000
@@ -58,6 +60,7 @@ class Question:
     score: float
     start: int
     end: int
+    clear: bool = True  # beats every background sentence by the margin (only the threshold is missing)
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ class SymptomExtractor:
             return HYPOTHETICAL, experiencer, doc[t.start : t.end].text
         if doc[span[0]].sent.start in questions:
             return HYPOTHETICAL, experiencer, "question"
-        if "historical" in mods:
+        if "historical" in mods and self._over(mods["historical"], span[0], doc, scopes):
             t = mods["historical"]
             return PAST, experiencer, doc[t.start : t.end].text
         if "negated" in mods:
@@ -206,6 +209,20 @@ class SymptomExtractor:
             # pain, breathing fine"); "breathing is not fine" has its own present phrase.
             return ABSENT, experiencer, doc[t.start : t.end].text
         return (ABSENT if absent else PRESENT), experiencer, ""
+
+    def _over(self, cue: Trigger, start: int, doc: Doc, scopes: ContextScopes) -> bool:
+        """Whether a past cue really closes the episode. Not when the sentence goes on to say it is
+        back ("a seizure 2 weeks ago and another one just now") or runs from the cue to now
+        ("confused since his infusion 2 weeks ago"): safety over cleverness."""
+        sent = doc[start].sent
+        after = [t.lower_ for t in doc[cue.end : min(sent.end, cue.end + RECURRENCE_WINDOW)]]
+        if any(" ".join(after[i : i + len(w)]) == " ".join(w) for w in self.rules.recurrence_words for i in range(len(after))):
+            return False
+        lo, hi = min(start, cue.start), max(start, cue.start)
+        # The cue dates a treatment named just before it, not the symptom: "104.2, had Tecartus last week".
+        if start < cue.start and any(start < e <= cue.start and cue.start - e <= 2 for e in scopes.therapy_ends):
+            return False
+        return not any(t.lower_ == "since" for t in doc[lo:hi])
 
     def _phrase_mentions(
         self, doc: Doc, matches: list[tuple[int, int, int]], scopes: ContextScopes, questions: set[int]
@@ -243,7 +260,7 @@ class SymptomExtractor:
                 mods = scopes.modifiers((span.start, span.end))
                 if "hypothetical" in mods or span.sent.start in questions:
                     assertion = HYPOTHETICAL
-                elif "historical" in mods:
+                elif "historical" in mods and self._over(mods["historical"], span.start, doc, scopes):
                     assertion = PAST
             mentions.append(SymptomMention(v.symptom, assertion, v.text, v.start, v.end, "vital", v.evidence))
         return mentions
@@ -288,8 +305,32 @@ class SymptomExtractor:
                 where = (span.start_char, span.end_char)
                 mentions.append(SymptomMention(score.symptom, assertion, text, *where, "semantic", evidence, experiencer, cue))
             elif assertion == PRESENT:
-                asks.append(Question(score.symptom, span.text, score.score, span.start_char, span.end_char))
-        return mentions, asks
+                clear = score.score >= score.background + self.semantic.config.margin
+                asks.append(Question(score.symptom, span.text, score.score, span.start_char, span.end_char, clear))
+        mentions += self._corroborated(doc, asks, {m.symptom for m in mentions})
+        return mentions, [q for q in asks if q.symptom not in {m.symptom for m in mentions}]
+
+    def _corroborated(self, doc: Doc, asks: list[Question], found: set[str]) -> list[SymptomMention]:
+        """Questions the rest of the message already answers (data/semantic.yml `corroboration`):
+        several clauses pointing to the same emergency, or a cue such as "nobody is there"."""
+        assert self.semantic is not None
+        config = self.semantic.config
+        mentions = []
+        for symptom in dict.fromkeys(q.symptom for q in asks):
+            if symptom in found:
+                continue
+            mine = sorted((q for q in asks if q.symptom == symptom and q.clear), key=lambda q: -q.score)
+            if not mine:
+                continue
+            cue = config.corroborating_cue(symptom, doc.text)
+            agreeing = config.agreeing_clauses and len(mine) >= config.agreeing_clauses
+            if not (cue or agreeing):
+                continue
+            best, label = mine[0], self.kb.symptoms[symptom].label
+            also = f'with "{cue}"' if cue else f"{len(mine)} clauses agreeing"
+            evidence = f'said "{best.text}" ≈ {label} {best.score:.2f}, {also}'
+            mentions.append(SymptomMention(symptom, PRESENT, best.text, best.start, best.end, "semantic", evidence, "patient", ""))
+        return mentions
 
     def _assert_clause(
         self, a: int, b: int, doc: Doc, scopes: ContextScopes, questions: set[int], description_negated: bool
@@ -303,7 +344,7 @@ class SymptomExtractor:
             return HYPOTHETICAL, experiencer, doc[t.start : t.end].text
         if doc[a].sent.start in questions:
             return HYPOTHETICAL, experiencer, "question"
-        if "historical" in mods:
+        if "historical" in mods and self._over(mods["historical"], a, doc, scopes):
             t = mods["historical"]
             return PAST, experiencer, doc[t.start : t.end].text
         denial = scopes.clause_denial(a, b)

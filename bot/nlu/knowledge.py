@@ -80,6 +80,7 @@ class LanguageRules:
     shorthand: dict[str, str]
     protected_words: frozenset[str]
     denial_words: frozenset[str] = frozenset()
+    recurrence_words: tuple[tuple[str, ...], ...] = ()
     path: Path = field(default=DEFAULT_LANGUAGE_PATH)
 
 
@@ -231,6 +232,7 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         shorthand={str(k).lower(): str(v).lower() for k, v in (raw.get("shorthand") or {}).items()},
         protected_words=frozenset(w.lower() for w in _str_list(raw.get("protected_words"), "protected_words")),
         denial_words=frozenset(w.lower() for w in _str_list(raw.get("denial_words"), "denial_words")),
+        recurrence_words=tuple(tuple(w.lower().split()) for w in _str_list(raw.get("recurrence_words"), "recurrence_words")),
         path=path,
     )
 

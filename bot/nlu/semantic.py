@@ -48,6 +48,13 @@ class SemanticConfig:
     per_symptom: dict[str, dict[str, float]]
     background: tuple[str, ...]
     path: Path = field(default=DEFAULT_SEMANTIC_PATH)
+    agreeing_clauses: int = 0  # 0: off
+    cues: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def corroborating_cue(self, symptom: str, text: str) -> str | None:
+        """The first of the symptom's corroborating cues said in `text`, if any."""
+        flat = " " + re.sub(r"[^a-z0-9]+", " ", text.lower().replace("’", "'").replace("'", "")) + " "
+        return next((c for c in self.cues.get(symptom, ()) if f" {c} " in flat), None)
 
     def threshold_for(self, symptom: str) -> float:
         return float(self.per_symptom.get(symptom, {}).get("threshold", self.threshold))
@@ -84,7 +91,15 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
         per_symptom[sid] = {k: float(v) for k, v in entry.items()}
         if per_symptom[sid].get("ask_from", numbers["ask_from"]) > per_symptom[sid].get("threshold", numbers["threshold"]):
             raise KnowledgeBaseError(f"{where}: symptoms.{sid}: ask_from must not exceed threshold")
+    corroboration = raw.get("corroboration") or {}
+    cues: dict[str, tuple[str, ...]] = {}
+    for sid, phrases in (corroboration.get("cues") or {}).items():
+        if kb is not None and sid not in kb.symptoms:
+            raise KnowledgeBaseError(f"{where}: corroboration.cues.{sid} is not a symptom of the knowledge base")
+        cues[sid] = tuple(re.sub(r"[^a-z0-9]+", " ", p.lower().replace("'", "")).strip() for p in _str_list(phrases, f"cues.{sid}"))
     return SemanticConfig(
+        agreeing_clauses=int(corroboration.get("agreeing_clauses", 0)),
+        cues=cues,
         enabled=bool(raw.get("enabled", True)),
         model_name=str(_require(model, "name", f"{where}: model")),
         model_revision=str(model.get("revision", "")),
