@@ -258,7 +258,9 @@ class SymptomExtractor:
             assertion = v.assertion
             if span is not None:
                 mods = scopes.modifiers((span.start, span.end))
-                if "hypothetical" in mods or span.sent.start in questions:
+                # A reading inside a question is still a reading ("is 39.6 classed as high??");
+                # only a hypothetical cue ("what if it reaches 39.5") makes it one.
+                if "hypothetical" in mods:
                     assertion = HYPOTHETICAL
                 elif "historical" in mods and self._over(mods["historical"], span.start, doc, scopes):
                     assertion = PAST
@@ -291,11 +293,12 @@ class SymptomExtractor:
                 run = []
         if not spans:
             return [], []
-        mentions, asks = [], []
+        mentions, asks, candidates = [], [], []
         assert self.semantic is not None  # the caller runs this only with a matcher
+        config = self.semantic.config
         for (a, b, text, found), (score, description_negated) in zip(spans, self.semantic.score([s[2] for s in spans]), strict=True):
             partial = found is not None
-            if not (score.hit or (score.ask and not partial)) or (partial and score.symptom in found):
+            if partial and score.symptom in found:
                 continue
             span = doc[a:b]
             assertion, experiencer, cue = self._assert_clause(a, b, doc, scopes, questions, description_negated)
@@ -304,31 +307,34 @@ class SymptomExtractor:
                 evidence = f'said "{text}" ≈ {label} {score.score:.2f}'
                 where = (span.start_char, span.end_char)
                 mentions.append(SymptomMention(score.symptom, assertion, text, *where, "semantic", evidence, experiencer, cue))
-            elif assertion == PRESENT:
-                clear = score.score >= score.background + self.semantic.config.margin
-                asks.append(Question(score.symptom, span.text, score.score, span.start_char, span.end_char, clear))
-        mentions += self._corroborated(doc, asks, {m.symptom for m in mentions})
+            elif assertion == PRESENT and score.score > score.background:
+                clear = score.score >= score.background + config.margin
+                candidates.append(Question(score.symptom, text, score.score, span.start_char, span.end_char, clear))
+                if score.ask and not partial:  # a partial read is never asked about, only corroborated
+                    asks.append(candidates[-1])
+        mentions += self._corroborated(doc, candidates, {m.symptom for m in mentions})
         return mentions, [q for q in asks if q.symptom not in {m.symptom for m in mentions}]
 
-    def _corroborated(self, doc: Doc, asks: list[Question], found: set[str]) -> list[SymptomMention]:
-        """Questions the rest of the message already answers (data/semantic.yml `corroboration`):
-        several clauses pointing to the same emergency, or a cue such as "nobody is there"."""
+    def _corroborated(self, doc: Doc, candidates: list[Question], found: set[str]) -> list[SymptomMention]:
+        """Emergency candidates the rest of the message backs (data/semantic.yml `corroboration`):
+        several clauses in the question band pointing to it, or a cue such as "nobody is there"
+        with a candidate from `cue_from` up."""
         assert self.semantic is not None
         config = self.semantic.config
         mentions = []
-        for symptom in dict.fromkeys(q.symptom for q in asks):
-            if symptom in found:
+        for symptom in dict.fromkeys(q.symptom for q in candidates):
+            if symptom in found or symptom not in self.semantic.emergency:
                 continue
-            mine = sorted((q for q in asks if q.symptom == symptom and q.clear), key=lambda q: -q.score)
-            if not mine:
-                continue
+            mine = sorted((q for q in candidates if q.symptom == symptom), key=lambda q: -q.score)
             cue = config.corroborating_cue(symptom, doc.text)
-            agreeing = config.agreeing_clauses and len(mine) >= config.agreeing_clauses
-            if not (cue or agreeing):
+            asked = [q for q in mine if q.clear and q.score >= config.ask_from_for(symptom)]
+            if cue and mine[0].score >= config.cue_from:
+                best, also = mine[0], f'with "{cue}"'
+            elif config.agreeing_clauses and len(asked) >= config.agreeing_clauses:
+                best, also = asked[0], f"{len(asked)} clauses agreeing"
+            else:
                 continue
-            best, label = mine[0], self.kb.symptoms[symptom].label
-            also = f'with "{cue}"' if cue else f"{len(mine)} clauses agreeing"
-            evidence = f'said "{best.text}" ≈ {label} {best.score:.2f}, {also}'
+            evidence = f'said "{best.text}" ≈ {self.kb.symptoms[symptom].label} {best.score:.2f}, {also}'
             mentions.append(SymptomMention(symptom, PRESENT, best.text, best.start, best.end, "semantic", evidence, "patient", ""))
         return mentions
 

@@ -49,6 +49,7 @@ class SemanticConfig:
     background: tuple[str, ...]
     path: Path = field(default=DEFAULT_SEMANTIC_PATH)
     agreeing_clauses: int = 0  # 0: off
+    cue_from: float = 1.0  # a candidate this close counts when the message says one of its cues
     cues: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def corroborating_cue(self, symptom: str, text: str) -> str | None:
@@ -99,6 +100,7 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
         cues[sid] = tuple(re.sub(r"[^a-z0-9]+", " ", p.lower().replace("'", "")).strip() for p in _str_list(phrases, f"cues.{sid}"))
     return SemanticConfig(
         agreeing_clauses=int(corroboration.get("agreeing_clauses", 0)),
+        cue_from=float(corroboration.get("cue_from", 1.0)),
         cues=cues,
         enabled=bool(raw.get("enabled", True)),
         model_name=str(_require(model, "name", f"{where}: model")),

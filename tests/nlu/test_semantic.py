@@ -105,13 +105,17 @@ def test_a_stricter_threshold_from_data_turns_a_hit_into_a_question(extractor: S
     hit = next(m for m in extractor(text).mentions if m.source == "semantic")
     score = float(hit.evidence.rsplit(" ", 1)[1])
     assert extractor.semantic is not None
-    config = dataclasses.replace(
-        extractor.semantic.config, per_symptom={"hallucinations": {"threshold": round(score + 0.01, 3), "ask_from": round(score - 0.05, 3)}}
-    )
+    per_symptom = {"hallucinations": {"threshold": round(score + 0.01, 3), "ask_from": round(score - 0.05, 3)}}
+    config = dataclasses.replace(extractor.semantic.config, per_symptom=per_symptom, cues={}, agreeing_clauses=0)
     strict = SymptomExtractor(kb, semantic=SemanticMatcher(kb, config, encoder=extractor.semantic.encoder))
     findings = strict(text)
     assert "hallucinations" not in findings.present
     assert {q.symptom for q in findings.questions} == {"hallucinations"}
+    # The same candidate, with "nobody else can see" as a corroborating cue in data: found, and the reason says why.
+    cued = dataclasses.replace(config, cues={"hallucinations": ("nobody else can see",)}, cue_from=round(score - 0.05, 3))
+    findings = SymptomExtractor(kb, semantic=SemanticMatcher(kb, cued, encoder=extractor.semantic.encoder))(text)
+    assert "hallucinations" in findings.present and not findings.questions
+    assert 'with "nobody else can see"' in next(m.evidence for m in findings.mentions if m.symptom == "hallucinations")
 
 
 def test_the_data_file_is_where_the_readme_says() -> None:

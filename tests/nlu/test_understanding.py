@@ -1,0 +1,105 @@
+"""Issue 12's lessons from blind cases, one behaviour per test: parts of a clause the rules leave
+unexplained, numbers said in words, headings before a denial, past episodes and their limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.nlu.extractor import ABSENT, PAST, PRESENT, SymptomExtractor
+from bot.nlu.knowledge import KnowledgeBase
+from bot.nlu.vitals import VitalsParser, spelled_as_digits
+
+
+def assertions(extractor: SymptomExtractor, text: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for m in extractor(text).mentions:
+        found.setdefault(m.symptom, set()).add(m.assertion)
+    return found
+
+
+def test_the_words_a_phrase_leaves_over_are_read_by_meaning(extractor: SymptomExtractor) -> None:
+    """The issue's own example, after a reading in the same clause."""
+    findings = extractor("Fever 38.6 and now there is a sharp stabbing pain in the middle of my chest. CAR T day 5")
+    assert {"fever", "chest_pain"} <= set(findings.present)
+    chest = next(m for m in findings.mentions if m.symptom == "chest_pain")
+    assert chest.source == "semantic" and "38.6" not in chest.evidence
+
+
+def test_a_leftover_that_repeats_the_phrase_adds_nothing(extractor: SymptomExtractor) -> None:
+    findings = extractor("I have had a terrible pounding headache since this morning that won't go away")
+    assert set(findings.present) == {"headache"}
+
+
+@pytest.mark.parametrize(
+    ("said", "digits"),
+    [
+        ("one hundred and three point six", "103.6"),
+        ("a hundred and two", "102"),
+        ("thirty-nine point five", "39.5"),
+        ("one oh three", "103"),
+        ("thirty eight and a half", "38.5"),
+    ],
+)
+def test_numbers_said_in_words_become_digits_of_the_same_length(said: str, digits: str) -> None:
+    text, spans = spelled_as_digits(f"temp {said} tonight")
+    assert text.split()[1] == digits
+    assert len(text) == len(f"temp {said} tonight") and spans == [(5, 5 + len(said))]
+
+
+def test_small_numbers_in_words_are_left_alone() -> None:
+    assert spelled_as_digits("one cough and two headaches") == ("one cough and two headaches", [])
+
+
+def test_a_temperature_in_words_is_a_reading_with_its_own_words_as_evidence(kb: KnowledgeBase) -> None:
+    (reading,) = VitalsParser(kb).parse("temperature one hundred and three point six, had my kymriah cells on the 12th")
+    assert (reading.kind, reading.value, reading.symptom) == ("temperature", 103.6, "high_fever")
+    assert reading.text == "one hundred and three point six"
+
+
+def test_a_heading_before_a_denial_does_not_swallow_it(extractor: SymptomExtractor) -> None:
+    assert assertions(extractor, "all caps sorry: NO FEVER NO CHILLS FEELING GOOD") == {"fever": {ABSENT}, "chills": {ABSENT}}
+    assert assertions(extractor, "fever: no, cough: yes") == {"fever": {ABSENT}, "cough": {PRESENT}}
+    assert assertions(extractor, "bit of a hedache and no appetite")["headache"] == {PRESENT}
+
+
+def test_no_denies_a_clause_that_reads_like_a_negative_description(extractor: SymptomExtractor) -> None:
+    found = assertions(extractor, "no breathing issues, no chest pain, just a bad headache")
+    assert PRESENT not in found.get("difficulty_breathing", set()) and found["headache"] == {PRESENT}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my husband had a seizure in 2015, well controlled since",
+        "I passed out once years ago at a wedding",
+        "my husband had a high fever and shaking chills on day 3 but that was 3 weeks ago and hes been fine since",
+        "had a temp of 38.5 on tuesday but no fever since wednesday morning",
+    ],
+)
+def test_an_episode_that_is_over_is_past(extractor: SymptomExtractor, text: str) -> None:
+    assert not extractor(text).present
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("he had a seizure 2 weeks ago and another one just now", "seizure"),
+        ("he's been confused since his infusion 2 weeks ago", "confusion"),
+        ("THERMOMETER SAYS 104.2 I HAD TECARTUS LAST WEEK WHAT DO I DO", "high_fever"),
+        ("my infusion was last week and I have a headache", "headache"),
+    ],
+)
+def test_a_past_cue_does_not_close_an_episode_that_is_back_ongoing_or_dates_a_treatment(
+    extractor: SymptomExtractor, text: str, symptom: str
+) -> None:
+    assert symptom in extractor(text).present
+
+
+def test_a_reading_inside_a_question_is_still_a_reading(extractor: SymptomExtractor) -> None:
+    assert "high_fever" in extractor("is 39.6 classed as high?? had opdivo yesterday").present
+    assert "high_fever" not in extractor("what if my temperature goes up to 39.6?").present
+
+
+def test_a_past_finding_keeps_its_cue_as_the_reason(extractor: SymptomExtractor) -> None:
+    (seizure,) = [m for m in extractor("my husband had a seizure in 2015").mentions if m.symptom == "seizure"]
+    assert seizure.assertion == PAST and seizure.cue == "in 2015"
