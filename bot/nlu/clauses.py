@@ -18,6 +18,13 @@ LONG_CLAUSE = 12  # words: longer clauses are also cut at RUN_ON words
 MIN_SIDE = 4  # words on each side of such a cut
 
 
+def _breaks(doc: Doc, i: int) -> bool:
+    tok = doc[i]
+    if tok.text in ("-", "/") and i > 0 and not doc[i - 1].whitespace_ and not tok.whitespace_:
+        return False  # inside a word: "car-t", "ide-cel", "on/off"
+    return tok.is_space or "\n" in tok.text or tok.text in BREAK_PUNCT or tok.lower_ in CONTRAST
+
+
 def _words(doc: Doc, a: int, b: int) -> int:
     return sum(1 for t in doc[a:b] if not t.is_punct and not t.is_space)
 
@@ -31,7 +38,7 @@ def clause_spans(doc: Doc) -> list[tuple[int, int]]:
         if hard:
             spans.append((start, i))
             start = i
-        if tok.is_space or "\n" in tok.text or tok.text in BREAK_PUNCT or tok.lower_ in CONTRAST:
+        if _breaks(doc, i):
             spans.append((start, i))
             start = i + 1
     spans.append((start, len(doc)))

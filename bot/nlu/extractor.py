@@ -19,9 +19,36 @@ from bot.nlu.semantic import SemanticMatcher, load_semantic_config
 from bot.nlu.vitals import Vital, VitalsParser
 
 PRESENT, ABSENT, HYPOTHETICAL, PAST = "present", "absent", "hypothetical", "past"
+NOT_PATIENT = "not_patient"  # someone who is not the patient: a neighbour, a pet ("my cat is throwing up, not me")
 # Longer messages are cut here; 20,000 characters (the largest Telegram allows is 4,096) is plenty.
 # Tokens after a past cue searched for a recurrence word ("2 weeks ago and another one just now").
 RECURRENCE_WINDOW = 6
+# A run of unexplained words that starts with one of these right after a finding only says where
+# or when that finding is ("itchy red rash [on my chest and arms since this morning]").
+ATTACHED_WORDS = frozenset(
+    [
+        "on",
+        "in",
+        "at",
+        "around",
+        "across",
+        "under",
+        "over",
+        "all",
+        "from",
+        "since",
+        "for",
+        "to",
+        "of",
+        "with",
+        "behind",
+        "near",
+        "by",
+        "down",
+        "up",
+        "along",
+    ]
+)
 # Content words the rules left unexplained in a clause before that rest is read by meaning.
 REST_MIN_WORDS = 3
 MAX_CHARS = 20_000
@@ -88,7 +115,7 @@ class Findings:
     def ids(self, assertion: str) -> list[str]:
         """Symptom ids with this final assertion (present beats absent beats hypothetical)."""
         final: dict[str, str] = {}
-        rank = {PRESENT: 4, ABSENT: 3, HYPOTHETICAL: 2, PAST: 1}
+        rank = {PRESENT: 4, ABSENT: 3, HYPOTHETICAL: 2, PAST: 1, NOT_PATIENT: 1}
         for m in self.mentions:
             if rank[m.assertion] > rank.get(final.get(m.symptom, ""), 0):
                 final[m.symptom] = m.assertion
@@ -200,6 +227,9 @@ class SymptomExtractor:
             return HYPOTHETICAL, experiencer, doc[t.start : t.end].text
         if doc[span[0]].sent.start in questions:
             return HYPOTHETICAL, experiencer, "question"
+        if "nonpatient" in mods:
+            t = mods["nonpatient"]
+            return NOT_PATIENT, "other", doc[t.start : t.end].text
         if "historical" in mods and self._over(mods["historical"], span[0], doc, scopes):
             t = mods["historical"]
             return PAST, experiencer, doc[t.start : t.end].text
@@ -262,6 +292,8 @@ class SymptomExtractor:
                 # only a hypothetical cue ("what if it reaches 39.5") makes it one.
                 if "hypothetical" in mods:
                     assertion = HYPOTHETICAL
+                elif "nonpatient" in mods:
+                    assertion = NOT_PATIENT
                 elif "historical" in mods and self._over(mods["historical"], span.start, doc, scopes):
                     assertion = PAST
             mentions.append(SymptomMention(v.symptom, assertion, v.text, v.start, v.end, "vital", v.evidence))
@@ -275,6 +307,8 @@ class SymptomExtractor:
         and now a sharp stabbing pain in the middle of my chest"), and count only for another
         symptom, with confidence (no question)."""
         spans: list[tuple[int, int, str, frozenset[str] | None]] = []
+        # Words of a context cue ("getting worse", "not", "last week") are explained too.
+        cue_tokens = {i for t in scopes.triggers if t.category not in ("terminate", "pseudo") for i in range(t.start, t.end)}
         for a, b in clause_spans(doc):
             lo, hi = doc[a].idx, doc[b - 1].idx + len(doc[b - 1])
             inside = [(s, e, sid) for s, e, sid in covered if s < hi and lo < e]
@@ -285,10 +319,12 @@ class SymptomExtractor:
             found = frozenset(sid for _, _, sid in inside if sid)
             run: list[Token] = []
             for t in [*doc[a:b], None]:
-                if t is not None and not any(s < t.idx + len(t) and t.idx < e for s, e, _ in inside):
+                explained = t is not None and (t.i in cue_tokens or any(s < t.idx + len(t) and t.idx < e for s, e, _ in inside))
+                if t is not None and not explained:
                     run.append(t)
                     continue
-                if sum(1 for r in run if r.is_alpha and not r.is_stop) >= REST_MIN_WORDS:
+                attached = bool(run) and run[0].i > a and run[0].lower_ in ATTACHED_WORDS  # "rash [on my chest and arms]"
+                if not attached and sum(1 for r in run if r.is_alpha and not r.is_stop) >= REST_MIN_WORDS:
                     spans.append((a, b, "".join(r.text_with_ws for r in run).strip(), found))
                 run = []
         if not spans:
@@ -312,8 +348,8 @@ class SymptomExtractor:
                 candidates.append(Question(score.symptom, text, score.score, span.start_char, span.end_char, clear))
                 if score.ask and not partial:  # a partial read is never asked about, only corroborated
                     asks.append(candidates[-1])
-        mentions += self._corroborated(doc, candidates, {m.symptom for m in mentions})
-        return mentions, [q for q in asks if q.symptom not in {m.symptom for m in mentions}]
+        mentions += self._corroborated(doc, candidates, {m.symptom for m in mentions if m.assertion == PRESENT})
+        return mentions, [q for q in asks if q.symptom not in {m.symptom for m in mentions if m.assertion == PRESENT}]
 
     def _corroborated(self, doc: Doc, candidates: list[Question], found: set[str]) -> list[SymptomMention]:
         """Emergency candidates the rest of the message backs (data/semantic.yml `corroboration`):
@@ -350,6 +386,9 @@ class SymptomExtractor:
             return HYPOTHETICAL, experiencer, doc[t.start : t.end].text
         if doc[a].sent.start in questions:
             return HYPOTHETICAL, experiencer, "question"
+        if "nonpatient" in mods:
+            t = mods["nonpatient"]
+            return NOT_PATIENT, "other", doc[t.start : t.end].text
         if "historical" in mods and self._over(mods["historical"], a, doc, scopes):
             t = mods["historical"]
             return PAST, experiencer, doc[t.start : t.end].text

@@ -25,7 +25,7 @@ LANGUAGE_ENV = "CRS_LANGUAGE_RULES"
 SYMPTOM_CLASSES = ("emergency", "serious", "mild")
 LEVELS = ("none", "monitor", "urgent", "emergency")
 LEVEL_RANK = {level: i for i, level in enumerate(LEVELS)}
-CONTEXT_CATEGORIES = ("negated", "hypothetical", "historical", "pseudo", "worsening", "experiencer", "terminate")
+CONTEXT_CATEGORIES = ("negated", "hypothetical", "historical", "pseudo", "worsening", "experiencer", "nonpatient", "terminate")
 DIRECTIONS = ("forward", "backward", "both")
 
 

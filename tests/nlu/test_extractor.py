@@ -117,6 +117,6 @@ def test_emergency_buried_in_a_huge_message(extractor: SymptomExtractor) -> None
     assert "difficulty_breathing" in extractor(text).present
 
 
-@pytest.mark.xfail(strict=True, reason="known miss: a hallucination told as a plain statement contradicted later in the sentence")
-def test_known_miss_hallucination_as_statement(extractor: SymptomExtractor) -> None:
+def test_a_hallucination_told_as_a_statement_contradicted_later(extractor: SymptomExtractor) -> None:
+    """Was a known miss (xfail) until corroboration: "we have no cats" backs the scene."""
     assert "hallucinations" in extractor("she says there are cats on the bed but we have no cats").present

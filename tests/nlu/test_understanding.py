@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.nlu.extractor import ABSENT, PAST, PRESENT, SymptomExtractor
+from bot.nlu.extractor import ABSENT, NOT_PATIENT, PAST, PRESENT, SymptomExtractor
 from bot.nlu.knowledge import KnowledgeBase
 from bot.nlu.vitals import VitalsParser, spelled_as_digits
 
@@ -103,3 +103,58 @@ def test_a_reading_inside_a_question_is_still_a_reading(extractor: SymptomExtrac
 def test_a_past_finding_keeps_its_cue_as_the_reason(extractor: SymptomExtractor) -> None:
     (seizure,) = [m for m in extractor("my husband had a seizure in 2015").mentions if m.symptom == "seizure"]
     assert seizure.assertion == PAST and seizure.cue == "in 2015"
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("my cat is throwing up lol, not me, I'm fine", "nausea"),
+        ("my neighbour has a fever and a cough", "fever"),
+        ("my friend from support group had a really high fever", "high_fever"),
+    ],
+)
+def test_someone_who_is_not_the_patient_is_not_counted(extractor: SymptomExtractor, text: str, symptom: str) -> None:
+    findings = extractor(text)
+    assert symptom not in findings.present
+    assert NOT_PATIENT in {m.assertion for m in findings.mentions if m.symptom == symptom}
+
+
+def test_a_relative_writing_for_the_patient_still_counts(extractor: SymptomExtractor) -> None:
+    assert "confusion" in extractor("my husband is confused and doesn't know where he is").present
+
+
+def test_a_hyphen_inside_a_word_does_not_cut_a_clause(extractor: SymptomExtractor) -> None:
+    assert "confusion" not in extractor("my mum's legs are swollen like balloons. she had car-t last month").present
+
+
+def test_where_a_finding_is_does_not_become_another_finding(extractor: SymptomExtractor) -> None:
+    assert set(extractor("Opdivo 3 weeks. itchy red rash on my chest and arms since this morning").present) == {"rash"}
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("he's been wandering round the house looking for our old dog. the dog died in 2009", "confusion"),
+        ("my lips and fingernails have gone a bluish grey colour", "skin_discoloration"),
+        ("my husband keeps telling me there's music playing in the hallway. there is no music", "hallucinations"),
+    ],
+)
+def test_words_that_looked_like_cues_are_not(extractor: SymptomExtractor, text: str, symptom: str) -> None:
+    """'looking for' is not 'what to look for'; 'gone blue' is not 'gone away'; 'there is no music' backs the scene."""
+    assert symptom in extractor(text).present
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The article says low blood pressure is an emergency. What number counts as low?",
+        "I read that seizures and hallucinations can happen after CAR-T. How common is that?",
+        "just wanted to ask what number counts as a high fever",
+    ],
+)
+def test_reading_material_and_general_questions_are_not_reports(extractor: SymptomExtractor, text: str) -> None:
+    assert not extractor(text).present
+
+
+def test_a_climbing_temperature_is_worsening(extractor: SymptomExtractor) -> None:
+    assert extractor("fever was 38.1 yesterday and 38.9 today, it keeps climbing").worsening
