@@ -38,7 +38,6 @@ ATTACHED_WORDS = frozenset(
         "from",
         "since",
         "for",
-        "to",
         "of",
         "with",
         "behind",
@@ -47,6 +46,15 @@ ATTACHED_WORDS = frozenset(
         "down",
         "up",
         "along",
+        "when",
+        "whenever",
+        "while",
+        "even",
+        "every",
+        "each",
+        "if",
+        "after",
+        "before",
     ]
 )
 # Content words the rules left unexplained in a clause before that rest is read by meaning.
@@ -190,8 +198,8 @@ class SymptomExtractor:
             triggers,
             self.rules.default_max_scope,
             therapies=[(s, e) for _, s, e in therapy_matches],
-            symptom_starts={s for _, s, _ in symptom_matches},
-            symptom_tokens={i for _, s, e in symptom_matches for i in range(s, e)},
+            symptom_starts={s for m, s, _ in symptom_matches if not doc.vocab.strings[m].endswith("|not_when")},
+            symptom_tokens={i for m, s, e in symptom_matches if not doc.vocab.strings[m].endswith("|not_when") for i in range(s, e)},
         )
         questions = self._question_sentences(doc)
         findings.mentions = self._phrase_mentions(doc, symptom_matches, scopes, questions)
@@ -257,10 +265,12 @@ class SymptomExtractor:
     def _phrase_mentions(
         self, doc: Doc, matches: list[tuple[int, int, int]], scopes: ContextScopes, questions: set[int]
     ) -> list[SymptomMention]:
-        spans = []
+        spans, excepted = [], []
         for match_id, start, end in matches:
             sid, polarity = doc.vocab.strings[match_id].split("|")
-            spans.append((start, end, sid, polarity))
+            (excepted if polarity == "not_when" else spans).append((start, end, sid, polarity))
+        # A phrase inside one of its symptom's `not_when` phrases is something else ("shake him awake").
+        spans = [sp for sp in spans if not any(sid == sp[2] and a <= sp[0] and sp[1] <= b for a, b, sid, _ in excepted)]
         # Longest span first (at equal length "present" before "absent"). A span inside a longer
         # one is dropped ("shaking" inside "shaking uncontrollably"), and so is any overlap with
         # the same symptom; two different symptoms that only partly overlap are both kept

@@ -40,6 +40,7 @@ class Symptom:
     label: str
     phrases: tuple[str, ...]
     absent: tuple[str, ...] = ()
+    not_when: tuple[str, ...] = ()  # a phrase inside one of these is not this symptom ("shake him awake")
     subsumes: tuple[str, ...] = ()
     descriptions: tuple[str, ...] = ()  # how people describe it, for the semantic layer
     ask: str = ""  # the yes/no question asked when the semantic layer is unsure
@@ -142,6 +143,7 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
             label=str(entry.get("label", sid.replace("_", " "))),
             phrases=phrases,
             absent=_str_list(entry.get("absent"), f"symptom {sid}.absent"),
+            not_when=_str_list(entry.get("not_when"), f"symptom {sid}.not_when"),
             subsumes=_str_list(entry.get("subsumes"), f"symptom {sid}.subsumes"),
             descriptions=_str_list(entry.get("descriptions"), f"symptom {sid}.descriptions"),
             ask=str(entry.get("ask") or ""),

@@ -33,7 +33,7 @@ class CompiledRules:
 def vocabulary(kb: KnowledgeBase, rules: LanguageRules) -> set[str]:
     texts: list[str] = []
     for s in kb.symptoms.values():
-        texts.extend(s.phrases + s.absent)
+        texts.extend(s.phrases + s.absent + s.not_when)
     for t in kb.therapies:
         texts.extend(t.names)
     for k in kb.therapy_kinds.values():
@@ -53,7 +53,7 @@ def build_pipeline(kb: KnowledgeBase, rules: LanguageRules) -> CompiledRules:
 
     symptoms = Matcher(nlp.vocab, validate=True)
     for s in kb.symptoms.values():
-        for label, phrases in ((f"{s.id}|present", s.phrases), (f"{s.id}|absent", s.absent)):
+        for label, phrases in ((f"{s.id}|present", s.phrases), (f"{s.id}|absent", s.absent), (f"{s.id}|not_when", s.not_when)):
             for phrase in phrases:
                 symptoms.add(label, compile_phrase(phrase, tokenize))
     therapies = Matcher(nlp.vocab, validate=True)

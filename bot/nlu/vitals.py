@@ -147,7 +147,7 @@ class VitalsParser:
         shown = f"pulse {value:g}/min"
         if value > p["rapid_above"]:
             return Vital("pulse", value, "/min", text, start, end, "rapid_heartbeat", "present", f"{shown} > {p['rapid_above']:g}/min")
-        if _in(value, p["normal"]):
+        if "normal" in p and _in(value, p["normal"]):
             return Vital("pulse", value, "/min", text, start, end, "rapid_heartbeat", "absent", f"{shown} in normal range")
         return Vital("pulse", value, "/min", text, start, end, evidence=shown)
 
@@ -159,7 +159,7 @@ class VitalsParser:
         if systolic < s["low_below"]:
             why = f"{shown} (systolic < {s['low_below']:g})"
             return Vital("blood_pressure", systolic, "mmHg", text, start, end, "low_blood_pressure", "present", why)
-        if systolic >= s["normal_from"]:
+        if "normal_from" in s and systolic >= s["normal_from"]:
             why = f"{shown} (systolic ≥ {s['normal_from']:g})"
             return Vital("blood_pressure", systolic, "mmHg", text, start, end, "low_blood_pressure", "absent", why)
         return Vital("blood_pressure", systolic, "mmHg", text, start, end, evidence=shown)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bot.nlu.knowledge import KnowledgeBase
@@ -33,10 +35,10 @@ def one(parser: VitalsParser, text: str) -> tuple[str, float, str | None, str | 
         ("temp 36.9", "temperature", 36.9, "fever", "absent"),
         ("my pulse is 130 at rest", "pulse", 130, "rapid_heartbeat", "present"),
         ("hr 135 bpm", "pulse", 135, "rapid_heartbeat", "present"),
-        ("heart rate 72", "pulse", 72, "rapid_heartbeat", "absent"),
+        ("heart rate 72", "pulse", 72, None, None),  # a reading, not a denial (data/symptoms.yml)
         ("BP 85/55", "blood_pressure", 85, "low_blood_pressure", "present"),
         ("pressure 79 over 48", "blood_pressure", 79, "low_blood_pressure", "present"),
-        ("blood pressure 124/80", "blood_pressure", 124, "low_blood_pressure", "absent"),
+        ("blood pressure 124/80", "blood_pressure", 124, None, None),
         ("SpO2 is 90%", "spo2", 90, "difficulty_breathing", "present"),
         ("Oxygen on my finger monitor keeps showing 87", "spo2", 87, "difficulty_breathing", "present"),
         ("my o2 is at 89 percent", "spo2", 89, "difficulty_breathing", "present"),
@@ -97,7 +99,16 @@ def test_thresholds_come_from_the_knowledge_base(kb: KnowledgeBase) -> None:
 def test_a_reading_written_the_other_way_round(parser: VitalsParser) -> None:
     """Found by the property tests: "bp 40/60" was dropped as implausible; the higher number is systolic."""
     assert one(parser, "blood pressure 40/60") == ("blood_pressure", 60, "low_blood_pressure", "present")
-    assert one(parser, "BP 80/120") == ("blood_pressure", 120, "low_blood_pressure", "absent")
+    assert one(parser, "BP 80/120") == ("blood_pressure", 120, None, None)
+
+
+def test_a_clinic_can_make_a_normal_pulse_or_pressure_deny_again(kb: KnowledgeBase) -> None:
+    """Whether a normal reading is a denial is data: with `normal` ranges set, it is."""
+    thresholds = {**kb.thresholds, "pulse": {**kb.thresholds["pulse"], "normal": [50, 100]}}
+    thresholds["systolic"] = {**kb.thresholds["systolic"], "normal_from": 100}
+    strict = VitalsParser(dataclasses.replace(kb, thresholds=thresholds))
+    assert one(strict, "heart rate 72") == ("pulse", 72, "rapid_heartbeat", "absent")
+    assert one(strict, "blood pressure 124/80") == ("blood_pressure", 124, "low_blood_pressure", "absent")
 
 
 @pytest.mark.parametrize(
