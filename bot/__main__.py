@@ -221,7 +221,10 @@ def cmd_bench_clinic(args: argparse.Namespace) -> int:
     return 0
 
 
-CASE_KINDS = {"own": "tuned (written beside the patterns)", "blind": "blind (written before the patterns, never tuned against)"}
+CASE_KINDS = {
+    "own": "tuned (written beside the patterns)",
+    "blind": "blind (written before the changes it measures; README 'Blind scores' says which were read since)",
+}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
