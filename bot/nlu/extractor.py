@@ -193,13 +193,14 @@ class SymptomExtractor:
         )
         therapy_matches = self.compiled.therapies(doc)
         symptom_matches = self.compiled.symptoms(doc)
+        said = [(s, e) for m, s, e in symptom_matches if not doc.vocab.strings[m].endswith("|not_when")]
         scopes = ContextScopes(
             doc,
             triggers,
             self.rules.default_max_scope,
             therapies=[(s, e) for _, s, e in therapy_matches],
-            symptom_starts={s for m, s, _ in symptom_matches if not doc.vocab.strings[m].endswith("|not_when")},
-            symptom_tokens={i for m, s, e in symptom_matches if not doc.vocab.strings[m].endswith("|not_when") for i in range(s, e)},
+            symptom_starts={s for s, _ in said},
+            symptom_tokens={i for s, e in said for i in range(s, e)},
         )
         questions = self._question_sentences(doc)
         findings.mentions = self._phrase_mentions(doc, symptom_matches, scopes, questions)
@@ -230,23 +231,34 @@ class SymptomExtractor:
     def _assert(self, span: tuple[int, int], doc: Doc, scopes: ContextScopes, questions: set[int], absent: bool) -> tuple[str, str, str]:
         mods = scopes.modifiers(span)
         experiencer = "other" if "experiencer" in mods else "patient"
-        if "hypothetical" in mods:
-            t = mods["hypothetical"]
-            return HYPOTHETICAL, experiencer, doc[t.start : t.end].text
-        if doc[span[0]].sent.start in questions:
-            return HYPOTHETICAL, experiencer, "question"
-        if "nonpatient" in mods:
-            t = mods["nonpatient"]
-            return NOT_PATIENT, "other", doc[t.start : t.end].text
-        if "historical" in mods and self._over(mods["historical"], span[0], doc, scopes):
-            t = mods["historical"]
-            return PAST, experiencer, doc[t.start : t.end].text
+        decided = self._context_assertion(mods, span[0], doc, scopes, questions)
+        if decided is not None:
+            return decided
         if "negated" in mods:
             t = mods["negated"]
             # A negation in front of an "absent" phrase is usually a list running on ("no chest
             # pain, breathing fine"); "breathing is not fine" has its own present phrase.
             return ABSENT, experiencer, doc[t.start : t.end].text
         return (ABSENT if absent else PRESENT), experiencer, ""
+
+    def _context_assertion(
+        self, mods: dict[str, Trigger], start: int, doc: Doc, scopes: ContextScopes, questions: set[int]
+    ) -> tuple[str, str, str] | None:
+        """What a context cue decides before any denial, in this order: hypothetical, a general
+        question, someone who is not the patient, a past episode that is over. None: no such cue."""
+        experiencer = "other" if "experiencer" in mods else "patient"
+        if "hypothetical" in mods:
+            t = mods["hypothetical"]
+            return HYPOTHETICAL, experiencer, doc[t.start : t.end].text
+        if doc[start].sent.start in questions:
+            return HYPOTHETICAL, experiencer, "question"
+        if "nonpatient" in mods:
+            t = mods["nonpatient"]
+            return NOT_PATIENT, "other", doc[t.start : t.end].text
+        if "historical" in mods and self._over(mods["historical"], start, doc, scopes):
+            t = mods["historical"]
+            return PAST, experiencer, doc[t.start : t.end].text
+        return None
 
     def _over(self, cue: Trigger, start: int, doc: Doc, scopes: ContextScopes) -> bool:
         """Whether a past cue really closes the episode. Not when the sentence goes on to say it is
@@ -297,15 +309,11 @@ class SymptomExtractor:
             span = doc.char_span(v.start, v.end, alignment_mode="expand")
             assertion = v.assertion
             if span is not None:
-                mods = scopes.modifiers((span.start, span.end))
                 # A reading inside a question is still a reading ("is 39.6 classed as high??");
-                # only a hypothetical cue ("what if it reaches 39.5") makes it one.
-                if "hypothetical" in mods:
-                    assertion = HYPOTHETICAL
-                elif "nonpatient" in mods:
-                    assertion = NOT_PATIENT
-                elif "historical" in mods and self._over(mods["historical"], span.start, doc, scopes):
-                    assertion = PAST
+                # only a hypothetical cue ("what if it reaches 39.5") makes it one: no `questions`.
+                decided = self._context_assertion(scopes.modifiers((span.start, span.end)), span.start, doc, scopes, set())
+                if decided is not None:
+                    assertion = decided[0]
             mentions.append(SymptomMention(v.symptom, assertion, v.text, v.start, v.end, "vital", v.evidence))
         return mentions
 
@@ -341,7 +349,6 @@ class SymptomExtractor:
             return [], []
         mentions, asks, candidates = [], [], []
         assert self.semantic is not None  # the caller runs this only with a matcher
-        config = self.semantic.config
         for (a, b, text, found), (score, description_negated) in zip(spans, self.semantic.score([s[2] for s in spans]), strict=True):
             partial = found is not None
             if partial and score.symptom in found:
@@ -354,8 +361,7 @@ class SymptomExtractor:
                 where = (span.start_char, span.end_char)
                 mentions.append(SymptomMention(score.symptom, assertion, text, *where, "semantic", evidence, experiencer, cue))
             elif assertion == PRESENT and score.score > score.background:
-                clear = score.score >= score.background + config.margin
-                candidates.append(Question(score.symptom, text, score.score, span.start_char, span.end_char, clear))
+                candidates.append(Question(score.symptom, text, score.score, span.start_char, span.end_char, score.clear))
                 if score.ask and not partial:  # a partial read is never asked about, only corroborated
                     asks.append(candidates[-1])
         mentions += self._corroborated(doc, candidates, {m.symptom for m in mentions if m.assertion == PRESENT})
@@ -391,17 +397,9 @@ class SymptomExtractor:
         A negation agrees with a description that is itself negative ("can't get words out")."""
         mods = scopes.covering(a, b)
         experiencer = "other" if "experiencer" in mods else "patient"
-        if "hypothetical" in mods:
-            t = mods["hypothetical"]
-            return HYPOTHETICAL, experiencer, doc[t.start : t.end].text
-        if doc[a].sent.start in questions:
-            return HYPOTHETICAL, experiencer, "question"
-        if "nonpatient" in mods:
-            t = mods["nonpatient"]
-            return NOT_PATIENT, "other", doc[t.start : t.end].text
-        if "historical" in mods and self._over(mods["historical"], a, doc, scopes):
-            t = mods["historical"]
-            return PAST, experiencer, doc[t.start : t.end].text
+        decided = self._context_assertion(mods, a, doc, scopes, questions)
+        if decided is not None:
+            return decided
         denial = scopes.clause_denial(a, b)
         if denial is not None and (not description_negated or doc[denial.start].lower_.strip(":- ") in self.rules.denial_words):
             return ABSENT, experiencer, doc[denial.start : denial.end].text

@@ -35,6 +35,12 @@ CACHE_SIZE = 4096
 _NEGATION_RE = re.compile(r"\b(?:not|no|never|nobody|nothing|none|without|cannot|cant|wont|dont|doesnt|didnt|isnt|arent)\b|n't\b")
 
 
+def plain_words(text: str) -> str:
+    """Lower-case words separated by single spaces, apostrophes dropped ("There's" → "theres"):
+    the form in which corroborating cues and messages are compared."""
+    return re.sub(r"[^a-z0-9]+", " ", text.lower().replace("’", "").replace("'", "")).strip()
+
+
 @dataclass(frozen=True)
 class SemanticConfig:
     enabled: bool
@@ -54,7 +60,7 @@ class SemanticConfig:
 
     def corroborating_cue(self, symptom: str, text: str) -> str | None:
         """The first of the symptom's corroborating cues said in `text`, if any."""
-        flat = " " + re.sub(r"[^a-z0-9]+", " ", text.lower().replace("’", "'").replace("'", "")) + " "
+        flat = f" {plain_words(text)} "
         return next((c for c in self.cues.get(symptom, ()) if f" {c} " in flat), None)
 
     def threshold_for(self, symptom: str) -> float:
@@ -97,7 +103,7 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
     for sid, phrases in (corroboration.get("cues") or {}).items():
         if kb is not None and sid not in kb.symptoms:
             raise KnowledgeBaseError(f"{where}: corroboration.cues.{sid} is not a symptom of the knowledge base")
-        cues[sid] = tuple(re.sub(r"[^a-z0-9]+", " ", p.lower().replace("'", "")).strip() for p in _str_list(phrases, f"cues.{sid}"))
+        cues[sid] = tuple(plain_words(p) for p in _str_list(phrases, f"cues.{sid}"))
     return SemanticConfig(
         agreeing_clauses=int(corroboration.get("agreeing_clauses", 0)),
         cue_from=float(corroboration.get("cue_from", 1.0)),
@@ -139,11 +145,12 @@ class ClauseScore:
     background: float  # best similarity to an everyday background sentence
     hit: bool  # at or over the symptom's threshold and beating the background by the margin
     ask: bool  # an emergency candidate in [ask_from, threshold): ask the patient
+    clear: bool  # beats every background sentence by the margin (whatever the threshold)
 
 
 @lru_cache(maxsize=2)
 def _shared_encoder(checksums: tuple[tuple[str, str], ...]) -> Any:
-    from bot.nlu.encoder import MiniLMEncoder  # noqa: PLC0415 - loads NumPy weights only when used
+    from bot.nlu.encoder import MiniLMEncoder  # noqa: PLC0415 - loads the model only when used
 
     return MiniLMEncoder.from_package(dict(checksums))
 
@@ -198,6 +205,9 @@ class SemanticMatcher:
             hit = clear and value >= threshold
             ask = (not hit) and symptom in self.emergency and value >= self.config.ask_from_for(symptom) and value > float(background)
             out.append(
-                (ClauseScore(symptom, round(value, 3), self.texts[best], round(float(background), 3), hit, ask), bool(self.negated[best]))
+                (
+                    ClauseScore(symptom, round(value, 3), self.texts[best], round(float(background), 3), hit, ask, clear),
+                    bool(self.negated[best]),
+                )
             )
         return out

@@ -59,7 +59,7 @@ _FEVER_CUE_RE = re.compile(r"\b(?:fever\w*|temp\w*|running|spik\w*|burning|hot|t
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _TEENS = ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
 _TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-_VALUE = {w: i for i, w in enumerate(_UNITS)} | {"oh": 0, "zero": 0} | {w: 10 + i for i, w in enumerate(_TEENS)}
+_VALUE = {w: i for i, w in enumerate(_UNITS)} | {"oh": 0} | {w: 10 + i for i, w in enumerate(_TEENS)}
 _VALUE |= {w: 20 + 10 * i for i, w in enumerate(_TENS)}
 _UNIT_W = r"(?:one|two|three|four|five|six|seven|eight|nine)"
 _DIGIT_W = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)"
@@ -81,7 +81,10 @@ def spelled_as_digits(text: str) -> tuple[str, list[tuple[int, int]]]:
     """`text` with numbers said in words rewritten as digits, same length (see _SPELLED_RE),
     and the spans rewritten."""
 
+    spans: list[tuple[int, int]] = []
+
     def digits(m: re.Match[str]) -> str:
+        spans.append(m.span())
         if m.group("hundred"):
             value = 100 + (_words_value(m.group("rest")) if m.group("rest") else 0)
         elif m.group("oh"):
@@ -92,7 +95,7 @@ def spelled_as_digits(text: str) -> tuple[str, list[tuple[int, int]]]:
         shown = str(value) + (".5" if "half" in frac else f".{_words_value(frac.split()[-1])}" if "point" in frac else "")
         return shown.ljust(len(m.group(0)))
 
-    return _SPELLED_RE.sub(digits, text), [m.span() for m in _SPELLED_RE.finditer(text)]
+    return _SPELLED_RE.sub(digits, text), spans
 
 
 @dataclass(frozen=True)
@@ -246,7 +249,8 @@ class VitalsParser:
             value = max(_f(m.group(1)), _f(m.group(2) or m.group(1)))
             if 99 <= value <= 108:
                 add(self.temperature(value, "F", m.group(0), a, b), a, b)
-        # A reading that ends inside a number said in words ends where the words end.
+        # A reading that ends inside a number said in words ends where the words end, and every
+        # reading's text is the patient's own words between its offsets.
         for i, v in enumerate(found):
             end = max([b for a, b in spelled if a < v.end <= b] + [v.end])
             if (end, v.text) != (v.end, original[v.start : end]):
