@@ -83,7 +83,8 @@ class ContextScopes:
         # terminators per token: direction → categories it ends
         self.terminators: dict[int, dict[str, set[str]]] = {}
         for _, e in therapies:
-            self._add_terminator(e, ("negated",), "both")
+            if not self._list_of_therapies_runs_on(e):
+                self._add_terminator(e, ("negated",), "both")
         for t in triggers:
             if t.category == "terminate":
                 for i in range(t.start, t.end):
@@ -98,6 +99,15 @@ class ContextScopes:
 
     def _ends(self, i: int, category: str, direction: str) -> bool:
         return category in self.terminators.get(i, {}).get(direction, ())
+
+    def _list_of_therapies_runs_on(self, end: int) -> bool:
+        """After a therapy, does a list of therapies continue ("no treatment or immunotherapy")?"""
+        i = end
+        while (
+            i < len(self.doc) and i - end < 3 and (self.doc[i].lower_ in ("or", "and", "nor", ",", "any", "other") or self.doc[i].is_space)
+        ):
+            i += 1
+        return i > end and i in self.therapy_starts
 
     def _list_runs_on(self, comma: int, end: int) -> bool:
         """After a comma, does a list of symptoms continue ("no fever, cough or rash")?"""

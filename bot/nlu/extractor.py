@@ -187,10 +187,8 @@ class SymptomExtractor:
         if not text.strip():
             return findings
         doc = self.compiled.nlp(text)
-        triggers = resolve_overlaps(
-            [Trigger(s, e, self.rules.context_rules[int(doc.vocab.strings[m])]) for m, s, e in self.compiled.context(doc)],
-            doc,
-        )
+        found = [Trigger(s, e, self.rules.context_rules[int(doc.vocab.strings[m])]) for m, s, e in self.compiled.context(doc)]
+        triggers = resolve_overlaps([t for t in found if not (t.start and doc[t.start - 1].lower_ in t.rule.not_after)], doc)
         therapy_matches = self.compiled.therapies(doc)
         symptom_matches = self.compiled.symptoms(doc)
         said = [(s, e) for m, s, e in symptom_matches if not doc.vocab.strings[m].endswith("|not_when")]
@@ -212,7 +210,7 @@ class SymptomExtractor:
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
-        findings.worsening = [doc[t.start : t.end].text for t in scopes.in_message("worsening")]
+        findings.worsening = [doc[t.start : t.end].text for t in self._worsening(doc, scopes, questions)]
         return findings
 
     # -- pieces ----------------------------------------------------------------------------
@@ -259,6 +257,15 @@ class SymptomExtractor:
             t = mods["historical"]
             return PAST, experiencer, doc[t.start : t.end].text
         return None
+
+    def _worsening(self, doc: Doc, scopes: ContextScopes, questions: set[int]) -> list[Trigger]:
+        """Worsening said of the patient now: not supposed ("call if it gets worse"), asked in
+        general ("what if it gets worse?"), over, or about someone else."""
+        return [
+            t
+            for t in scopes.in_message("worsening")
+            if self._context_assertion(scopes.modifiers((t.start, t.end)), t.start, doc, scopes, questions) is None
+        ]
 
     def _over(self, cue: Trigger, start: int, doc: Doc, scopes: ContextScopes) -> bool:
         """Whether a past cue really closes the episode. Not when the sentence goes on to say it is

@@ -70,6 +70,7 @@ class ContextRule:
     direction: str = "forward"
     max_scope: int | None = None
     ends: tuple[str, ...] = ()
+    not_after: frozenset[str] = frozenset()  # no trigger right after these words ("any of that treatment")
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
 def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH) -> LanguageRules:
     """Validate the context rules (medspaCy-style: whitelisted keys, known categories)."""
     where = str(path)
-    allowed = {"literal", "category", "direction", "max_scope", "ends"}
+    allowed = {"literal", "category", "direction", "max_scope", "ends", "not_after"}
     rules = []
     for i, r in enumerate(_require(raw, "context_rules", where)):
         if not isinstance(r, dict):
@@ -224,7 +225,8 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         for e in ends:
             if e not in CONTEXT_CATEGORIES:
                 raise KnowledgeBaseError(f"{where}: context rule {literal!r} ends unknown category {e!r}")
-        rules.append(ContextRule(str(literal), category, direction, r.get("max_scope"), ends))
+        not_after = frozenset(w.lower() for w in _str_list(r.get("not_after"), f"context rule {literal!r}.not_after"))
+        rules.append(ContextRule(str(literal), category, direction, r.get("max_scope"), ends, not_after))
     question = raw.get("question") or {}
     return LanguageRules(
         context_rules=tuple(rules),
