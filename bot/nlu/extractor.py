@@ -7,7 +7,7 @@ component (bot/nlu/rasa_component.py) is a thin wrapper.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from spacy.tokens import Doc, Span, Token
 
@@ -208,7 +208,7 @@ class SymptomExtractor:
             covered = [(m.start, m.end, m.symptom) for m in findings.mentions] + [(v.start, v.end, v.symptom) for v in findings.vitals]
             semantic, findings.questions = self._semantic_mentions(doc, covered, scopes, questions)
             findings.mentions += semantic
-        findings.mentions = self._reconcile(doc, findings.mentions)
+        findings.mentions = self._reconcile(doc, findings.mentions, scopes)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
         findings.worsening = [doc[t.start : t.end].text for t in self._worsening(doc, scopes, questions)]
         return findings
@@ -271,6 +271,8 @@ class SymptomExtractor:
         """Whether a past cue really closes the episode. Not when the sentence goes on to say it is
         back ("a seizure 2 weeks ago and another one just now") or runs from the cue to now
         ("confused since his infusion 2 weeks ago"): safety over cleverness."""
+        if cue.rule.needs_date and not self._dated(doc, scopes):
+            return False
         sent = doc[start].sent
         after = [t.lower_ for t in doc[cue.end : min(sent.end, cue.end + RECURRENCE_WINDOW)]]
         if any(" ".join(after[i : i + len(w)]) == " ".join(w) for w in self.rules.recurrence_words for i in range(len(after))):
@@ -412,19 +414,64 @@ class SymptomExtractor:
             return ABSENT, experiencer, doc[denial.start : denial.end].text
         return PRESENT, experiencer, ""
 
-    def _reconcile(self, doc: Doc, mentions: list[SymptomMention]) -> list[SymptomMention]:
+    def _reconcile(self, doc: Doc, mentions: list[SymptomMention], scopes: ContextScopes) -> list[SymptomMention]:
         """A measured temperature speaks for the vague fever words of its sentence, and a
-        present higher symptom ("high_fever") replaces the one it subsumes ("fever")."""
+        present higher symptom ("high_fever") replaces the one it subsumes ("fever"). A semantic
+        read does not revive in its sentence a symptom a phrase there says is someone else's,
+        past or supposed ("the lady next to me had a fit and it shook me up"). An episode the
+        message closes is over: a later "no chills now", or a sentence that only says "it
+        settled" after a dated one."""
 
         def sent_of(m: SymptomMention) -> int:
             span = doc.char_span(m.start, m.end, alignment_mode="expand")
             return span.sent.start if span is not None else -1
 
+        elsewhere = {(m.symptom, sent_of(m)) for m in mentions if m.source == "phrase" and m.assertion in (NOT_PATIENT, PAST, HYPOTHETICAL)}
+        mentions = [m for m in mentions if not (m.source == "semantic" and m.assertion == PRESENT and (m.symptom, sent_of(m)) in elsewhere)]
+        mentions = self._closed_episodes(doc, mentions, scopes, sent_of)
         measured = {sent_of(m) for m in mentions if m.source == "vital" and m.symptom in ("fever", "high_fever")}
         kept = [m for m in mentions if not (m.source == "phrase" and m.symptom == "fever" and sent_of(m) in measured)]
         present = {m.symptom for m in kept if m.assertion == PRESENT}
         subsumed = {sub for sid in present for sub in self.kb.symptoms[sid].subsumes}
         return [m for m in kept if not (m.symptom in subsumed and m.assertion == PRESENT)]
+
+    def _dated(self, doc: Doc, scopes: ContextScopes) -> bool:
+        """Whether the message puts an episode days or more back: a dated past cue or an anchor."""
+        text = doc.text.lower()
+        return any(not t.rule.needs_date for t in scopes.in_message("historical")) or any(
+            re.search(p, text) for p in self.rules.past_anchors
+        )
+
+    def _closed_episodes(self, doc: Doc, mentions: list[SymptomMention], scopes: ContextScopes, sent_of) -> list[SymptomMention]:
+        """Present mentions the rest of the message says are over. An emergency symptom is closed
+        only when the message dates the episode: "a seizure, no seizure now" stays present."""
+        dated = self._dated(doc, scopes)
+        sents = list(doc.sents)
+        closed: dict[tuple[str, int], str] = {}  # (symptom, sentence start) → cue
+        # a later denial said of now: "the chills are gone completely, no chills now"
+        for m in mentions:
+            if m.assertion != ABSENT or m.source == "vital" or (self.kb.symptoms[m.symptom].cls == "emergency" and not dated):
+                # a normal reading after paracetamol is not "no fever now"
+                continue
+            sent = doc[doc.char_span(m.start, m.end, alignment_mode="expand").start].sent
+            words = [t.lower_ for t in sent]
+            if any(" ".join(words[i : i + len(w)]) == " ".join(w) for w in self.rules.now_words for i in range(len(words))):
+                for p in mentions:
+                    if p.symptom == m.symptom and p.assertion == PRESENT and p.end <= m.start:
+                        closed[(p.symptom, p.start)] = m.cue or "denied now"
+        # a sentence that only says it is over closes the dated sentence before it
+        present_sents = {sent_of(m) for m in mentions}
+        for i in range(1, len(sents)):
+            cues = [t for t in scopes.in_message("historical") if sents[i].start <= t.start < sents[i].end and t.rule.closes]
+            if not cues or sents[i].start in present_sents or not self._over(cues[0], cues[0].start, doc, scopes):
+                continue
+            before = sents[i - 1]
+            if not any(re.search(p, before.text.lower()) for p in self.rules.past_anchors):
+                continue
+            for p in mentions:
+                if p.assertion == PRESENT and sent_of(p) == before.start:
+                    closed[(p.symptom, p.start)] = doc[cues[0].start : cues[0].end].text
+        return [replace(m, assertion=PAST, cue=closed[(m.symptom, m.start)]) if (m.symptom, m.start) in closed else m for m in mentions]
 
     def _therapy_mentions(
         self, doc: Doc, matches: list[tuple[int, int, int]], scopes: ContextScopes, questions: set[int]

@@ -8,6 +8,7 @@ clinician-edited file must fail loudly at start-up, never silently drop a sympto
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -71,6 +72,8 @@ class ContextRule:
     max_scope: int | None = None
     ends: tuple[str, ...] = ()
     not_after: frozenset[str] = frozenset()  # no trigger right after these words ("any of that treatment")
+    needs_date: bool = False  # a past cue that closes an episode only a dated one ("it settled" after "on day 2")
+    closes: bool = False  # said alone in a sentence, closes the dated sentence before it ("It settled.")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class LanguageRules:
     protected_words: frozenset[str]
     denial_words: frozenset[str] = frozenset()
     recurrence_words: tuple[tuple[str, ...], ...] = ()
+    now_words: tuple[tuple[str, ...], ...] = ()  # a later denial with one of these says the symptom is over
+    past_anchors: tuple[str, ...] = ()  # regexes dating an episode days or more back ("on day 2", "3 weeks ago")
     path: Path = field(default=DEFAULT_LANGUAGE_PATH)
 
 
@@ -203,7 +208,7 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
 def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH) -> LanguageRules:
     """Validate the context rules (medspaCy-style: whitelisted keys, known categories)."""
     where = str(path)
-    allowed = {"literal", "category", "direction", "max_scope", "ends", "not_after"}
+    allowed = {"literal", "category", "direction", "max_scope", "ends", "not_after", "needs_date", "closes"}
     rules = []
     for i, r in enumerate(_require(raw, "context_rules", where)):
         if not isinstance(r, dict):
@@ -226,7 +231,18 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
             if e not in CONTEXT_CATEGORIES:
                 raise KnowledgeBaseError(f"{where}: context rule {literal!r} ends unknown category {e!r}")
         not_after = frozenset(w.lower() for w in _str_list(r.get("not_after"), f"context rule {literal!r}.not_after"))
-        rules.append(ContextRule(str(literal), category, direction, r.get("max_scope"), ends, not_after))
+        rules.append(
+            ContextRule(
+                str(literal),
+                category,
+                direction,
+                r.get("max_scope"),
+                ends,
+                not_after,
+                bool(r.get("needs_date", False)),
+                bool(r.get("closes", False)),
+            )
+        )
     question = raw.get("question") or {}
     return LanguageRules(
         context_rules=tuple(rules),
@@ -237,8 +253,20 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         protected_words=frozenset(w.lower() for w in _str_list(raw.get("protected_words"), "protected_words")),
         denial_words=frozenset(w.lower() for w in _str_list(raw.get("denial_words"), "denial_words")),
         recurrence_words=tuple(tuple(w.lower().split()) for w in _str_list(raw.get("recurrence_words"), "recurrence_words")),
+        now_words=tuple(tuple(w.lower().split()) for w in _str_list(raw.get("now_words"), "now_words")),
+        past_anchors=_regex_list(raw.get("past_anchors"), "past_anchors"),
         path=path,
     )
+
+
+def _regex_list(value: Any, where: str) -> tuple[str, ...]:
+    patterns = _str_list(value, where)
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise KnowledgeBaseError(f"{where}: bad regular expression {p!r}: {exc}") from exc
+    return patterns
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

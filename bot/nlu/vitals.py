@@ -19,7 +19,7 @@ _NUM = r"(\d{2,3}(?:[.,]\d{1,2})?)"
 _KEYWORDS = {
     "spo2": r"spo2|sp02|sa02|sao2|o2 sat(?:uration)?s?|o2|oxygen(?: level| saturation| sat(?:uration)?s?)?|sats?|saturations?|"
     r"pulse ?ox(?:imeter)?|oximeter|ox(?:y|i)meter|pulseox|oxygenation",
-    "pulse": r"pulse(?! ?ox)(?: rate)?|heart ?rate|hr|heartbeat|heart beat|bpm|heart",
+    "pulse": r"pulse(?! ?ox)(?: rate)?|heart ?rate|hr|heartbeat|heart beat|bpm|heart|tachy(?:cardic|cardia)?",
     "bp": r"blood pressure|bp|b/p|pressure|systolic|sys|top number|upper number",
     "temp": r"temperature|temp|fever|thermometer|febrile|temps",
 }

@@ -158,3 +158,74 @@ def test_reading_material_and_general_questions_are_not_reports(extractor: Sympt
 
 def test_a_climbing_temperature_is_worsening(extractor: SymptomExtractor) -> None:
     assert extractor("fever was 38.1 yesterday and 38.9 today, it keeps climbing").worsening
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Had chills on day 3 after the infusion. They settled with paracetamol. Now day 8 and no chills.",
+        "the headache from last weekend has gone, no headache now",
+        "he was muddled for a day after his cells two weeks ago but he's sharp since and not confused at all now",
+    ],
+)
+def test_an_episode_the_message_closes_is_over(extractor: SymptomExtractor, text: str) -> None:
+    assert not extractor(text).present
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("his temperature hit 39.8 and settled after tylenol", "high_fever"),
+        ("he had a fit. It settled after a minute.", "seizure"),
+        ("he had a seizure, no seizure now but he is very sleepy", "seizure"),
+        ("temp was 102 an hour ago so I took tylenol, now it reads 99. on blincyto", "fever"),
+    ],
+)
+def test_an_undated_or_masked_episode_stays_present(extractor: SymptomExtractor, text: str, symptom: str) -> None:
+    assert symptom in extractor(text).present
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("my colleague's wife was seeing things after her CAR-T", "hallucinations"),
+        ("someone in my online group had a seizure after Kymriah, is that common?", "seizure"),
+        ("the man in the bed opposite had a fit last night, I'm fine", "seizure"),
+    ],
+)
+def test_people_around_the_patient_are_not_the_patient(extractor: SymptomExtractor, text: str, symptom: str) -> None:
+    assert symptom not in extractor(text).present
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["it feels like someone is sitting on my chest", "a man was standing in the corner of the room, nobody else saw him"],
+)
+def test_a_simile_or_a_scene_is_not_someone_else(extractor: SymptomExtractor, text: str) -> None:
+    assert NOT_PATIENT not in {m.assertion for m in extractor(text).mentions}
+
+
+@pytest.mark.parametrize(
+    ("text", "worse"),
+    [
+        ("if the rash gets worse I'll ring them", False),
+        ("what if my cough gets worse?", False),
+        ("my cough is much worse", True),
+        ("the tablets aren't touching this headache", True),
+        ("fever 38.2 this morning, 38.7 now, going up", True),
+    ],
+)
+def test_worsening_is_said_of_the_patient_now(extractor: SymptomExtractor, text: str, worse: bool) -> None:
+    assert bool(extractor(text).worsening) is worse
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not on any cancer treatment or immunotherapy, just a cough",
+        "I'm not on any of that immunotherapy stuff, just a cough",
+        "nope, not on anything. bit of a cough",
+    ],
+)
+def test_a_denial_reaches_every_therapy_it_lists(extractor: SymptomExtractor, text: str) -> None:
+    assert extractor(text).on_immunotherapy is False
