@@ -206,7 +206,7 @@ class SymptomExtractor:
         findings.mentions += self._vital_mentions(doc, findings.vitals, scopes, questions)
         if self.semantic is not None:
             covered = [(m.start, m.end, m.symptom) for m in findings.mentions] + [(v.start, v.end, v.symptom) for v in findings.vitals]
-            semantic, findings.questions = self._semantic_mentions(doc, covered, scopes, questions)
+            semantic, findings.questions = self._semantic_mentions(doc, covered, scopes, questions, findings.vitals)
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions, scopes)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
@@ -327,7 +327,7 @@ class SymptomExtractor:
         return mentions
 
     def _semantic_mentions(
-        self, doc: Doc, covered: list[tuple[int, int, str | None]], scopes: ContextScopes, questions: set[int]
+        self, doc: Doc, covered: list[tuple[int, int, str | None]], scopes: ContextScopes, questions: set[int], vitals: list[Vital] = ()
     ) -> tuple[list[SymptomMention], list[Question]]:
         """Clauses read by meaning. A clause the rules found nothing in is read whole; in one
         where they found something, each run of words they did not explain is read too ("fever 38.6
@@ -358,9 +358,14 @@ class SymptomExtractor:
             return [], []
         mentions, asks, candidates = [], [], []
         assert self.semantic is not None  # the caller runs this only with a matcher
+        # A sentence with a reading is decided by the numbers for what they measure ("my pulse ox
+        # reads 97%", "resting heart rate 64, lower than usual"), not by how its words sound.
+        read = {span.sent.start for v in vitals if (span := doc.char_span(v.start, v.end, alignment_mode="expand")) is not None}
         for (a, b, text, found), (score, description_negated) in zip(spans, self.semantic.score([s[2] for s in spans]), strict=True):
             partial = found is not None
-            if partial and score.symptom in found:
+            if (partial and score.symptom in found) or (score.symptom in self.semantic.config.measured and doc[a].sent.start in read):
+                continue
+            if self.semantic.config.says_as_usual(text):
                 continue
             span = doc[a:b]
             assertion, experiencer, cue = self._assert_clause(a, b, doc, scopes, questions, description_negated)
@@ -393,6 +398,11 @@ class SymptomExtractor:
                 best, also = mine[0], f'with "{cue}"'
             elif config.agreeing_clauses and len(asked) >= config.agreeing_clauses:
                 best, also = asked[0], f"{len(asked)} clauses agreeing"
+            elif (
+                config.agreeing_unsure
+                and len(unsure := [q for q in mine if q.score >= config.ask_from_for(symptom)]) >= config.agreeing_unsure
+            ):
+                best, also = unsure[0], f"{len(unsure)} clauses agreeing"
             else:
                 continue
             evidence = f'said "{best.text}" ≈ {self.kb.symptoms[symptom].label} {best.score:.2f}, {also}'

@@ -57,6 +57,13 @@ class SemanticConfig:
     agreeing_clauses: int = 0  # 0: off
     cue_from: float = 1.0  # a candidate this close counts when the message says one of its cues
     cues: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    agreeing_unsure: int = 0  # this many clauses naming one emergency count even below the margin; 0: off
+    measured: frozenset[str] = frozenset()  # symptoms a reading in the sentence decides, not a reading of words
+    as_usual: tuple[str, ...] = ()  # a clause saying one of these (and no negation) is read as no symptom
+
+    def says_as_usual(self, text: str) -> bool:
+        flat = f" {plain_words(text)} "
+        return any(f" {w} " in flat for w in self.as_usual) and not _NEGATION_RE.search(text.lower().replace("’", "'"))
 
     def corroborating_cue(self, symptom: str, text: str) -> str | None:
         """The first of the symptom's corroborating cues said in `text`, if any."""
@@ -104,8 +111,14 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
         if kb is not None and sid not in kb.symptoms:
             raise KnowledgeBaseError(f"{where}: corroboration.cues.{sid} is not a symptom of the knowledge base")
         cues[sid] = tuple(plain_words(p) for p in _str_list(phrases, f"cues.{sid}"))
+    measured = frozenset(_str_list(raw.get("measured"), "measured"))
+    if kb is not None and measured - set(kb.symptoms):
+        raise KnowledgeBaseError(f"{where}: measured names unknown symptoms {sorted(measured - set(kb.symptoms))}")
     return SemanticConfig(
         agreeing_clauses=int(corroboration.get("agreeing_clauses", 0)),
+        agreeing_unsure=int(corroboration.get("agreeing_unsure", 0)),
+        measured=measured,
+        as_usual=tuple(plain_words(w) for w in _str_list(raw.get("as_usual"), "as_usual")),
         cue_from=float(corroboration.get("cue_from", 1.0)),
         cues=cues,
         enabled=bool(raw.get("enabled", True)),

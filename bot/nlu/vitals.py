@@ -19,7 +19,7 @@ _NUM = r"(\d{2,3}(?:[.,]\d{1,2})?)"
 _KEYWORDS = {
     "spo2": r"spo2|sp02|sa02|sao2|o2 sat(?:uration)?s?|o2|oxygen(?: level| saturation| sat(?:uration)?s?)?|sats?|saturations?|"
     r"pulse ?ox(?:imeter)?|oximeter|ox(?:y|i)meter|pulseox|oxygenation",
-    "pulse": r"pulse(?! ?ox)(?: rate)?|heart ?rate|hr|heartbeat|heart beat|bpm|heart|tachy(?:cardic|cardia)?",
+    "pulse": r"pulse(?! ?ox)(?: rate)?|heart ?rate|hr|heartbeat|heart beat|bpm|heart|tachy(?:cardic|cardia)?|pr",
     "bp": r"blood pressure|bp|b/p|pressure|systolic|sys|top number|upper number",
     "temp": r"temperature|temp|fever|thermometer|febrile|temps",
 }
@@ -43,7 +43,8 @@ _BP_WORDS_RE = re.compile(
     + _LOOSE
     + r"|"
     + _LOOSE.replace("(", "(?P<on_top>", 1)
-    + r"\s+on\s+(?:the\s+)?top\b",
+    + r"\s+on\s+(?:the\s+)?top\b"
+    + r"|(?P<before>\d{2,3})\s*(?:mm ?hg\s*)?(?:systolic|sys)\b",  # "today it's 82 systolic"
     re.IGNORECASE,
 )
 # A bare whole number or range that reads as a temperature in °F only with a fever word within
@@ -54,7 +55,7 @@ _FEVER_CUE_RE = re.compile(r"\b(?:fever\w*|temp\w*|running|spik\w*|burning|hot|t
 
 
 # Numbers said in words ("a hundred and three point six", "thirty-nine point five", "one oh
-# two"): rewritten as digits padded with spaces to the same length, so every offset still
+# two", "one thirty-five", "hundred forty"): rewritten as digits padded with spaces to the same length, so every offset still
 # points into the patient's own text. Only numbers of 20 and up are rewritten ("one cough").
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _TEENS = ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
@@ -65,8 +66,9 @@ _UNIT_W = r"(?:one|two|three|four|five|six|seven|eight|nine)"
 _DIGIT_W = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)"
 _UNDER_100 = rf"(?:(?:{'|'.join(_TENS)})(?:[\s-]+{_UNIT_W})?|{'|'.join(_TEENS)}|{_UNIT_W})"
 _SPELLED_RE = re.compile(
-    rf"\b(?:(?P<hundred>(?:a|one)[\s-]+hundred(?:[\s-]+and)?(?:[\s-]+(?P<rest>{_UNDER_100}))?)"
+    rf"\b(?:(?P<hundred>(?:(?:a|one)[\s-]+)?hundred(?:[\s-]+and)?(?:[\s-]+(?P<rest>{_UNDER_100}))?)"
     rf"|(?P<oh>one[\s-]+oh[\s-]+{_UNIT_W})"
+    rf"|(?P<one>one[\s-]+(?:{'|'.join(_TENS)})(?:[\s-]+{_UNIT_W})?)"
     rf"|(?P<tens>(?:{'|'.join(_TENS)})(?:[\s-]+{_UNIT_W})?))"
     rf"(?P<frac>[\s-]+point[\s-]+{_DIGIT_W}|[\s-]+and[\s-]+a[\s-]+half)?\b",
     re.IGNORECASE,
@@ -87,6 +89,8 @@ def spelled_as_digits(text: str) -> tuple[str, list[tuple[int, int]]]:
         spans.append(m.span())
         if m.group("hundred"):
             value = 100 + (_words_value(m.group("rest")) if m.group("rest") else 0)
+        elif m.group("one"):  # "one thirty-five": 135, said the way a reading is read out
+            value = 100 + _words_value(re.split(r"[\s-]+", m.group("one"), maxsplit=1)[1])
         elif m.group("oh"):
             value = 100 + _words_value(re.split(r"[\s-]+", m.group("oh"))[-1])
         else:
@@ -217,7 +221,7 @@ class VitalsParser:
             add(self.temperature(_f(number), unit, m.group(0), m.start(), m.end()), m.start(), m.end())
         # After the readings with a unit: "at first it was 103 F" is a temperature, not a systolic.
         for m in _BP_WORDS_RE.finditer(text):
-            group = "on_top" if m.group("on_top") else 1
+            group = "on_top" if m.group("on_top") else "before" if m.group("before") else 1
             number, a, b = m.group(group), m.start(group), m.end(group)
             add(self.blood_pressure(_f(number), None, m.group(0).strip(), a, b), a, b)
         for m in _NUM_RE.finditer(text):

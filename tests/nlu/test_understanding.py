@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.nlu.extractor import ABSENT, NOT_PATIENT, PAST, PRESENT, SymptomExtractor
+from bot.nlu.extractor import ABSENT, NOT_PATIENT, PAST, PRESENT, Question, SymptomExtractor
 from bot.nlu.knowledge import KnowledgeBase
 from bot.nlu.vitals import VitalsParser, spelled_as_digits
 
@@ -229,3 +229,28 @@ def test_worsening_is_said_of_the_patient_now(extractor: SymptomExtractor, text:
 )
 def test_a_denial_reaches_every_therapy_it_lists(extractor: SymptomExtractor, text: str) -> None:
     assert extractor(text).on_immunotherapy is False
+
+
+def test_a_reading_decides_what_it_measures(extractor: SymptomExtractor) -> None:
+    findings = extractor("my watch says my resting pulse was 61 this morning, lower than usual, fine?")
+    assert not {"rapid_heartbeat", "low_blood_pressure"} & set(findings.present)
+
+
+def test_a_clause_that_says_as_usual_is_no_symptom_but_its_negation_is_read(extractor: SymptomExtractor) -> None:
+    assert "hallucinations" not in extractor("he's talking away normally at dinner").present
+    assert "speech_difficulty" in extractor("she is not talking normally, her words are jumbled").present
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("pulse is hundred thirty", 130), ("heart rate one forty-two at rest", 142), ("his pressure is 84 systolic", 84)],
+)
+def test_readings_said_the_way_they_are_read_out(extractor: SymptomExtractor, text: str, value: int) -> None:
+    assert value in [v.value for v in extractor(text).vitals]
+
+
+def test_three_unsure_clauses_naming_one_emergency_count(extractor: SymptomExtractor) -> None:
+    doc = extractor.nlp("one. two. three.")
+    unsure = [Question("drowsiness", text, 0.47, 0, 3, False) for text in ("one", "two", "three")]
+    assert [m.symptom for m in extractor._corroborated(doc, unsure, set())] == ["drowsiness"]
+    assert extractor._corroborated(doc, unsure[:2], set()) == []
