@@ -72,12 +72,14 @@ class ContextScopes:
         therapies: list[tuple[int, int]] = (),
         symptom_starts: set[int] = frozenset(),
         symptom_tokens: set[int] = frozenset(),
+        complaint_words: frozenset[str] = frozenset(),
     ) -> None:
         self.doc = doc
         self.triggers = triggers
         self.default_max_scope = default_max_scope
         self.symptom_starts = symptom_starts
         self.symptom_tokens = symptom_tokens
+        self.complaint_words = complaint_words
         self.therapy_starts = {s for s, _ in therapies}
         self.therapy_ends = {e for _, e in therapies}
         # terminators per token: direction → categories it ends
@@ -152,6 +154,10 @@ class ContextScopes:
             if trig.start in head or (trig.start < start and trig.rule.direction != "backward"):
                 return trig
             if trig.rule.direction == "backward" and (trig.start in tail or trig.start >= end):
+                return trig
+            # a complaint word denied at the end of the clause: "her chest doesn't hurt" (not "the
+            # words are not clear", not "people who aren't there")
+            if trig.start in set(words[-3:]) and self.doc[words[-1]].lower_ in self.complaint_words:
                 return trig
         return None
 

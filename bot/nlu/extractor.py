@@ -199,6 +199,7 @@ class SymptomExtractor:
             therapies=[(s, e) for _, s, e in therapy_matches],
             symptom_starts={s for s, _ in said},
             symptom_tokens={i for s, e in said for i in range(s, e)},
+            complaint_words=self.rules.complaint_words,
         )
         questions = self._question_sentences(doc)
         findings.mentions = self._phrase_mentions(doc, symptom_matches, scopes, questions)
@@ -369,7 +370,7 @@ class SymptomExtractor:
                 continue
             span = doc[a:b]
             assertion, experiencer, cue = self._assert_clause(a, b, doc, scopes, questions, description_negated)
-            if score.hit:
+            if score.hit and not (partial and score.score < self.semantic.config.partial_from):
                 label = self.kb.symptoms[score.symptom].label
                 evidence = f'said "{text}" ≈ {label} {score.score:.2f}'
                 where = (span.start_char, span.end_char)

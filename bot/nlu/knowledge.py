@@ -86,6 +86,7 @@ class LanguageRules:
     protected_words: frozenset[str]
     denial_words: frozenset[str] = frozenset()
     recurrence_words: tuple[tuple[str, ...], ...] = ()
+    complaint_words: frozenset[str] = frozenset()  # denied at a clause's end, they deny it ("chest doesn't hurt")
     now_words: tuple[tuple[str, ...], ...] = ()  # a later denial with one of these says the symptom is over
     past_anchors: tuple[str, ...] = ()  # regexes dating an episode days or more back ("on day 2", "3 weeks ago")
     path: Path = field(default=DEFAULT_LANGUAGE_PATH)
@@ -253,6 +254,7 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         protected_words=frozenset(w.lower() for w in _str_list(raw.get("protected_words"), "protected_words")),
         denial_words=frozenset(w.lower() for w in _str_list(raw.get("denial_words"), "denial_words")),
         recurrence_words=tuple(tuple(w.lower().split()) for w in _str_list(raw.get("recurrence_words"), "recurrence_words")),
+        complaint_words=frozenset(w.lower() for w in _str_list(raw.get("complaint_words"), "complaint_words")),
         now_words=tuple(tuple(w.lower().split()) for w in _str_list(raw.get("now_words"), "now_words")),
         past_anchors=_regex_list(raw.get("past_anchors"), "past_anchors"),
         path=path,

@@ -57,6 +57,7 @@ class SemanticConfig:
     agreeing_clauses: int = 0  # 0: off
     cue_from: float = 1.0  # a candidate this close counts when the message says one of its cues
     cues: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    partial_from: float = 0.0  # a read of the words a phrase left over counts from this similarity up (and the usual tests)
     agreeing_unsure: int = 0  # this many clauses naming one emergency count even below the margin; 0: off
     measured: frozenset[str] = frozenset()  # symptoms a reading in the sentence decides, not a reading of words
     as_usual: tuple[str, ...] = ()  # a clause saying one of these (and no negation) is read as no symptom
@@ -117,6 +118,7 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
     return SemanticConfig(
         agreeing_clauses=int(corroboration.get("agreeing_clauses", 0)),
         agreeing_unsure=int(corroboration.get("agreeing_unsure", 0)),
+        partial_from=float(defaults.get("partial_from", 0.0)),
         measured=measured,
         as_usual=tuple(plain_words(w) for w in _str_list(raw.get("as_usual"), "as_usual")),
         cue_from=float(corroboration.get("cue_from", 1.0)),

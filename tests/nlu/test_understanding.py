@@ -254,3 +254,26 @@ def test_three_unsure_clauses_naming_one_emergency_count(extractor: SymptomExtra
     unsure = [Question("drowsiness", text, 0.47, 0, 3, False) for text in ("one", "two", "three")]
     assert [m.symptom for m in extractor._corroborated(doc, unsure, set())] == ["drowsiness"]
     assert extractor._corroborated(doc, unsure[:2], set()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("my tummy isn't sore and her chest doesn't hurt", "chest_pain"),
+        ("my heart skipped a beat when they said the scan was clear", "rapid_heartbeat"),
+        ("sick and tired of waiting rooms", "malaise"),
+        ("I fainted once when I was 19 at a concert, does that matter?", "fainting"),
+        ("the nurse said CAR-T can make you hallucinate", "hallucinations"),
+    ],
+)
+def test_denied_complaints_idioms_and_old_or_general_stories_are_not_reports(extractor: SymptomExtractor, text: str, symptom: str) -> None:
+    assert symptom not in extractor(text).present
+
+
+def test_a_negation_that_is_part_of_the_description_does_not_deny(extractor: SymptomExtractor) -> None:
+    assert "speech_difficulty" in extractor("his speech is slow and the words are not clear, like he is drunk").present
+
+
+def test_history_of_a_condition_does_not_deny_an_attack_now(extractor: SymptomExtractor) -> None:
+    findings = extractor("he is shaking like epilepsy, he never had epilepsy before")
+    assert "seizure" in findings.present and "seizure" not in findings.absent
