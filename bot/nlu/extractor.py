@@ -25,6 +25,8 @@ NOT_PATIENT = "not_patient"  # someone who is not the patient: a neighbour, a pe
 RECURRENCE_WINDOW = 6
 # A run of unexplained words that starts with one of these right after a finding only says where
 # or when that finding is ("itchy red rash [on my chest and arms since this morning]").
+QUESTION_FILLERS = frozenset({"and", "so", "but", "ok", "okay", "also", "oh", "well", "then", "um", "hmm", ","})
+PERSON_WORDS = frozenset({"i", "me", "my", "mine", "he", "him", "his", "she", "her", "hers", "we", "our", "us", "they", "them", "their"})
 ATTACHED_WORDS = frozenset(
     [
         "on",
@@ -208,6 +210,13 @@ class SymptomExtractor:
         if self.semantic is not None:
             covered = [(m.start, m.end, m.symptom) for m in findings.mentions] + [(v.start, v.end, v.symptom) for v in findings.vitals]
             semantic, findings.questions = self._semantic_mentions(doc, covered, scopes, questions, findings.vitals)
+            # a clause a `not_when` phrase explains is not that symptom by meaning either ("my heart skipped a beat when …")
+            excepted = [
+                (doc[s].idx, doc[e - 1].idx + len(doc[e - 1]), doc.vocab.strings[m].split("|")[0])
+                for m, s, e in symptom_matches
+                if doc.vocab.strings[m].endswith("|not_when")
+            ]
+            semantic = [m for m in semantic if not any(sid == m.symptom and a < m.end and m.start < b for a, b, sid in excepted)]
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions, scopes)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
@@ -219,12 +228,19 @@ class SymptomExtractor:
         """Start tokens of sentences that are general questions ("can CRS cause a rash?")."""
         cue_starts = {s for _, s, _ in self.compiled.present_cues(doc)}
         found = set()
+        previous_general = False
         for sent in doc.sents:
             words = [t for t in sent if not t.is_space]
-            if not words or words[-1].text != "?" or words[0].lower_ not in self.rules.question_starters:
-                continue
-            if not any(sent.start <= c < sent.end for c in cue_starts):
+            while words and words[0].lower_ in QUESTION_FILLERS:  # "and what about slurred speech?"
+                words = words[1:]
+            asked = bool(words) and words[-1].text == "?" and not any(sent.start <= c < sent.end for c in cue_starts)
+            # a general question, or a fragment following one with nobody in it ("… look like? hives or spots?")
+            general = asked and (
+                words[0].lower_ in self.rules.question_starters or (previous_general and not any(t.lower_ in PERSON_WORDS for t in words))
+            )
+            if general:
                 found.add(sent.start)
+            previous_general = general
         return found
 
     def _assert(self, span: tuple[int, int], doc: Doc, scopes: ContextScopes, questions: set[int], absent: bool) -> tuple[str, str, str]:
@@ -279,8 +295,13 @@ class SymptomExtractor:
         if any(" ".join(after[i : i + len(w)]) == " ".join(w) for w in self.rules.recurrence_words for i in range(len(after))):
             return False
         lo, hi = min(start, cue.start), max(start, cue.start)
-        # The cue dates a treatment named just before it, not the symptom: "104.2, had Tecartus last week".
-        if start < cue.start and any(start < e <= cue.start and cue.start - e <= 2 for e in scopes.therapy_ends):
+        # The cue dates a treatment named just before it, not the symptom: "104.2, had Tecartus last week",
+        # or between it and the symptom: "last week I had CAR-T and I'm confused".
+        # (Forward only for a recent date: after "Yescarta last spring" the fever is that old episode.)
+        recent = "week" in cue.rule.literal
+        if any(e <= cue.start and cue.start - e <= 2 and (start < e or (recent and start >= cue.end)) for e in scopes.therapy_ends):
+            return False
+        if cue.start - sent.start <= 1 and cue.end <= start and any(cue.end <= b <= start for b in scopes.therapy_starts):
             return False
         return not any(t.lower_ == "since" for t in doc[lo:hi])
 
@@ -492,6 +513,9 @@ class SymptomExtractor:
             kind, tid = doc.vocab.strings[match_id].split("|")
             spans.append((start, end, kind, tid))
         spans.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
+        # A sentence saying the therapy is not now (not started, cancelled, stopped long ago) makes
+        # every therapy it names absent: "my CAR-T isn't until March".
+        not_now = {doc[s].sent.start for s, _, kind, _ in spans if kind == "not_now"}
         taken: set[int] = set()
         found = []
         for start, end, kind, tid in spans:
@@ -500,6 +524,8 @@ class SymptomExtractor:
             taken.update(range(start, end))
             span = doc[start:end]
             assertion, _, _ = self._assert((start, end), doc, scopes, questions, absent=False)
+            if span.sent.start in not_now:
+                assertion = ABSENT
             if kind == "denial_only" and assertion != ABSENT:
                 continue  # "my treatment" says nothing; "no treatment" does
             if kind == "therapy":
@@ -507,7 +533,7 @@ class SymptomExtractor:
                 therapy_id, kind_id, name = t.id, t.kind, t.name
             elif kind == "kind":
                 therapy_id, kind_id, name = None, tid, self.kb.therapy_kinds[tid].label
-            else:
+            else:  # denial_only, not_now
                 therapy_id, kind_id, name = None, "denial_only", span.text
             when = _WHEN_RE.search(span.sent.text)
             found.append(

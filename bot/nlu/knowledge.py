@@ -101,6 +101,7 @@ class KnowledgeBase:
     therapies: tuple[Therapy, ...]
     therapy_kinds: dict[str, TherapyKind]
     therapy_denial_only: tuple[str, ...]
+    therapy_not_now: tuple[str, ...] = ()  # "my CAR-T isn't until March", "stopped in 2019, nothing since": not on it now
     path: Path = field(default=DEFAULT_KB_PATH)
 
     def symptom_class(self, symptom_id: str) -> str:
@@ -202,6 +203,7 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
         therapies=tuple(therapies),
         therapy_kinds=kinds,
         therapy_denial_only=_str_list(raw.get("therapy_denial_only"), "therapy_denial_only"),
+        therapy_not_now=_str_list(raw.get("therapy_not_now"), "therapy_not_now"),
         path=path,
     )
 

@@ -38,6 +38,7 @@ def vocabulary(kb: KnowledgeBase, rules: LanguageRules) -> set[str]:
         texts.extend(t.names)
     for k in kb.therapy_kinds.values():
         texts.extend(k.names)
+    texts.extend(kb.therapy_denial_only + kb.therapy_not_now)
     texts.extend(r.literal for r in rules.context_rules)
     texts.extend(rules.shorthand.values())
     return {w for text in texts for w in re.findall(r"[a-z]+", text.lower())}
@@ -65,6 +66,8 @@ def build_pipeline(kb: KnowledgeBase, rules: LanguageRules) -> CompiledRules:
             therapies.add(f"kind|{k.id}", [[{"NORM": n} for n in tokenize(name)]])
     for word in kb.therapy_denial_only:
         therapies.add("denial_only|-", [[{"NORM": n} for n in tokenize(word)]])
+    for phrase in kb.therapy_not_now:
+        therapies.add("not_now|-", compile_phrase(phrase, tokenize))
     context = Matcher(nlp.vocab, validate=True)
     for i, rule in enumerate(rules.context_rules):
         context.add(str(i), compile_phrase(rule.literal, tokenize))

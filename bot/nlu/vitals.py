@@ -30,7 +30,7 @@ _KEYWORD_RE = re.compile(
 _BP_RE = re.compile(r"(?<![\d.,/])(\d{2,3})\s*(?:/|\bover\b)\s*(\d{2,3})(?![\d/]|[.,]\d)", re.IGNORECASE)
 _TEMP_UNIT_RE = re.compile(
     _NUM + r"\s*(?:°|º|˚|deg(?:ree)?s?\.?)?\s*(?P<unit>celsius|centigrade|fahrenheit|c|f)\b"
-    r"|" + _NUM.replace("(", "(?P<deg>", 1) + r"\s*(?:°|º|˚|deg(?:ree)?s?)",
+    r"|" + _NUM.replace("(", "(?P<deg>", 1) + r"\s*(?:°|º|˚|deg(?:ree)?s?|(?:grades?|gradi|grad)\b)",  # "40 grade temperature"
     re.IGNORECASE,
 )
 _NUM_RE = re.compile(r"(?<![\d/])" + _NUM + r"(?![\d/])\s*(?P<unit>%|bpm|beats|mm ?hg|/min)?", re.IGNORECASE)

@@ -277,3 +277,59 @@ def test_a_negation_that_is_part_of_the_description_does_not_deny(extractor: Sym
 def test_history_of_a_condition_does_not_deny_an_attack_now(extractor: SymptomExtractor) -> None:
     findings = extractor("he is shaking like epilepsy, he never had epilepsy before")
     assert "seizure" in findings.present and "seizure" not in findings.absent
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my Tecartus isn't until February. bit of a cough",
+        "I'm on the waiting list for CAR-T, nothing yet. sore throat and a cough",
+        "my nivolumab was stopped in 2021, nothing since. coughing today",
+        "the bispecific got postponed, so I've never had it. coughing today",
+    ],
+)
+def test_a_therapy_that_is_not_now_means_not_on_immunotherapy(extractor: SymptomExtractor, text: str) -> None:
+    assert extractor(text).on_immunotherapy is False
+
+
+def test_a_therapy_had_recently_still_counts(extractor: SymptomExtractor) -> None:
+    assert extractor("I had Kymriah last week and I have a cough").on_immunotherapy is True
+
+
+def test_a_question_fragment_after_a_general_question_is_general_too(extractor: SymptomExtractor) -> None:
+    assert not extractor("what does a CRS rash look like? blotches or hives?").present
+    assert "rash" in extractor("what does a CRS rash look like? my arms have hives?").present
+
+
+def test_a_follow_up_question_opened_by_and_is_still_a_question(extractor: SymptomExtractor) -> None:
+    assert not extractor("and what about slurred speech, is that a sign too?").present
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("Three years ago my mum had a seizure after her CAR-T. She's doing great now.", "seizure"),
+        ("Last week I fainted at the clinic and they kept me in. Fine since I got home.", "fainting"),
+        ("this tax form is giving me a headache", "headache"),
+        ("my hands are stained blue from the paint, took ages to wash off", "skin_discoloration"),
+    ],
+)
+def test_old_episodes_and_figures_of_speech_are_not_reports(extractor: SymptomExtractor, text: str, symptom: str) -> None:
+    assert symptom not in extractor(text).present
+
+
+def test_a_dated_start_of_sentence_that_dates_the_therapy_keeps_the_symptom(extractor: SymptomExtractor) -> None:
+    assert "confusion" in extractor("Last week I had CAR-T and now I'm confused all the time").present
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("she can't keep anything down since lunch", "nausea"),
+        ("he has 39 grade temperature", "fever"),
+        ("dad went limp in his chair for a minute", "fainting"),
+        ("feeling washed out today", "fatigue"),
+    ],
+)
+def test_everyday_ways_of_saying_a_symptom(extractor: SymptomExtractor, text: str, symptom: str) -> None:
+    assert symptom in extractor(text).present
