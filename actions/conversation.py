@@ -127,8 +127,8 @@ class TriageState:
         }
 
     def with_therapy(self, on: bool | None, therapy: str | None = None, kind: str | None = None, when: str | None = None) -> TriageState:
-        if on is None:
-            return self
+        if on is None or (on is False and self.on_immunotherapy is True):
+            return self  # a therapy once named stays: a later "not on anything" may be about something else (safety)
         return replace(
             self,
             on_immunotherapy=on,

@@ -105,9 +105,7 @@ class ContextScopes:
     def _list_of_therapies_runs_on(self, end: int) -> bool:
         """After a therapy, does a list of therapies continue ("no treatment or immunotherapy")?"""
         i = end
-        while (
-            i < len(self.doc) and i - end < 3 and (self.doc[i].lower_ in ("or", "and", "nor", ",", "any", "other") or self.doc[i].is_space)
-        ):
+        while i < len(self.doc) and i - end < 3 and (self.doc[i].lower_ in ("or", "nor", ",", "any", "other") or self.doc[i].is_space):
             i += 1
         return i > end and i in self.therapy_starts
 
@@ -157,7 +155,7 @@ class ContextScopes:
                 return trig
             # a complaint word denied at the end of the clause: "her chest doesn't hurt" (not "the
             # words are not clear", not "people who aren't there")
-            if trig.start in set(words[-3:]) and self.doc[words[-1]].lower_ in self.complaint_words:
+            if trig.end == words[-1] and self.doc[words[-1]].lower_ in self.complaint_words:
                 return trig
         return None
 

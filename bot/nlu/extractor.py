@@ -27,6 +27,7 @@ RECURRENCE_WINDOW = 6
 # or when that finding is ("itchy red rash [on my chest and arms since this morning]").
 QUESTION_FILLERS = frozenset({"and", "so", "but", "ok", "okay", "also", "oh", "well", "then", "um", "hmm", ","})
 PERSON_WORDS = frozenset({"i", "me", "my", "mine", "he", "him", "his", "she", "her", "hers", "we", "our", "us", "they", "them", "their"})
+PRESENT_TENSE = frozenset({"is", "are", "am", "'s", "'re", "'m", "has", "have", "keeps", "isnt", "cant"})
 ATTACHED_WORDS = frozenset(
     [
         "on",
@@ -189,9 +190,14 @@ class SymptomExtractor:
         if not text.strip():
             return findings
         doc = self.compiled.nlp(text)
-        found = [Trigger(s, e, self.rules.context_rules[int(doc.vocab.strings[m])]) for m, s, e in self.compiled.context(doc)]
-        triggers = resolve_overlaps([t for t in found if not (t.start and doc[t.start - 1].lower_ in t.rule.not_after)], doc)
         therapy_matches = self.compiled.therapies(doc)
+        therapy_starts = {s for _, s, _ in therapy_matches}
+        found = [Trigger(s, e, self.rules.context_rules[int(doc.vocab.strings[m])]) for m, s, e in self.compiled.context(doc)]
+        # a `not_after` word before a trigger makes it a determiner when a therapy follows: "not on any of that immunotherapy"
+        determiners = [
+            t for t in found if t.start and doc[t.start - 1].lower_ in t.rule.not_after and therapy_starts & set(range(t.end, t.end + 3))
+        ]
+        triggers = resolve_overlaps([t for t in found if t not in determiners], doc)
         symptom_matches = self.compiled.symptoms(doc)
         said = [(s, e) for m, s, e in symptom_matches if not doc.vocab.strings[m].endswith("|not_when")]
         scopes = ContextScopes(
@@ -228,19 +234,19 @@ class SymptomExtractor:
         """Start tokens of sentences that are general questions ("can CRS cause a rash?")."""
         cue_starts = {s for _, s, _ in self.compiled.present_cues(doc)}
         found = set()
-        previous_general = False
         for sent in doc.sents:
             words = [t for t in sent if not t.is_space]
             while words and words[0].lower_ in QUESTION_FILLERS:  # "and what about slurred speech?"
                 words = words[1:]
             asked = bool(words) and words[-1].text == "?" and not any(sent.start <= c < sent.end for c in cue_starts)
-            # a general question, or a fragment following one with nobody in it ("… look like? hives or spots?")
-            general = asked and (
-                words[0].lower_ in self.rules.question_starters or (previous_general and not any(t.lower_ in PERSON_WORDS for t in words))
-            )
-            if general:
+            # after a stripped "and"/"so", a question about him or her is about the patient ("and why is he so drowsy?")
+            stripped = len(words) < len([t for t in sent if not t.is_space])
+            if (
+                asked
+                and words[0].lower_ in self.rules.question_starters
+                and not (stripped and any(t.lower_ in PERSON_WORDS for t in words))
+            ):
                 found.add(sent.start)
-            previous_general = general
         return found
 
     def _assert(self, span: tuple[int, int], doc: Doc, scopes: ContextScopes, questions: set[int], absent: bool) -> tuple[str, str, str]:
@@ -288,7 +294,7 @@ class SymptomExtractor:
         """Whether a past cue really closes the episode. Not when the sentence goes on to say it is
         back ("a seizure 2 weeks ago and another one just now") or runs from the cue to now
         ("confused since his infusion 2 weeks ago"): safety over cleverness."""
-        if cue.rule.needs_date and not self._dated(doc, scopes):
+        if cue.rule.needs_date and not self._dated(doc[start].sent, scopes):
             return False
         sent = doc[start].sent
         after = [t.lower_ for t in doc[cue.end : min(sent.end, cue.end + RECURRENCE_WINDOW)]]
@@ -302,6 +308,10 @@ class SymptomExtractor:
         if any(e <= cue.start and cue.start - e <= 2 and (start < e or (recent and start >= cue.end)) for e in scopes.therapy_ends):
             return False
         if cue.start - sent.start <= 1 and cue.end <= start and any(cue.end <= b <= start for b in scopes.therapy_starts):
+            return False
+        # A past cue reaching forward stops at a verb in the present: "six months ago he was
+        # diagnosed and he is very confused" (the surface form: lemmas would make "was" "is").
+        if cue.end <= start and any(t.lower_ in PRESENT_TENSE for t in doc[cue.end : start]):
             return False
         return not any(t.lower_ == "since" for t in doc[lo:hi])
 
@@ -382,10 +392,15 @@ class SymptomExtractor:
         assert self.semantic is not None  # the caller runs this only with a matcher
         # A sentence with a reading is decided by the numbers for what they measure ("my pulse ox
         # reads 97%", "resting heart rate 64, lower than usual"), not by how its words sound.
-        read = {span.sent.start for v in vitals if (span := doc.char_span(v.start, v.end, alignment_mode="expand")) is not None}
+        read = {
+            (span.sent.start, sid)
+            for v in vitals
+            if (span := doc.char_span(v.start, v.end, alignment_mode="expand")) is not None
+            for sid in self.semantic.config.measured.get(v.kind, ())
+        }
         for (a, b, text, found), (score, description_negated) in zip(spans, self.semantic.score([s[2] for s in spans]), strict=True):
             partial = found is not None
-            if (partial and score.symptom in found) or (score.symptom in self.semantic.config.measured and doc[a].sent.start in read):
+            if (partial and score.symptom in found) or (doc[a].sent.start, score.symptom) in read:
                 continue
             if self.semantic.config.says_as_usual(text):
                 continue
@@ -458,7 +473,7 @@ class SymptomExtractor:
             span = doc.char_span(m.start, m.end, alignment_mode="expand")
             return span.sent.start if span is not None else -1
 
-        elsewhere = {(m.symptom, sent_of(m)) for m in mentions if m.source == "phrase" and m.assertion in (NOT_PATIENT, PAST, HYPOTHETICAL)}
+        elsewhere = {(m.symptom, sent_of(m)) for m in mentions if m.source == "phrase" and m.assertion == NOT_PATIENT}
         mentions = [m for m in mentions if not (m.source == "semantic" and m.assertion == PRESENT and (m.symptom, sent_of(m)) in elsewhere)]
         mentions = self._closed_episodes(doc, mentions, scopes, sent_of)
         measured = {sent_of(m) for m in mentions if m.source == "vital" and m.symptom in ("fever", "high_fever")}
@@ -467,30 +482,40 @@ class SymptomExtractor:
         subsumed = {sub for sid in present for sub in self.kb.symptoms[sid].subsumes}
         return [m for m in kept if not (m.symptom in subsumed and m.assertion == PRESENT)]
 
-    def _dated(self, doc: Doc, scopes: ContextScopes) -> bool:
-        """Whether the message puts an episode days or more back: a dated past cue or an anchor."""
-        text = doc.text.lower()
-        return any(not t.rule.needs_date for t in scopes.in_message("historical")) or any(
-            re.search(p, text) for p in self.rules.past_anchors
-        )
+    def _dated(self, sent: Span, scopes: ContextScopes) -> bool:
+        """Whether this sentence puts its episode days or more back (a dated past cue or an anchor)
+        and says nothing of today ("this morning", "an hour ago"): a therapy's date elsewhere in
+        the message does not date the symptom."""
+        text = sent.text.lower()
+        if any(re.search(p, text) for p in self.rules.today_words):
+            return False
+        dated_cue = any(not t.rule.needs_date and sent.start <= t.start < sent.end for t in scopes.in_message("historical"))
+        return dated_cue or any(re.search(p, text) for p in self.rules.past_anchors)
 
     def _closed_episodes(self, doc: Doc, mentions: list[SymptomMention], scopes: ContextScopes, sent_of) -> list[SymptomMention]:
         """Present mentions the rest of the message says are over. An emergency symptom is closed
         only when the message dates the episode: "a seizure, no seizure now" stays present."""
-        dated = self._dated(doc, scopes)
         sents = list(doc.sents)
+
+        def sent_span(m: SymptomMention) -> Span:
+            return doc[doc.char_span(m.start, m.end, alignment_mode="expand").start].sent
+
         closed: dict[tuple[str, int], str] = {}  # (symptom, sentence start) → cue
         # a later denial said of now: "the chills are gone completely, no chills now"
         for m in mentions:
-            if m.assertion != ABSENT or m.source == "vital" or (self.kb.symptoms[m.symptom].cls == "emergency" and not dated):
+            if m.assertion != ABSENT or m.source == "vital":
                 # a normal reading after paracetamol is not "no fever now"
                 continue
             sent = doc[doc.char_span(m.start, m.end, alignment_mode="expand").start].sent
             words = [t.lower_ for t in sent]
             if any(" ".join(words[i : i + len(w)]) == " ".join(w) for w in self.rules.now_words for i in range(len(words))):
                 for p in mentions:
-                    if p.symptom == m.symptom and p.assertion == PRESENT and p.end <= m.start:
-                        closed[(p.symptom, p.start)] = m.cue or "denied now"
+                    if p.symptom != m.symptom or p.assertion != PRESENT or p.end > m.start:
+                        continue
+                    # an emergency only when its own sentence is dated: "a seizure this morning, none now" stays
+                    if self.kb.symptoms[p.symptom].cls == "emergency" and not self._dated(sent_span(p), scopes):
+                        continue
+                    closed[(p.symptom, p.start)] = m.cue or "denied now"
         # a sentence that only says it is over closes the dated sentence before it
         present_sents = {sent_of(m) for m in mentions}
         for i in range(1, len(sents)):
@@ -498,7 +523,7 @@ class SymptomExtractor:
             if not cues or sents[i].start in present_sents or not self._over(cues[0], cues[0].start, doc, scopes):
                 continue
             before = sents[i - 1]
-            if not any(re.search(p, before.text.lower()) for p in self.rules.past_anchors):
+            if not self._dated(before, scopes):
                 continue
             for p in mentions:
                 if p.assertion == PRESENT and sent_of(p) == before.start:
@@ -513,9 +538,10 @@ class SymptomExtractor:
             kind, tid = doc.vocab.strings[match_id].split("|")
             spans.append((start, end, kind, tid))
         spans.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
-        # A sentence saying the therapy is not now (not started, cancelled, stopped long ago) makes
-        # every therapy it names absent: "my CAR-T isn't until March".
-        not_now = {doc[s].sent.start for s, _, kind, _ in spans if kind == "not_now"}
+        # A therapy said to be not now in its own clause and close by (not started, cancelled,
+        # stopped long ago: "my CAR-T isn't until March") is absent, unless its sentence dates it.
+        not_now = [s for s, _, kind, _ in spans if kind == "not_now"]
+        clause_of = {i: n for n, (a, b) in enumerate(clause_spans(doc)) for i in range(a, b)}
         taken: set[int] = set()
         found = []
         for start, end, kind, tid in spans:
@@ -524,7 +550,10 @@ class SymptomExtractor:
             taken.update(range(start, end))
             span = doc[start:end]
             assertion, _, _ = self._assert((start, end), doc, scopes, questions, absent=False)
-            if span.sent.start in not_now:
+            if kind == "not_now":
+                continue
+            near = any(clause_of.get(a) == clause_of.get(start) and abs(a - start) <= 8 for a in not_now)
+            if near and not _WHEN_RE.search(span.sent.text):
                 assertion = ABSENT
             if kind == "denial_only" and assertion != ABSENT:
                 continue  # "my treatment" says nothing; "no treatment" does

@@ -88,7 +88,8 @@ class LanguageRules:
     recurrence_words: tuple[tuple[str, ...], ...] = ()
     complaint_words: frozenset[str] = frozenset()  # denied at a clause's end, they deny it ("chest doesn't hurt")
     now_words: tuple[tuple[str, ...], ...] = ()  # a later denial with one of these says the symptom is over
-    past_anchors: tuple[str, ...] = ()  # regexes dating an episode days or more back ("on day 2", "3 weeks ago")
+    past_anchors: tuple[str, ...] = ()  # regexes dating an episode days or more back ("3 weeks ago")
+    today_words: tuple[str, ...] = ()  # regexes: a sentence saying one of these is about today
     path: Path = field(default=DEFAULT_LANGUAGE_PATH)
 
 
@@ -259,6 +260,7 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         complaint_words=frozenset(w.lower() for w in _str_list(raw.get("complaint_words"), "complaint_words")),
         now_words=tuple(tuple(w.lower().split()) for w in _str_list(raw.get("now_words"), "now_words")),
         past_anchors=_regex_list(raw.get("past_anchors"), "past_anchors"),
+        today_words=_regex_list(raw.get("today_words"), "today_words"),
         path=path,
     )
 

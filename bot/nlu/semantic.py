@@ -59,12 +59,13 @@ class SemanticConfig:
     cues: dict[str, tuple[str, ...]] = field(default_factory=dict)
     partial_from: float = 0.0  # a read of the words a phrase left over counts from this similarity up (and the usual tests)
     agreeing_unsure: int = 0  # this many clauses naming one emergency count even below the margin; 0: off
-    measured: frozenset[str] = frozenset()  # symptoms a reading in the sentence decides, not a reading of words
+    measured: dict[str, tuple[str, ...]] = field(default_factory=dict)  # reading kind → symptoms its number decides
     as_usual: tuple[str, ...] = ()  # a clause saying one of these (and no negation) is read as no symptom
 
     def says_as_usual(self, text: str) -> bool:
         flat = f" {plain_words(text)} "
-        return any(f" {w} " in flat for w in self.as_usual) and not _NEGATION_RE.search(text.lower().replace("’", "'"))
+        contrary = _NEGATION_RE.search(text.lower().replace("’", "'")) or " far from " in flat or " unlike " in flat
+        return any(f" {w} " in flat for w in self.as_usual) and not contrary
 
     def corroborating_cue(self, symptom: str, text: str) -> str | None:
         """The first of the symptom's corroborating cues said in `text`, if any."""
@@ -112,9 +113,10 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
         if kb is not None and sid not in kb.symptoms:
             raise KnowledgeBaseError(f"{where}: corroboration.cues.{sid} is not a symptom of the knowledge base")
         cues[sid] = tuple(plain_words(p) for p in _str_list(phrases, f"cues.{sid}"))
-    measured = frozenset(_str_list(raw.get("measured"), "measured"))
-    if kb is not None and measured - set(kb.symptoms):
-        raise KnowledgeBaseError(f"{where}: measured names unknown symptoms {sorted(measured - set(kb.symptoms))}")
+    measured = {str(k): _str_list(v, f"measured.{k}") for k, v in (raw.get("measured") or {}).items()}
+    unknown = {sid for ids in measured.values() for sid in ids} - set(kb.symptoms) if kb is not None else set()
+    if unknown:
+        raise KnowledgeBaseError(f"{where}: measured names unknown symptoms {sorted(unknown)}")
     return SemanticConfig(
         agreeing_clauses=int(corroboration.get("agreeing_clauses", 0)),
         agreeing_unsure=int(corroboration.get("agreeing_unsure", 0)),

@@ -78,3 +78,10 @@ def test_responders_note_names_the_drug(kb: KnowledgeBase) -> None:
     note = responders_note(TriageState(on_immunotherapy=True, therapy="blinatumomab (Blincyto)", therapy_when="yesterday"))
     assert "blinatumomab" in note and "yesterday" in note
     assert "immunotherapy" in responders_note(TriageState())
+
+
+def test_a_therapy_once_named_is_not_undone_by_a_later_denial() -> None:
+    """Review: "had Kymriah 10 days ago", then words about an appointment must not lower the advice."""
+    state = TriageState().with_therapy(True, "tisagenlecleucel", "car_t", "10 days ago").with_therapy(False)
+    assert state.on_immunotherapy is True and state.therapy == "tisagenlecleucel"
+    assert TriageState().with_therapy(False).on_immunotherapy is False

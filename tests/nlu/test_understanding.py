@@ -263,7 +263,7 @@ def test_three_unsure_clauses_naming_one_emergency_count(extractor: SymptomExtra
         ("my tummy isn't sore and her chest doesn't hurt", "chest_pain"),
         ("my heart skipped a beat when they said the scan was clear", "rapid_heartbeat"),
         ("sick and tired of waiting rooms", "malaise"),
-        ("I fainted once when I was 19 at a concert, does that matter?", "fainting"),
+        ("I fainted once when I was a teenager at a concert, does that matter?", "fainting"),
         ("the nurse said CAR-T can make you hallucinate", "hallucinations"),
     ],
 )
@@ -297,9 +297,9 @@ def test_a_therapy_had_recently_still_counts(extractor: SymptomExtractor) -> Non
     assert extractor("I had Kymriah last week and I have a cough").on_immunotherapy is True
 
 
-def test_a_question_fragment_after_a_general_question_is_general_too(extractor: SymptomExtractor) -> None:
-    assert not extractor("what does a CRS rash look like? blotches or hives?").present
-    assert "rash" in extractor("what does a CRS rash look like? my arms have hives?").present
+def test_a_fragment_after_a_general_question_is_still_a_report(extractor: SymptomExtractor) -> None:
+    """Review: "Is that normal? Lips blue and breathing fast?" must not inherit "general"."""
+    assert {"skin_discoloration", "difficulty_breathing"} <= set(extractor("Is that normal? Lips blue and breathing fast?").present)
 
 
 def test_a_follow_up_question_opened_by_and_is_still_a_question(extractor: SymptomExtractor) -> None:
@@ -334,3 +334,41 @@ def test_a_dated_start_of_sentence_that_dates_the_therapy_keeps_the_symptom(extr
 )
 def test_everyday_ways_of_saying_a_symptom(extractor: SymptomExtractor, text: str, symptom: str) -> None:
     assert symptom in extractor(text).present
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("Today is day 5 after Kymriah and he had a seizure an hour ago. It settled after two minutes.", "seizure"),
+        ("Kymriah 2 weeks ago. He had a seizure this morning. No seizures since then.", "seizure"),
+        ("The patient has slurred speech and is very confused.", "confusion"),
+        ("My friend's driving me to A&E because I can't breathe.", "difficulty_breathing"),
+        ("A lady at the clinic told me to message you because my lips are blue.", "skin_discoloration"),
+        ("She keeps telling me a man has been sitting at the end of her bed.", "hallucinations"),
+        ("And why is he so drowsy and hard to wake?", "drowsiness"),
+        ("Paracetamol gives no relief from my chest pain.", "chest_pain"),
+        ("There's a heavy pressure in the middle of my chest that never stops hurting.", "chest_pain"),
+        ("I didn't expect to be this short of breath after the infusion.", "difficulty_breathing"),
+        ("Six months ago he was diagnosed with lymphoma and he is very confused.", "confusion"),
+        ("When we were 10 minutes from the hospital she had a seizure.", "seizure"),
+        ("Temp 38.3 and my heart feels like it is trying to escape through my ribs.", "rapid_heartbeat"),
+        ("My heart skips a beat when I lie down.", "rapid_heartbeat"),
+        ("I nearly passed out when I got up from the toilet.", "fainting"),
+    ],
+)
+def test_review_present_emergencies_stay_present(extractor: SymptomExtractor, text: str, symptom: str) -> None:
+    """A fresh-eyes review's sentences: each new past, not-the-patient or question rule had hidden one."""
+    assert symptom in extractor(text).present
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My appointment got postponed and I have a headache and chills.",
+        "I threw up this morning but nothing since, I have a headache and chills.",
+        "I finished chemo years ago and had Kymriah last week, now I have a cough",
+        "I'm not on chemo and Kymriah was given 4 days ago, I have a headache.",
+    ],
+)
+def test_review_a_therapy_is_not_denied_by_words_about_something_else(extractor: SymptomExtractor, text: str) -> None:
+    assert extractor(text).on_immunotherapy is not False
