@@ -102,19 +102,20 @@ class ContextScopes:
     def _ends(self, i: int, category: str, direction: str) -> bool:
         return category in self.terminators.get(i, {}).get(direction, ())
 
+    def _past(self, i: int, stop: int, joining: tuple[str, ...]) -> int:
+        """The first token from i on (before stop) that is not a joining word or a space."""
+        while i < stop and (self.doc[i].lower_ in joining or self.doc[i].is_space):
+            i += 1
+        return i
+
     def _list_of_therapies_runs_on(self, end: int) -> bool:
         """After a therapy, does a list of therapies continue ("no treatment or immunotherapy")?"""
-        i = end
-        while i < len(self.doc) and i - end < 3 and (self.doc[i].lower_ in ("or", "nor", ",", "any", "other") or self.doc[i].is_space):
-            i += 1
+        i = self._past(end, min(len(self.doc), end + 3), ("or", "nor", ",", "any", "other"))
         return i > end and i in self.therapy_starts
 
     def _list_runs_on(self, comma: int, end: int) -> bool:
         """After a comma, does a list of symptoms continue ("no fever, cough or rash")?"""
-        i = comma + 1
-        while i < end and (self.doc[i].lower_ in ("or", "and", "nor", "no") or self.doc[i].is_space):
-            i += 1
-        return i in self.symptom_starts
+        return self._past(comma + 1, end, ("or", "and", "nor", "no")) in self.symptom_starts
 
     def _scope(self, t: Trigger) -> set[int]:
         doc, limit = self.doc, t.rule.max_scope or self.default_max_scope

@@ -76,6 +76,12 @@ _WHEN_RE = re.compile(
 )
 
 
+def _says(tokens: Span, phrases: tuple[tuple[str, ...], ...]) -> bool:
+    """Whether one of the word sequences (lower case) occurs in `tokens`."""
+    words = [t.lower_ for t in tokens]
+    return any(words[i : i + len(p)] == list(p) for p in phrases for i in range(len(words)))
+
+
 @dataclass(frozen=True)
 class SymptomMention:
     symptom: str
@@ -236,11 +242,12 @@ class SymptomExtractor:
         found = set()
         for sent in doc.sents:
             words = [t for t in sent if not t.is_space]
+            said = len(words)
             while words and words[0].lower_ in QUESTION_FILLERS:  # "and what about slurred speech?"
                 words = words[1:]
             asked = bool(words) and words[-1].text == "?" and not any(sent.start <= c < sent.end for c in cue_starts)
             # after a stripped "and"/"so", a question about him or her is about the patient ("and why is he so drowsy?")
-            stripped = len(words) < len([t for t in sent if not t.is_space])
+            stripped = len(words) < said
             if (
                 asked
                 and words[0].lower_ in self.rules.question_starters
@@ -297,8 +304,7 @@ class SymptomExtractor:
         if cue.rule.needs_date and not self._dated(doc[start].sent, scopes):
             return False
         sent = doc[start].sent
-        after = [t.lower_ for t in doc[cue.end : min(sent.end, cue.end + RECURRENCE_WINDOW)]]
-        if any(" ".join(after[i : i + len(w)]) == " ".join(w) for w in self.rules.recurrence_words for i in range(len(after))):
+        if _says(doc[cue.end : min(sent.end, cue.end + RECURRENCE_WINDOW)], self.rules.recurrence_words):
             return False
         lo, hi = min(start, cue.start), max(start, cue.start)
         # The cue dates a treatment named just before it, not the symptom: "104.2, had Tecartus last week",
@@ -464,8 +470,8 @@ class SymptomExtractor:
     def _reconcile(self, doc: Doc, mentions: list[SymptomMention], scopes: ContextScopes) -> list[SymptomMention]:
         """A measured temperature speaks for the vague fever words of its sentence, and a
         present higher symptom ("high_fever") replaces the one it subsumes ("fever"). A semantic
-        read does not revive in its sentence a symptom a phrase there says is someone else's,
-        past or supposed ("the lady next to me had a fit and it shook me up"). An episode the
+        read does not revive in its sentence a symptom a phrase there gives to someone else ("the
+        lady next to me had a fit and it shook me up"). An episode the
         message closes is over: a later "no chills now", or a sentence that only says "it
         settled" after a dated one."""
 
@@ -494,21 +500,19 @@ class SymptomExtractor:
 
     def _closed_episodes(self, doc: Doc, mentions: list[SymptomMention], scopes: ContextScopes, sent_of) -> list[SymptomMention]:
         """Present mentions the rest of the message says are over. An emergency symptom is closed
-        only when the message dates the episode: "a seizure, no seizure now" stays present."""
+        only when its own sentence dates the episode: "a seizure, no seizure now" stays present."""
         sents = list(doc.sents)
 
         def sent_span(m: SymptomMention) -> Span:
             return doc[doc.char_span(m.start, m.end, alignment_mode="expand").start].sent
 
-        closed: dict[tuple[str, int], str] = {}  # (symptom, sentence start) → cue
+        closed: dict[tuple[str, int], str] = {}  # (symptom, mention start) → cue
         # a later denial said of now: "the chills are gone completely, no chills now"
         for m in mentions:
             if m.assertion != ABSENT or m.source == "vital":
                 # a normal reading after paracetamol is not "no fever now"
                 continue
-            sent = doc[doc.char_span(m.start, m.end, alignment_mode="expand").start].sent
-            words = [t.lower_ for t in sent]
-            if any(" ".join(words[i : i + len(w)]) == " ".join(w) for w in self.rules.now_words for i in range(len(words))):
+            if _says(sent_span(m), self.rules.now_words):
                 for p in mentions:
                     if p.symptom != m.symptom or p.assertion != PRESENT or p.end > m.start:
                         continue
@@ -548,12 +552,12 @@ class SymptomExtractor:
             if not taken.isdisjoint(range(start, end)):
                 continue
             taken.update(range(start, end))
-            span = doc[start:end]
-            assertion, _, _ = self._assert((start, end), doc, scopes, questions, absent=False)
             if kind == "not_now":
                 continue
-            near = any(clause_of.get(a) == clause_of.get(start) and abs(a - start) <= 8 for a in not_now)
-            if near and not _WHEN_RE.search(span.sent.text):
+            span = doc[start:end]
+            assertion, _, _ = self._assert((start, end), doc, scopes, questions, absent=False)
+            when = _WHEN_RE.search(span.sent.text)
+            if not when and any(clause_of.get(a) == clause_of.get(start) and abs(a - start) <= 8 for a in not_now):
                 assertion = ABSENT
             if kind == "denial_only" and assertion != ABSENT:
                 continue  # "my treatment" says nothing; "no treatment" does
@@ -562,9 +566,8 @@ class SymptomExtractor:
                 therapy_id, kind_id, name = t.id, t.kind, t.name
             elif kind == "kind":
                 therapy_id, kind_id, name = None, tid, self.kb.therapy_kinds[tid].label
-            else:  # denial_only, not_now
+            else:
                 therapy_id, kind_id, name = None, "denial_only", span.text
-            when = _WHEN_RE.search(span.sent.text)
             found.append(
                 TherapyMention(
                     therapy_id, kind_id, name, assertion, span.text, span.start_char, span.end_char, when.group(0) if when else None

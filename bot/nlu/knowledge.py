@@ -71,8 +71,8 @@ class ContextRule:
     direction: str = "forward"
     max_scope: int | None = None
     ends: tuple[str, ...] = ()
-    not_after: frozenset[str] = frozenset()  # no trigger right after these words ("any of that treatment")
-    needs_date: bool = False  # a past cue that closes an episode only a dated one ("it settled" after "on day 2")
+    not_after: frozenset[str] = frozenset()  # right after these words and before a therapy, no trigger ("any of that treatment")
+    needs_date: bool = False  # a past cue that closes only a dated episode ("it settled" after "3 weeks ago")
     closes: bool = False  # said alone in a sentence, closes the dated sentence before it ("It settled.")
 
 
@@ -102,7 +102,7 @@ class KnowledgeBase:
     therapies: tuple[Therapy, ...]
     therapy_kinds: dict[str, TherapyKind]
     therapy_denial_only: tuple[str, ...]
-    therapy_not_now: tuple[str, ...] = ()  # "my CAR-T isn't until March", "stopped in 2019, nothing since": not on it now
+    therapy_not_now: tuple[str, ...] = ()  # "my CAR-T isn't until March", "stopped in 2019": not on it now
     path: Path = field(default=DEFAULT_KB_PATH)
 
     def symptom_class(self, symptom_id: str) -> str:
@@ -256,13 +256,17 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         shorthand={str(k).lower(): str(v).lower() for k, v in (raw.get("shorthand") or {}).items()},
         protected_words=frozenset(w.lower() for w in _str_list(raw.get("protected_words"), "protected_words")),
         denial_words=frozenset(w.lower() for w in _str_list(raw.get("denial_words"), "denial_words")),
-        recurrence_words=tuple(tuple(w.lower().split()) for w in _str_list(raw.get("recurrence_words"), "recurrence_words")),
+        recurrence_words=_word_sequences(raw.get("recurrence_words"), "recurrence_words"),
         complaint_words=frozenset(w.lower() for w in _str_list(raw.get("complaint_words"), "complaint_words")),
-        now_words=tuple(tuple(w.lower().split()) for w in _str_list(raw.get("now_words"), "now_words")),
+        now_words=_word_sequences(raw.get("now_words"), "now_words"),
         past_anchors=_regex_list(raw.get("past_anchors"), "past_anchors"),
         today_words=_regex_list(raw.get("today_words"), "today_words"),
         path=path,
     )
+
+
+def _word_sequences(value: Any, where: str) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(w.lower().split()) for w in _str_list(value, where))
 
 
 def _regex_list(value: Any, where: str) -> tuple[str, ...]:
