@@ -93,6 +93,7 @@ class SymptomMention:
     evidence: str  # why: the words, or the vital and the threshold it crossed
     experiencer: str = "patient"  # patient | other (a relative writing; still present)
     cue: str = ""  # the negation / hypothetical words that modified it
+    score: float = 1.0  # a semantic read's similarity; 1.0 for what words or numbers say
 
 
 @dataclass(frozen=True)
@@ -416,7 +417,7 @@ class SymptomExtractor:
                 label = self.kb.symptoms[score.symptom].label
                 evidence = f'said "{text}" ≈ {label} {score.score:.2f}'
                 where = (span.start_char, span.end_char)
-                mentions.append(SymptomMention(score.symptom, assertion, text, *where, "semantic", evidence, experiencer, cue))
+                mentions.append(SymptomMention(score.symptom, assertion, text, *where, "semantic", evidence, experiencer, cue, score.score))
             elif assertion == PRESENT and score.score > score.background:
                 candidates.append(Question(score.symptom, text, score.score, span.start_char, span.end_char, score.clear))
                 if score.ask and not partial:  # a partial read is never asked about, only corroborated
@@ -449,7 +450,9 @@ class SymptomExtractor:
             else:
                 continue
             evidence = f'said "{best.text}" ≈ {self.kb.symptoms[symptom].label} {best.score:.2f}, {also}'
-            mentions.append(SymptomMention(symptom, PRESENT, best.text, best.start, best.end, "semantic", evidence, "patient", ""))
+            mentions.append(
+                SymptomMention(symptom, PRESENT, best.text, best.start, best.end, "semantic", evidence, "patient", "", best.score)
+            )
         return mentions
 
     def _assert_clause(
@@ -479,6 +482,7 @@ class SymptomExtractor:
             span = doc.char_span(m.start, m.end, alignment_mode="expand")
             return span.sent.start if span is not None else -1
 
+        mentions = self._beside_emergency(mentions)
         elsewhere = {(m.symptom, sent_of(m)) for m in mentions if m.source == "phrase" and m.assertion == NOT_PATIENT}
         mentions = [m for m in mentions if not (m.source == "semantic" and m.assertion == PRESENT and (m.symptom, sent_of(m)) in elsewhere)]
         mentions = self._closed_episodes(doc, mentions, scopes, sent_of)
@@ -487,6 +491,31 @@ class SymptomExtractor:
         present = {m.symptom for m in kept if m.assertion == PRESENT}
         subsumed = {sub for sid in present for sub in self.kb.symptoms[sid].subsumes}
         return [m for m in kept if not (m.symptom in subsumed and m.assertion == PRESENT)]
+
+    def _beside_emergency(self, mentions: list[SymptomMention]) -> list[SymptomMention]:
+        """A message that already says an emergency for sure (in words, in numbers or by a
+        close read) is an emergency whatever its other clauses sound like; a weak read of one
+        of those ("spoon in hand" ≈ difficulty speaking) beside it adds a wrong reason, not
+        safety, so it needs data/semantic.yml's `beside_emergency.read_from`."""
+        config = self.semantic.config if self.semantic is not None else None
+        if config is None or not config.beside_read_from:
+            return mentions
+        sure = [
+            m
+            for m in mentions
+            if m.assertion == PRESENT and self.kb.symptoms[m.symptom].cls == "emergency" and m.score >= config.beside_sure_from
+        ]
+
+        def weak(m: SymptomMention) -> bool:
+            return (
+                m.source == "semantic"
+                and m.assertion == PRESENT
+                and m.score < config.beside_read_from
+                and self.kb.symptoms[m.symptom].cls in config.beside_classes
+                and any(o.symptom != m.symptom and o.score > m.score for o in sure)
+            )
+
+        return [m for m in mentions if not weak(m)]
 
     def _dated(self, sent: Span, scopes: ContextScopes) -> bool:
         """Whether this sentence puts its episode days or more back (a dated past cue or an anchor)

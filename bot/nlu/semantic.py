@@ -61,6 +61,9 @@ class SemanticConfig:
     agreeing_unsure: int = 0  # this many clauses naming one emergency count even below the margin; 0: off
     measured: dict[str, tuple[str, ...]] = field(default_factory=dict)  # reading kind → symptoms its number decides
     as_usual: tuple[str, ...] = ()  # a clause saying one of these (and no negation) is read as no symptom
+    beside_sure_from: float = 0.0  # an emergency read at least this close (or said in words or numbers) is sure; 0: off
+    beside_read_from: float = 0.0  # then another, weaker read of that message needs this similarity
+    beside_classes: tuple[str, ...] = ()  # the classes of the reads that rule applies to
 
     def says_as_usual(self, text: str) -> bool:
         flat = f" {plain_words(text)} "
@@ -114,6 +117,9 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
             raise KnowledgeBaseError(f"{where}: corroboration.cues.{sid} is not a symptom of the knowledge base")
         cues[sid] = tuple(plain_words(p) for p in _str_list(phrases, f"cues.{sid}"))
     measured = {str(k): _str_list(v, f"measured.{k}") for k, v in (raw.get("measured") or {}).items()}
+    beside = raw.get("beside_emergency") or {}
+    if kb is not None and set(_str_list(beside.get("classes"), "beside_emergency.classes")) - {s.cls for s in kb.symptoms.values()}:
+        raise KnowledgeBaseError(f"{where}: beside_emergency.classes names an unknown class")
     unknown = {sid for ids in measured.values() for sid in ids} - set(kb.symptoms) if kb is not None else set()
     if unknown:
         raise KnowledgeBaseError(f"{where}: measured names unknown symptoms {sorted(unknown)}")
@@ -121,6 +127,9 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
         agreeing_clauses=int(corroboration.get("agreeing_clauses", 0)),
         agreeing_unsure=int(corroboration.get("agreeing_unsure", 0)),
         partial_from=float(defaults.get("partial_from", 0.0)),
+        beside_sure_from=float(beside.get("sure_from", 0.0)),
+        beside_read_from=float(beside.get("read_from", 0.0)),
+        beside_classes=_str_list(beside.get("classes"), "beside_emergency.classes"),
         measured=measured,
         as_usual=tuple(plain_words(w) for w in _str_list(raw.get("as_usual"), "as_usual")),
         cue_from=float(corroboration.get("cue_from", 1.0)),

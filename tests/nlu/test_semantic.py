@@ -99,6 +99,8 @@ def test_the_config_is_validated(kb: KnowledgeBase) -> None:
         parse_semantic_config(dict(raw, model=dict(raw["model"], sha256={"model.safetensors": "abc", "tokenizer.json": "abc"})), kb)
     with pytest.raises(KnowledgeBaseError, match="corroboration.cues.not_a_symptom"):
         parse_semantic_config(dict(raw, corroboration={"cues": {"not_a_symptom": ["nobody is there"]}}), kb)
+    with pytest.raises(KnowledgeBaseError, match="unknown class"):
+        parse_semantic_config(dict(raw, beside_emergency={"sure_from": 0.6, "read_from": 0.7, "classes": ["lethal"]}), kb)
 
 
 def test_cues_match_whole_words_whatever_the_case_and_apostrophes(kb: KnowledgeBase) -> None:
@@ -128,3 +130,19 @@ def test_a_stricter_threshold_from_data_turns_a_hit_into_a_question(extractor: S
 
 def test_the_data_file_is_where_the_readme_says() -> None:
     assert Path(__file__).resolve().parents[2] / "data" / "semantic.yml" == DEFAULT_SEMANTIC_PATH
+
+
+def test_a_weak_read_beside_a_sure_emergency_adds_no_reason(extractor: SymptomExtractor, kb: KnowledgeBase) -> None:
+    """ "spoon in hand" sounds like speech beside a drowsy scene; with the rule off it counts, with
+    data/semantic.yml's `beside_emergency` it does not, and the message stays an emergency."""
+    text = "my wife keeps nodding off, even while eating, spoon in hand, i have to shout to wake her"
+    assert extractor.semantic is not None
+    config = extractor.semantic.config
+    assert config.beside_read_from > config.beside_sure_from > 0 and "emergency" in config.beside_classes
+    off = dataclasses.replace(config, beside_read_from=0.0)
+    loose = SymptomExtractor(kb, semantic=SemanticMatcher(kb, off, encoder=extractor.semantic.encoder))(text)
+    weak = [m for m in loose.mentions if m.source == "semantic" and m.symptom != "drowsiness" and m.assertion == PRESENT]
+    assert weak and all(m.score < config.beside_read_from for m in weak)
+    found = extractor(text)
+    assert "drowsiness" in found.present
+    assert not {m.symptom for m in weak} & set(found.present)
