@@ -163,7 +163,7 @@ class TriageState:
 
 
 def labels(kb: KnowledgeBase, ids: Iterable[str]) -> str:
-    """"fever, cough and rash" from symptom ids."""
+    """ "fever, cough and rash" from symptom ids."""
     names = [kb.symptoms[i].label for i in ids if i in kb.symptoms]
     if not names:
         return ""

@@ -20,9 +20,7 @@ def _sentence_start(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def send_level_advice(
-    dispatcher: CollectingDispatcher, kb: KnowledgeBase, state: TriageState, result: Assessment, new: list[str]
-) -> None:
+def send_level_advice(dispatcher: CollectingDispatcher, kb: KnowledgeBase, state: TriageState, result: Assessment, new: list[str]) -> None:
     """The advice for the current level; emergency always first and always with 911."""
     if state.level == "emergency":
         now = [r.symptom for r in result.reasons_at("emergency") if r.symptom in new]
@@ -85,7 +83,7 @@ def ask_follow_up(
 
 
 def hypothetical_advice(kb: KnowledgeBase, symptoms: list[str], on_immunotherapy: bool | None) -> str:
-    """"If X happens: ..." for questions like "what should I do if I faint?"."""
+    """ "If X happens: ..." for questions like "what should I do if I faint?"."""
     lines = []
     levels = {sid: symptom_level(kb, sid, on_immunotherapy)[0] for sid in symptoms}
     for sid, level in sorted(levels.items(), key=lambda item: -RANK[item[1]]):

@@ -55,9 +55,11 @@ def symptom_level(kb: KnowledgeBase, symptom: str, on_immunotherapy: bool | None
     if "level" in rule_table:
         return rule_table["level"], f"{cls} symptom"
     key = status_key(on_immunotherapy)
-    status = {"level_status_unknown": "immunotherapy status unknown",
-              "level_on_immunotherapy": "on immunotherapy",
-              "level_not_on_immunotherapy": "not on immunotherapy"}[key]
+    status = {
+        "level_status_unknown": "immunotherapy status unknown",
+        "level_on_immunotherapy": "on immunotherapy",
+        "level_not_on_immunotherapy": "not on immunotherapy",
+    }[key]
     return rule_table[key], f"{cls} symptom, {status}"
 
 

@@ -206,7 +206,13 @@ class SymptomExtractor:
         ]
         triggers = resolve_overlaps([t for t in found if t not in determiners], doc)
         symptom_matches = self.compiled.symptoms(doc)
-        said = [(s, e) for m, s, e in symptom_matches if not doc.vocab.strings[m].endswith("|not_when")]
+        labels = [(doc.vocab.strings[m].split("|"), s, e) for m, s, e in symptom_matches]
+        unsaid = [(sid, s, e) for (sid, kind), s, e in labels if kind == "not_when"]  # "no fit" is no fit
+        said = [
+            (s, e)
+            for (sid, kind), s, e in labels
+            if kind != "not_when" and not any(sid == other and a <= s and e <= b for other, a, b in unsaid)
+        ]
         scopes = ContextScopes(
             doc,
             triggers,
@@ -266,7 +272,12 @@ class SymptomExtractor:
         if "negated" in mods:
             t = mods["negated"]
             # A negation in front of an "absent" phrase is usually a list running on ("no chest
-            # pain, breathing fine"); "breathing is not fine" has its own present phrase.
+            # pain, breathing fine"); "breathing is not fine" has its own present phrase. Right
+            # before it, the good state itself is denied: "not breathing well", "can't breathe
+            # well", "e no fit breathe well".
+            between = doc[t.end : span[0]]
+            if absent and len(between) <= 1 and all(w.is_alpha and w.i not in scopes.symptom_tokens for w in between):
+                return PRESENT, experiencer, ""
             return ABSENT, experiencer, doc[t.start : t.end].text
         return (ABSENT if absent else PRESENT), experiencer, ""
 
@@ -336,6 +347,10 @@ class SymptomExtractor:
         # the same symptom; two different symptoms that only partly overlap are both kept
         # ("chest is burning and hurts to breathe").
         spans.sort(key=lambda s: (-(s[1] - s[0]), s[3] != "present", s[0]))
+        saying: dict[str, set[int]] = {}
+        for start, end, sid, polarity in spans:
+            if polarity == "present":
+                saying.setdefault(sid, set()).update(range(start, end))
         kept: list[tuple[int, int, str]] = []
         mentions = []
         for start, end, sid, polarity in spans:
@@ -344,6 +359,11 @@ class SymptomExtractor:
             kept.append((start, end, sid))
             span: Span = doc[start:end]
             assertion, experiencer, cue = self._assert((start, end), doc, scopes, questions, polarity == "absent")
+            negation = scopes.modifiers((start, end)).get("negated")
+            if assertion == ABSENT and polarity == "present" and negation is not None and negation.start in saying.get(sid, ()):
+                # the negation is part of another phrase of the same symptom: "she can't talk right,
+                # it's all slurred" says it twice, it does not deny it
+                assertion, cue = PRESENT, ""
             mentions.append(
                 SymptomMention(sid, assertion, span.text, span.start_char, span.end_char, "phrase", f'said "{span.text}"', experiencer, cue)
             )
@@ -487,7 +507,16 @@ class SymptomExtractor:
         mentions = [m for m in mentions if not (m.source == "semantic" and m.assertion == PRESENT and (m.symptom, sent_of(m)) in elsewhere)]
         mentions = self._closed_episodes(doc, mentions, scopes, sent_of)
         measured = {sent_of(m) for m in mentions if m.source == "vital" and m.symptom in ("fever", "high_fever")}
-        kept = [m for m in mentions if not (m.source == "phrase" and m.symptom == "fever" and sent_of(m) in measured)]
+        # and the number, not "burning up", says how high: a high fever in words needs a reading of it now
+        read_now = {sent_of(m) for m in mentions if m.source == "vital" and m.symptom in ("fever", "high_fever") and m.assertion == PRESENT}
+        kept = [
+            m
+            for m in mentions
+            if not (
+                m.source == "phrase"
+                and (m.symptom == "fever" and sent_of(m) in measured or m.symptom == "high_fever" and sent_of(m) in read_now)
+            )
+        ]
         present = {m.symptom for m in kept if m.assertion == PRESENT}
         subsumed = {sub for sid in present for sub in self.kb.symptoms[sid].subsumes}
         return [m for m in kept if not (m.symptom in subsumed and m.assertion == PRESENT)]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import spacy
 from spacy.language import Language
 from spacy.matcher import Matcher
+from spacy.symbols import ORTH
 
 import bot.nlu.normalizer  # noqa: F401  (registers the crs_normalizer factory)
 from bot.nlu.knowledge import KnowledgeBase, LanguageRules
@@ -44,8 +45,22 @@ def vocabulary(kb: KnowledgeBase, rules: LanguageRules) -> set[str]:
     return {w for text in texts for w in re.findall(r"[a-z]+", text.lower())}
 
 
+def _shouted_contractions(nlp: Language) -> None:
+    """spaCy splits "cant" and "Cant" into "ca" + "nt" but not "CANT": a patient writing in
+    capitals ("HE CANT BREATHE", "I DONT HAVE A FEVER") would lose the negation. Add the
+    all-capitals form of every contraction the tokenizer knows."""
+    for key, pieces in list(nlp.tokenizer.rules.items()):
+        upper = key.upper()
+        if key == upper or upper in nlp.tokenizer.rules or not re.fullmatch(r"[a-z']+", key):
+            continue
+        if "".join(p[ORTH] for p in pieces) != key:
+            continue
+        nlp.tokenizer.add_special_case(upper, [{**p, ORTH: p[ORTH].upper()} for p in pieces])
+
+
 def build_pipeline(kb: KnowledgeBase, rules: LanguageRules) -> CompiledRules:
     nlp = spacy.blank("en")
+    _shouted_contractions(nlp)
     nlp.add_pipe("sentencizer", config={"punct_chars": SENTENCE_PUNCT})
     nlp.add_pipe("crs_normalizer", config={"knowledge_base": str(kb.path), "language_rules": str(rules.path)})
 

@@ -49,8 +49,9 @@ _BP_WORDS_RE = re.compile(
 )
 # A bare whole number or range that reads as a temperature in °F only with a fever word within
 # 80 characters:
-# "102 tonight and burning up", "running 101-102".
-_BARE_F_RE = re.compile(r"(?<![\d./,])(\d{3})(?:\s*(?:-|to)\s*(\d{3}))?(?![\d/%]|[.,]\d)")
+# "102 tonight and burning up", "running 101-102", or beside another temperature ("only 37.8
+# yesterday, today she's at 104").
+_BARE_F_RE = re.compile(r"(?<![\d./,])(\d{3})(?:\s*(?:-|to)\s*(\d{3}))?(?![\d/%]|[.,]\d|\s*(?:yrs?|years?|y/?o|yo)\b)", re.IGNORECASE)
 _FEVER_CUE_RE = re.compile(r"\b(?:fever\w*|temp\w*|running|spik\w*|burning|hot|thermometer|feverish|febrile)\b", re.IGNORECASE)
 
 
@@ -70,7 +71,7 @@ _SPELLED_RE = re.compile(
     rf"|(?P<oh>one[\s-]+oh[\s-]+{_UNIT_W})"
     rf"|(?P<one>one[\s-]+(?:{'|'.join(_TENS)})(?:[\s-]+{_UNIT_W})?)"
     rf"|(?P<tens>(?:{'|'.join(_TENS)})(?:[\s-]+{_UNIT_W})?))"
-    rf"(?P<frac>[\s-]+point[\s-]+{_DIGIT_W}|[\s-]+and[\s-]+a[\s-]+half)?\b",
+    rf"(?P<frac>[\s-]+(?:point|comma)[\s-]+{_DIGIT_W}|[\s-]+and[\s-]+a[\s-]+half|[\s-]+and[\s-]+{_UNIT_W})?\b",
     re.IGNORECASE,
 )
 
@@ -96,7 +97,11 @@ def spelled_as_digits(text: str) -> tuple[str, list[tuple[int, int]]]:
         else:
             value = _words_value(m.group("tens"))
         frac = (m.group("frac") or "").lower()
-        shown = str(value) + (".5" if "half" in frac else f".{_words_value(frac.split()[-1])}" if "point" in frac else "")
+        # "thirty-nine and seven" is how some say 39.7; "and" only reads as a decimal point there
+        decimal = "point" in frac or "comma" in frac or ("and" in frac and "half" not in frac and 34 <= value <= 43)
+        shown = str(value) + (".5" if "half" in frac else f".{_words_value(frac.split()[-1])}" if decimal else "")
+        if frac and not shown.count(".") and "half" not in frac:  # "twenty and five": the "and five" is left as said
+            return str(value).ljust(len(m.group(0)) - len(m.group("frac"))) + m.group("frac")
         return shown.ljust(len(m.group(0)))
 
     return _SPELLED_RE.sub(digits, text), spans
@@ -248,7 +253,8 @@ class VitalsParser:
         for m in _BARE_F_RE.finditer(text):
             a, b = m.start(), m.end()
             near = text[max(0, a - 80) : b + 80]
-            if not free(a, b) or keyword_before(a) in ("pulse", "bp", "spo2") or not _FEVER_CUE_RE.search(near):
+            measured = any(v.kind == "temperature" for v in found)
+            if not free(a, b) or keyword_before(a) in ("pulse", "bp", "spo2") or not (measured or _FEVER_CUE_RE.search(near)):
                 continue
             value = max(_f(m.group(1)), _f(m.group(2) or m.group(1)))
             if 99 <= value <= 108:

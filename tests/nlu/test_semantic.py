@@ -30,7 +30,7 @@ def rules_only(kb: KnowledgeBase) -> SymptomExtractor:
         ("she keeps asking me what day it is, again and again", "confusion"),
         ("his words come out like he has a mouth full of marbles", "speech_difficulty"),
         ("she conked out halfway through our chat and we can hardly rouse her", "drowsiness"),
-        ("his knees look marbled and blotchy purple", "skin_discoloration"),
+        ("her thighs have a lacy purple pattern like a map", "skin_discoloration"),
     ],
 )
 def test_a_described_emergency_is_found_by_meaning(

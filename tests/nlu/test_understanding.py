@@ -38,6 +38,8 @@ def test_a_leftover_that_repeats_the_phrase_adds_nothing(extractor: SymptomExtra
         ("thirty-nine point five", "39.5"),
         ("one oh three", "103"),
         ("thirty eight and a half", "38.5"),
+        ("thirty-nine and seven", "39.7"),  # how some say 39.7
+        ("thirty nine comma eight", "39.8"),
     ],
 )
 def test_numbers_said_in_words_become_digits_of_the_same_length(said: str, digits: str) -> None:
@@ -48,6 +50,8 @@ def test_numbers_said_in_words_become_digits_of_the_same_length(said: str, digit
 
 def test_small_numbers_in_words_are_left_alone() -> None:
     assert spelled_as_digits("one cough and two headaches") == ("one cough and two headaches", [])
+    # "and" reads as a decimal point only in the body-temperature range
+    assert spelled_as_digits("twenty and five of us")[0].split()[:3] == ["20", "and", "five"]
 
 
 def test_a_temperature_in_words_is_a_reading_with_its_own_words_as_evidence(kb: KnowledgeBase) -> None:
@@ -372,3 +376,48 @@ def test_review_present_emergencies_stay_present(extractor: SymptomExtractor, te
 )
 def test_review_a_therapy_is_not_denied_by_words_about_something_else(extractor: SymptomExtractor, text: str) -> None:
     assert extractor(text).on_immunotherapy is not False
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("HE CANT BREATHE", "difficulty_breathing"),  # capitals: spaCy splits "cant", not "CANT"
+        ("SHE WONT WAKE UP", "drowsiness"),
+        ("SHE CANT TALK RIGHT ITS ALL SLURRED LIKE SHES DRUNK", "speech_difficulty"),  # a negation inside "can't talk"
+        ("he is not breathing well", "difficulty_breathing"),  # the good state itself denied
+        ("he isn't breathing right", "difficulty_breathing"),
+        ("E no fit breathe well since morning, e dey pant", "difficulty_breathing"),
+        ("her lips have gone violet", "skin_discoloration"),  # "gone" + a colour is became, not over
+        ("his ears look mauve", "skin_discoloration"),
+        ("Yesterday only 37.8, today she's at 104", "high_fever"),  # a bare 104 beside a temperature
+        ("fever is thirty-nine and seven, the paracetamol not help", "high_fever"),
+        ("he had fit this morning", "seizure"),  # "fit" is still a seizure outside its not_when senses
+    ],
+)
+def test_present_emergencies_said_in_capitals_pidgin_colours_and_loose_numbers(
+    extractor: SymptomExtractor, text: str, symptom: str
+) -> None:
+    assert symptom in extractor(text).present
+
+
+@pytest.mark.parametrize(
+    ("text", "absent", "present"),
+    [
+        ("I DONT HAVE A FEVER", "fever", None),
+        ("no cough, breathing fine", "difficulty_breathing", None),  # a list running on
+        ("no fever breathing ok", "difficulty_breathing", None),
+        ("my shoes don't fit and no cough", "cough", None),  # "fit" is not a seizure
+        ("she's fit and well, no cough", "cough", None),
+        ("102 tonight and burning up", None, "fever"),  # the number says how high, not "burning up"
+        ("she's 102 yrs old and temp 37.2", "fever", None),  # an age is no temperature
+    ],
+)
+def test_denials_lists_and_numbers_that_are_not_emergencies(
+    extractor: SymptomExtractor, text: str, absent: str | None, present: str | None
+) -> None:
+    found = extractor(text)
+    assert not {"seizure", "high_fever", "difficulty_breathing"} & set(found.present)
+    if absent:
+        assert absent in found.absent
+    if present:
+        assert present in found.present
