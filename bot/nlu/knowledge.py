@@ -74,6 +74,7 @@ class ContextRule:
     not_after: frozenset[str] = frozenset()  # right after these words and before a therapy, no trigger ("any of that treatment")
     needs_date: bool = False  # a past cue that closes only a dated episode ("it settled" after "3 weeks ago")
     closes: bool = False  # said alone in a sentence, closes the dated sentence before it ("It settled.")
+    keep: int | None = None  # only the first `keep` words are the cue; the rest must follow it ("someone had | a seizure")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class LanguageRules:
     now_words: tuple[tuple[str, ...], ...] = ()  # a later denial with one of these says the symptom is over
     past_anchors: tuple[str, ...] = ()  # regexes dating an episode days or more back ("3 weeks ago")
     today_words: tuple[str, ...] = ()  # regexes: a sentence saying one of these is about today
+    writer_well: tuple[str, ...] = ()  # regexes: the writer says they are well ("I've got no symptoms myself")
+    third_person: frozenset[str] = frozenset()  # words that make a clause about someone else then
     path: Path = field(default=DEFAULT_LANGUAGE_PATH)
 
 
@@ -212,7 +215,7 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
 def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH) -> LanguageRules:
     """Validate the context rules (medspaCy-style: whitelisted keys, known categories)."""
     where = str(path)
-    allowed = {"literal", "category", "direction", "max_scope", "ends", "not_after", "needs_date", "closes"}
+    allowed = {"literal", "category", "direction", "max_scope", "ends", "not_after", "needs_date", "closes", "keep"}
     rules = []
     for i, r in enumerate(_require(raw, "context_rules", where)):
         if not isinstance(r, dict):
@@ -245,6 +248,7 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
                 not_after,
                 bool(r.get("needs_date", False)),
                 bool(r.get("closes", False)),
+                int(r["keep"]) if r.get("keep") is not None else None,
             )
         )
     question = raw.get("question") or {}
@@ -261,6 +265,8 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         now_words=_word_sequences(raw.get("now_words"), "now_words"),
         past_anchors=_regex_list(raw.get("past_anchors"), "past_anchors"),
         today_words=_regex_list(raw.get("today_words"), "today_words"),
+        writer_well=_regex_list(raw.get("writer_well"), "writer_well"),
+        third_person=frozenset(w.lower() for w in _str_list(raw.get("third_person"), "third_person")),
         path=path,
     )
 

@@ -421,3 +421,36 @@ def test_denials_lists_and_numbers_that_are_not_emergencies(
         assert absent in found.absent
     if present:
         assert present in found.present
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a writer on treatment who is well asks about someone else
+        "my friend from support group was in hospital with CRS, she had a really high fever and got confused. "
+        "I'm on the same drug (Tecvayli) and I'm fine though. Should I be worried?",
+        "my neighbour has a fever and a cough, he's got flu. I had CAR-T 3 weeks ago, should I stay away? I've got no symptoms myself",
+        # someone had it; figures of speech; a question about the therapy
+        "I read on a forum that someone had hallucinations after Kymriah. Is that common?",
+        "i'm so confused by the parking at the hospital lol, which entrance is for the day unit?",
+        "I nearly passed out when I saw the hospital parking bill 😂 otherwise all fine here",
+        "is hallucination possible with this therapy?",
+    ],
+)
+def test_other_people_figures_of_speech_and_questions_are_no_symptom(extractor: SymptomExtractor, text: str) -> None:
+    assert not extractor(text).present
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        ("My husband had CAR-T last week. He is confused. I'm fine.", "confusion"),  # a relative: the treatment is his
+        ("I had Kymriah. My husband says I'm confused but I feel fine", "confusion"),
+        ("she says someone had come into her room and moved things, nobody was there", "hallucinations"),  # a scene
+        ("mum is confused by the tv remote and doesn't know where she is", "confusion"),
+        ("I nearly passed out when I got up from the toilet.", "fainting"),
+        ("is this normal? he sees bugs on the wall", "hallucinations"),
+    ],
+)
+def test_the_patient_is_still_the_patient(extractor: SymptomExtractor, text: str, symptom: str) -> None:
+    assert symptom in extractor(text).present
