@@ -483,6 +483,23 @@ class SymptomExtractor:
             mentions.append(
                 SymptomMention(symptom, PRESENT, best.text, best.start, best.end, "semantic", evidence, "patient", "", best.score)
             )
+        # Faces of one thing add up too: "keeps asking where the dog is" (confusion?) and "talks to
+        # the wall" (hallucinations?) in one message are a brain that is not right.
+        found = found | {m.symptom for m in mentions}
+        for group, members in config.groups.items():
+            if not config.group_agreeing or found & set(members):
+                continue
+            mine = sorted(
+                (q for q in candidates if q.symptom in members and q.score >= config.ask_from_for(q.symptom)),
+                key=lambda q: -q.score,
+            )
+            if len({(q.start, q.end) for q in mine}) >= config.group_agreeing:
+                best = mine[0]
+                others = ", ".join(sorted({self.kb.symptoms[q.symptom].label for q in mine[1:]}))
+                evidence = f'said "{best.text}" ≈ {self.kb.symptoms[best.symptom].label} {best.score:.2f}, with {others} ({group})'
+                mentions.append(
+                    SymptomMention(best.symptom, PRESENT, best.text, best.start, best.end, "semantic", evidence, "patient", "", best.score)
+                )
         return mentions
 
     def _assert_clause(

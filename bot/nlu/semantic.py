@@ -59,6 +59,8 @@ class SemanticConfig:
     cues: dict[str, tuple[str, ...]] = field(default_factory=dict)
     partial_from: float = 0.0  # a read of the words a phrase left over counts from this similarity up (and the usual tests)
     agreeing_unsure: int = 0  # this many clauses naming one emergency count even below the margin; 0: off
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # emergencies that are faces of one thing
+    group_agreeing: int = 0  # this many clauses, each pointing to some emergency of one group, count; 0: off
     measured: dict[str, tuple[str, ...]] = field(default_factory=dict)  # reading kind → symptoms its number decides
     as_usual: tuple[str, ...] = ()  # a clause saying one of these (and no negation) is read as no symptom
     beside_sure_from: float = 0.0  # an emergency read at least this close (or said in words or numbers) is sure; 0: off
@@ -116,6 +118,9 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
         if kb is not None and sid not in kb.symptoms:
             raise KnowledgeBaseError(f"{where}: corroboration.cues.{sid} is not a symptom of the knowledge base")
         cues[sid] = tuple(plain_words(p) for p in _str_list(phrases, f"cues.{sid}"))
+    groups = {str(k): _str_list(v, f"corroboration.groups.{k}") for k, v in (corroboration.get("groups") or {}).items()}
+    if kb is not None and {sid for ids in groups.values() for sid in ids} - set(kb.symptoms):
+        raise KnowledgeBaseError(f"{where}: corroboration.groups names an unknown symptom")
     measured = {str(k): _str_list(v, f"measured.{k}") for k, v in (raw.get("measured") or {}).items()}
     beside = raw.get("beside_emergency") or {}
     if kb is not None and set(_str_list(beside.get("classes"), "beside_emergency.classes")) - {s.cls for s in kb.symptoms.values()}:
@@ -126,6 +131,8 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
     return SemanticConfig(
         agreeing_clauses=int(corroboration.get("agreeing_clauses", 0)),
         agreeing_unsure=int(corroboration.get("agreeing_unsure", 0)),
+        groups=groups,
+        group_agreeing=int(corroboration.get("group_agreeing", 0)),
         partial_from=float(defaults.get("partial_from", 0.0)),
         beside_sure_from=float(beside.get("sure_from", 0.0)),
         beside_read_from=float(beside.get("read_from", 0.0)),

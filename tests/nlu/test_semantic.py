@@ -101,6 +101,8 @@ def test_the_config_is_validated(kb: KnowledgeBase) -> None:
         parse_semantic_config(dict(raw, corroboration={"cues": {"not_a_symptom": ["nobody is there"]}}), kb)
     with pytest.raises(KnowledgeBaseError, match="unknown class"):
         parse_semantic_config(dict(raw, beside_emergency={"sure_from": 0.6, "read_from": 0.7, "classes": ["lethal"]}), kb)
+    with pytest.raises(KnowledgeBaseError, match="groups"):
+        parse_semantic_config(dict(raw, corroboration=dict(raw["corroboration"], groups={"neuro": ["not_a_symptom"]})), kb)
 
 
 def test_cues_match_whole_words_whatever_the_case_and_apostrophes(kb: KnowledgeBase) -> None:
@@ -116,7 +118,7 @@ def test_a_stricter_threshold_from_data_turns_a_hit_into_a_question(extractor: S
     score = max(float(m.evidence.rsplit(" ", 1)[1]) for m in extractor(text).mentions if m.source == "semantic")
     assert extractor.semantic is not None
     per_symptom = {"hallucinations": {"threshold": round(score + 0.01, 3), "ask_from": round(score - 0.05, 3)}}
-    config = dataclasses.replace(extractor.semantic.config, per_symptom=per_symptom, cues={}, agreeing_clauses=0)
+    config = dataclasses.replace(extractor.semantic.config, per_symptom=per_symptom, cues={}, agreeing_clauses=0, group_agreeing=0)
     strict = SymptomExtractor(kb, semantic=SemanticMatcher(kb, config, encoder=extractor.semantic.encoder))
     findings = strict(text)
     assert "hallucinations" not in findings.present
@@ -146,3 +148,23 @@ def test_a_weak_read_beside_a_sure_emergency_adds_no_reason(extractor: SymptomEx
     found = extractor(text)
     assert "drowsiness" in found.present
     assert not {m.symptom for m in weak} & set(found.present)
+
+
+def test_unsure_reads_of_one_group_add_up(extractor: SymptomExtractor, kb: KnowledgeBase) -> None:
+    """Two clauses that are each only perhaps a neurological emergency (each in the question band,
+    here made so by raising the thresholds) count together with `group_agreeing`, and not alone."""
+    assert extractor.semantic is not None
+    neuro = extractor.semantic.config.groups["neuro"]
+    assert {"confusion", "hallucinations"} <= set(neuro) and extractor.semantic.config.group_agreeing == 2
+    strict = {sid: {"threshold": 0.99, "ask_from": 0.3} for sid in neuro}
+    base = dataclasses.replace(extractor.semantic.config, per_symptom=strict, cues={}, agreeing_clauses=0, agreeing_unsure=0)
+    rules_off = dataclasses.replace(base, group_agreeing=0)
+    text = "she keeps asking what day it is. she chats to her late mother as if she were in the room"
+    alone = SymptomExtractor(kb, semantic=SemanticMatcher(kb, rules_off, encoder=extractor.semantic.encoder))(text)
+    both = SymptomExtractor(kb, semantic=SemanticMatcher(kb, base, encoder=extractor.semantic.encoder))(text)
+    assert not set(alone.present) & set(neuro)
+    (found,) = [m for m in both.mentions if m.symptom in neuro and m.assertion == PRESENT]
+    assert "(neuro)" in found.evidence
+    # one clause alone is still only a question
+    one = SymptomExtractor(kb, semantic=SemanticMatcher(kb, base, encoder=extractor.semantic.encoder))("she keeps asking what day it is")
+    assert not set(one.present) & set(neuro)
