@@ -52,7 +52,17 @@ _BP_WORDS_RE = re.compile(
 # "102 tonight and burning up", "running 101-102", or beside another temperature ("only 37.8
 # yesterday, today she's at 104").
 _BARE_F_RE = re.compile(r"(?<![\d./,])(\d{3})(?:\s*(?:-|to)\s*(\d{3}))?(?![\d/%]|[.,]\d|\s*(?:yrs?|years?|y/?o|yo)\b)", re.IGNORECASE)
-_FEVER_CUE_RE = re.compile(r"\b(?:fever\w*|temp\w*|running|spik\w*|burning|hot|thermometer|feverish|febrile)\b", re.IGNORECASE)
+_FEVER_CUE_RE = re.compile(
+    r"\b(?:fever\w*|temp\w*|running|spik\w*|burning|hot|thermometer|thermo|feverish|febrile|chills?|shiver\w*|shaking|rigou?rs|sweat\w*|clammy|boiling|roasting)\b",
+    re.IGNORECASE,
+)
+# A bare whole number of 38 to 42 is a temperature in °C with such a cue within 40 characters
+# ("chills and 40"), unless a unit or a count follows it ("chills for 40 minutes").
+_AGE_BEFORE_RE = re.compile(r"\b(?:age|aged|i'?m|i am|am|turned|turning)\s*$", re.IGNORECASE)
+_BARE_C_RE = re.compile(
+    r"(?<![\d./,:])(3[89]|4[0-2])(?![\d/%:]|[.,]\d|\s*(?:-|to)\s*\d|\s*(?:min\w*|hours?|hrs?|h\b|secs?|seconds?|years?|yrs?|y/?o|kg|kilo\w*|lbs?|mg|ml|bpm|beats|times|days?|weeks?|months?|x\b|mm|cm|%|breaths|over|/))",
+    re.IGNORECASE,
+)
 
 
 # Numbers said in words ("a hundred and three point six", "thirty-nine point five", "one oh
@@ -259,6 +269,13 @@ class VitalsParser:
             value = max(_f(m.group(1)), _f(m.group(2) or m.group(1)))
             if 99 <= value <= 108:
                 add(self.temperature(value, "F", m.group(0), a, b), a, b)
+        for m in _BARE_C_RE.finditer(text):
+            a, b = m.start(), m.end()
+            if not free(a, b) or keyword_before(a) in ("pulse", "bp", "spo2") or not _FEVER_CUE_RE.search(text[max(0, a - 40) : b + 40]):
+                continue
+            if _AGE_BEFORE_RE.search(text[max(0, a - 12) : a]):  # "I'm 40 and have chills"
+                continue
+            add(self.temperature(_f(m.group(1)), "C", m.group(0), a, b), a, b)
         # A reading that ends inside a number said in words ends where the words end, and every
         # reading's text is the patient's own words between its offsets.
         for i, v in enumerate(found):

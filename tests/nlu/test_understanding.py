@@ -392,6 +392,8 @@ def test_review_a_therapy_is_not_denied_by_words_about_something_else(extractor:
         ("Yesterday only 37.8, today she's at 104", "high_fever"),  # a bare 104 beside a temperature
         ("fever is thirty-nine and seven, the paracetamol not help", "high_fever"),
         ("he had fit this morning", "seizure"),  # "fit" is still a seizure outside its not_when senses
+        ("chills n 104", "high_fever"),  # shivering is a fever cue for a bare number
+        ("im shaking and its 40", "high_fever"),  # a bare 38-42 beside such a cue is °C
     ],
 )
 def test_present_emergencies_said_in_capitals_pidgin_colours_and_loose_numbers(
@@ -410,6 +412,8 @@ def test_present_emergencies_said_in_capitals_pidgin_colours_and_loose_numbers(
         ("she's fit and well, no cough", "cough", None),
         ("102 tonight and burning up", None, "fever"),  # the number says how high, not "burning up"
         ("she's 102 yrs old and temp 37.2", "fever", None),  # an age is no temperature
+        ("I'm 40 and have chills, no cough", "cough", "chills"),
+        ("chills for 40 minutes, no cough", "cough", "chills"),  # a count is no temperature
     ],
 )
 def test_denials_lists_and_numbers_that_are_not_emergencies(
