@@ -19,7 +19,9 @@ from bot.nlu.semantic import SemanticMatcher, load_semantic_config
 from bot.nlu.vitals import Vital, VitalsParser
 
 PRESENT, ABSENT, HYPOTHETICAL, PAST = "present", "absent", "hypothetical", "past"
-THERAPY_NOUNS = frozenset({"therapy", "treatment", "drug", "drugs", "medicine", "medication", "infusion", "immunotherapy"})
+# Words that may stand between a negation and the good state it denies: "not really breathing
+# normally", "e no fit breathe well", "isn't able to breathe properly".
+GOOD_STATE_BRIDGE = frozenset({"really", "fit", "able", "to", "be", "been", "very", "so", "too", "quite", "always"})
 NOT_PATIENT = "not_patient"  # someone who is not the patient: a neighbour, a pet ("my cat is throwing up, not me")
 # Longer messages are cut here; 20,000 characters (the largest Telegram allows is 4,096) is plenty.
 # Tokens after a past cue searched for a recurrence word ("2 weeks ago and another one just now").
@@ -226,7 +228,7 @@ class SymptomExtractor:
             symptom_tokens={i for s, e in said for i in range(s, e)},
             complaint_words=self.rules.complaint_words,
         )
-        questions = self._question_sentences(doc, therapy_starts)
+        questions = self._question_sentences(doc)
         findings.mentions = self._phrase_mentions(doc, symptom_matches, scopes, questions)
         findings.vitals = self.vitals.parse(text)
         findings.mentions += self._vital_mentions(doc, findings.vitals, scopes, questions)
@@ -243,19 +245,13 @@ class SymptomExtractor:
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions, scopes)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
-        findings.mentions = self._about_others(doc, findings.mentions, findings.therapies)
         findings.worsening = [doc[t.start : t.end].text for t in self._worsening(doc, scopes, questions)]
         return findings
 
     # -- pieces ----------------------------------------------------------------------------
-    def _question_sentences(self, doc: Doc, therapy_starts: set[int] = frozenset()) -> set[int]:
-        """Start tokens of sentences that are general questions ("can CRS cause a rash?"). A
-        present cue such as "this" says "is this normal?", not "with this therapy?"."""
-        cue_starts = {
-            s
-            for _, s, e in self.compiled.present_cues(doc)
-            if not (e in therapy_starts or (e < len(doc) and doc[e].lower_ in THERAPY_NOUNS))
-        }
+    def _question_sentences(self, doc: Doc) -> set[int]:
+        """Start tokens of sentences that are general questions ("can CRS cause a rash?")."""
+        cue_starts = {s for _, s, _ in self.compiled.present_cues(doc)}
         found = set()
         for sent in doc.sents:
             words = [t for t in sent if not t.is_space]
@@ -286,7 +282,7 @@ class SymptomExtractor:
             # before it, the good state itself is denied: "not breathing well", "can't breathe
             # well", "e no fit breathe well".
             between = doc[t.end : span[0]]
-            if absent and len(between) <= 1 and all(w.is_alpha and w.i not in scopes.symptom_tokens for w in between):
+            if absent and all(w.lower_ in GOOD_STATE_BRIDGE for w in between):
                 return PRESENT, experiencer, ""
             return ABSENT, experiencer, doc[t.start : t.end].text
         return (ABSENT if absent else PRESENT), experiencer, ""
@@ -529,63 +525,15 @@ class SymptomExtractor:
             span = doc.char_span(m.start, m.end, alignment_mode="expand")
             return span.sent.start if span is not None else -1
 
-        mentions = self._beside_emergency(mentions)
         elsewhere = {(m.symptom, sent_of(m)) for m in mentions if m.source == "phrase" and m.assertion == NOT_PATIENT}
         mentions = [m for m in mentions if not (m.source == "semantic" and m.assertion == PRESENT and (m.symptom, sent_of(m)) in elsewhere)]
         mentions = self._closed_episodes(doc, mentions, scopes, sent_of)
         measured = {sent_of(m) for m in mentions if m.source == "vital" and m.symptom in ("fever", "high_fever")}
-        # and the number, not "burning up", says how high: a high fever in words needs a reading of it now
-        read_now = {sent_of(m) for m in mentions if m.source == "vital" and m.symptom in ("fever", "high_fever") and m.assertion == PRESENT}
-        kept = [
-            m
-            for m in mentions
-            if not (
-                m.source == "phrase"
-                and (m.symptom == "fever" and sent_of(m) in measured or m.symptom == "high_fever" and sent_of(m) in read_now)
-            )
-        ]
+        kept = [m for m in mentions if not (m.source == "phrase" and m.symptom == "fever" and sent_of(m) in measured)]
         present = {m.symptom for m in kept if m.assertion == PRESENT}
         subsumed = {sub for sid in present for sub in self.kb.symptoms[sid].subsumes}
-        return [m for m in kept if not (m.symptom in subsumed and m.assertion == PRESENT)]
-
-    def _about_others(self, doc: Doc, mentions: list[SymptomMention], therapies: list[TherapyMention]) -> list[SymptomMention]:
-        """A writer on treatment who says they are well is asking about someone else: what a
-        clause tells of him, her or someone there is not the patient's (data/language.yml
-        `writer_well`, `third_person`)."""
-        flat = doc.text.lower().replace("\u2019", "'")
-        if not mentions or not any(re.search(p, flat) for p in self.rules.writer_well):
-            return mentions
-        first = {"i", "me", "myself", "my", "mine"}
-        others = self.rules.third_person
-
-        def own(t: TherapyMention) -> bool:
-            span = doc.char_span(t.start, t.end, alignment_mode="expand")
-            if span is None or t.assertion != PRESENT:
-                return False
-            before = list(doc[span.sent.start : span.start])
-            if before and before[-1].lower_ == "my":
-                return True
-            subject = max((w.i for w in before if w.lower_ in ("i", "im")), default=None)
-            return subject is not None and not any(w.lower_ in others for w in doc[subject : span.start])
-
-        if not any(own(t) for t in therapies):
-            return mentions
-        clauses = clause_spans(doc)
-
-        def told_of_another(m: SymptomMention) -> bool:
-            span = doc.char_span(m.start, m.end, alignment_mode="expand")
-            if span is None:
-                return False
-            a = next((a for a, b in clauses if a <= span.start < b), span.sent.start)
-            words = [w.lower_ for w in doc[a : span.start]]
-            mine = [
-                w for i, w in enumerate(words) if w in first and not (w in ("my", "our") and i + 1 < len(words) and words[i + 1] in others)
-            ]
-            return any(w in others for w in words) and not mine
-
-        return [
-            replace(m, assertion=NOT_PATIENT, experiencer="other") if m.assertion == PRESENT and told_of_another(m) else m for m in mentions
-        ]
+        # last: a weak read is dropped only beside an emergency that survived everything above
+        return self._beside_emergency([m for m in kept if not (m.symptom in subsumed and m.assertion == PRESENT)])
 
     def _beside_emergency(self, mentions: list[SymptomMention]) -> list[SymptomMention]:
         """A message that already says an emergency for sure (in words, in numbers or by a

@@ -91,8 +91,6 @@ class LanguageRules:
     now_words: tuple[tuple[str, ...], ...] = ()  # a later denial with one of these says the symptom is over
     past_anchors: tuple[str, ...] = ()  # regexes dating an episode days or more back ("3 weeks ago")
     today_words: tuple[str, ...] = ()  # regexes: a sentence saying one of these is about today
-    writer_well: tuple[str, ...] = ()  # regexes: the writer says they are well ("I've got no symptoms myself")
-    third_person: frozenset[str] = frozenset()  # words that make a clause about someone else then
     path: Path = field(default=DEFAULT_LANGUAGE_PATH)
 
 
@@ -265,8 +263,6 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         now_words=_word_sequences(raw.get("now_words"), "now_words"),
         past_anchors=_regex_list(raw.get("past_anchors"), "past_anchors"),
         today_words=_regex_list(raw.get("today_words"), "today_words"),
-        writer_well=_regex_list(raw.get("writer_well"), "writer_well"),
-        third_person=frozenset(w.lower() for w in _str_list(raw.get("third_person"), "third_person")),
         path=path,
     )
 

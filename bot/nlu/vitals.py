@@ -58,9 +58,9 @@ _FEVER_CUE_RE = re.compile(
 )
 # A bare whole number of 38 to 42 is a temperature in °C with such a cue within 40 characters
 # ("chills and 40"), unless a unit or a count follows it ("chills for 40 minutes").
-_AGE_BEFORE_RE = re.compile(r"\b(?:age|aged|i'?m|i am|am|turned|turning)\s*$", re.IGNORECASE)
+_AGE_BEFORE_RE = re.compile(r"\b(?:age|aged|i'?m|i am|am|is|turned|turning|day|days|d|week|weeks|no\.?|number|#)\s*$", re.IGNORECASE)
 _BARE_C_RE = re.compile(
-    r"(?<![\d./,:])(3[89]|4[0-2])(?![\d/%:]|[.,]\d|\s*(?:-|to)\s*\d|\s*(?:min\w*|hours?|hrs?|h\b|secs?|seconds?|years?|yrs?|y/?o|kg|kilo\w*|lbs?|mg|ml|bpm|beats|times|days?|weeks?|months?|x\b|mm|cm|%|breaths|over|/))",
+    r"(?<![\d./,:])(3[89]|4[0-2])(?![\d/%:]|[.,]\d|\s*(?:-|to)\s*\d|\s*(?:min\w*|hours?|hrs?|h\b|secs?|seconds?|years?|yrs?|y/?o|kg|kilo\w*|lbs?|mg|ml|bpm|beats|times|days?|weeks?|months?|x\b|mm|cm|%|breaths|over|/|\s*(?:f|m|yo|y)\b))",
     re.IGNORECASE,
 )
 
@@ -273,7 +273,7 @@ class VitalsParser:
             a, b = m.start(), m.end()
             if not free(a, b) or keyword_before(a) in ("pulse", "bp", "spo2") or not _FEVER_CUE_RE.search(text[max(0, a - 40) : b + 40]):
                 continue
-            if _AGE_BEFORE_RE.search(text[max(0, a - 12) : a]):  # "I'm 40 and have chills"
+            if _AGE_BEFORE_RE.search(text[max(0, a - 12) : a]):  # "I'm 40 and have chills", "day 40 post CAR-T"
                 continue
             add(self.temperature(_f(m.group(1)), "C", m.group(0), a, b), a, b)
         # A reading that ends inside a number said in words ends where the words end, and every

@@ -409,8 +409,6 @@ def test_present_emergencies_said_in_capitals_pidgin_colours_and_loose_numbers(
         ("no cough, breathing fine", "difficulty_breathing", None),  # a list running on
         ("no fever breathing ok", "difficulty_breathing", None),
         ("my shoes don't fit and no cough", "cough", None),  # "fit" is not a seizure
-        ("she's fit and well, no cough", "cough", None),
-        ("102 tonight and burning up", None, "fever"),  # the number says how high, not "burning up"
         ("she's 102 yrs old and temp 37.2", "fever", None),  # an age is no temperature
         ("I'm 40 and have chills, no cough", "cough", "chills"),
         ("chills for 40 minutes, no cough", "cough", "chills"),  # a count is no temperature
@@ -430,15 +428,10 @@ def test_denials_lists_and_numbers_that_are_not_emergencies(
 @pytest.mark.parametrize(
     "text",
     [
-        # a writer on treatment who is well asks about someone else
-        "my friend from support group was in hospital with CRS, she had a really high fever and got confused. "
-        "I'm on the same drug (Tecvayli) and I'm fine though. Should I be worried?",
-        "my neighbour has a fever and a cough, he's got flu. I had CAR-T 3 weeks ago, should I stay away? I've got no symptoms myself",
-        # someone had it; figures of speech; a question about the therapy
+        # someone had it; figures of speech
         "I read on a forum that someone had hallucinations after Kymriah. Is that common?",
         "i'm so confused by the parking at the hospital lol, which entrance is for the day unit?",
         "I nearly passed out when I saw the hospital parking bill 😂 otherwise all fine here",
-        "is hallucination possible with this therapy?",
     ],
 )
 def test_other_people_figures_of_speech_and_questions_are_no_symptom(extractor: SymptomExtractor, text: str) -> None:
@@ -458,3 +451,42 @@ def test_other_people_figures_of_speech_and_questions_are_no_symptom(extractor: 
 )
 def test_the_patient_is_still_the_patient(extractor: SymptomExtractor, text: str, symptom: str) -> None:
     assert symptom in extractor(text).present
+
+
+@pytest.mark.parametrize(
+    ("text", "symptom"),
+    [
+        # a second fresh-eyes review of session 4's rules: each of these had been hidden
+        ("He had Kymriah last week and he's been fitting for ten minutes", "seizure"),
+        ("She's fitting as I type this, had Kymriah 5 days ago", "seizure"),
+        ("He had CAR-T last week and is getting fits again", "seizure"),
+        ("He kept fitting in the ambulance", "seizure"),
+        ("she had a proper fit", "seizure"),
+        ("I'm fine. I think the CAR-T has done something to my husband, he is so confused and his lips are blue", "confusion"),
+        ("Is this CAR-T why I can't breathe?", "difficulty_breathing"),
+        ("She has a very high fever, 39.2 under the arm, had Kymriah Monday", "high_fever"),
+        ("It was 38.2 at lunch and now he is burning up with a very high fever", "high_fever"),
+        ("She had CAR-T. She's confused about the appointment, thinks it's 1985", "confusion"),
+        ("Since Kymriah my husband is confused with the buttons on his phone, he uses it every day", "confusion"),
+        ("My husband nearly fainted when he looked at me, had Kymriah Tuesday", "fainting"),
+    ],
+)
+def test_review_2_present_emergencies_stay_present(extractor: SymptomExtractor, text: str, symptom: str) -> None:
+    assert symptom in extractor(text).present
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Day 40 post CAR-T and I've got the chills",  # a day count is no temperature
+        "My son is 40 and has chills after his CAR-T",  # nor an age
+        "42F here, on Tecvayli, chills and sweats since yesterday",
+        "had Kymriah last week, bit of a cough, not bad breathing fine",  # a list running on: breathing fine
+        "On Kymriah. Mild cough, no issues breathing normally",
+        "cough since yesterday but dont worry breathing ok",
+        "keeping fit with a walk every day",
+    ],
+)
+def test_review_2_non_emergencies_stay_below_emergency(extractor: SymptomExtractor, text: str) -> None:
+    found = extractor(text)
+    assert not any(extractor.kb.symptoms[s].cls == "emergency" for s in found.present)
