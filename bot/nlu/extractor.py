@@ -366,9 +366,16 @@ class SymptomExtractor:
             span: Span = doc[start:end]
             assertion, experiencer, cue = self._assert((start, end), doc, scopes, questions, polarity == "absent")
             negation = scopes.modifiers((start, end)).get("negated")
-            if assertion == ABSENT and polarity == "present" and negation is not None and negation.start in saying.get(sid, ()):
+            own_negation = any(t.category == "negated" and start <= t.start < end for t in scopes.triggers)
+            if (
+                assertion == ABSENT
+                and polarity == "present"
+                and negation is not None
+                and (negation.start in saying.get(sid, ()) or own_negation)
+            ):
                 # the negation is part of another phrase of the same symptom: "she can't talk right,
-                # it's all slurred" says it twice, it does not deny it
+                # it's all slurred" says it twice, it does not deny it; nor does one running on
+                # into a phrase with its own ("I don't feel right, can't catch my breath")
                 assertion, cue = PRESENT, ""
             mentions.append(
                 SymptomMention(sid, assertion, span.text, span.start_char, span.end_char, "phrase", f'said "{span.text}"', experiencer, cue)

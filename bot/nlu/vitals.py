@@ -51,7 +51,10 @@ _BP_WORDS_RE = re.compile(
 # 80 characters:
 # "102 tonight and burning up", "running 101-102", or beside another temperature ("only 37.8
 # yesterday, today she's at 104").
-_BARE_F_RE = re.compile(r"(?<![\d./,])(\d{3})(?:\s*(?:-|to)\s*(\d{3}))?(?![\d/%]|[.,]\d|\s*(?:yrs?|years?|y/?o|yo)\b)", re.IGNORECASE)
+_BARE_F_RE = re.compile(
+    r"(?<![\d./,])(\d{3})(?:\s*(?:-|to)\s*(\d{3}))?(?![\d/%]|[.,]\d|\s*(?:yrs?|years?|y/?o|yo|kg|kilos?|lbs?|pounds|mg|ml|bpm|beats|mmhg|cm|mm|min\w*|days?)\b)",
+    re.IGNORECASE,
+)
 _FEVER_CUE_RE = re.compile(
     r"\b(?:fever\w*|temp\w*|running|spik\w*|burning|hot|thermometer|thermo|feverish|febrile|chills?|shiver\w*|shaking|rigou?rs|sweat\w*|clammy|boiling|roasting)\b",
     re.IGNORECASE,

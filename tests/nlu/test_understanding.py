@@ -469,6 +469,7 @@ def test_the_patient_is_still_the_patient(extractor: SymptomExtractor, text: str
         ("She had CAR-T. She's confused about the appointment, thinks it's 1985", "confusion"),
         ("Since Kymriah my husband is confused with the buttons on his phone, he uses it every day", "confusion"),
         ("My husband nearly fainted when he looked at me, had Kymriah Tuesday", "fainting"),
+        ("I don't feel right, can't catch my breath", "difficulty_breathing"),  # a negation running on into "can't …"
     ],
 )
 def test_review_2_present_emergencies_stay_present(extractor: SymptomExtractor, text: str, symptom: str) -> None:
@@ -485,6 +486,7 @@ def test_review_2_present_emergencies_stay_present(extractor: SymptomExtractor, 
         "On Kymriah. Mild cough, no issues breathing normally",
         "cough since yesterday but dont worry breathing ok",
         "keeping fit with a walk every day",
+        "temp 36.9 this morning, weighed 104 kg",  # a weight is no temperature
     ],
 )
 def test_review_2_non_emergencies_stay_below_emergency(extractor: SymptomExtractor, text: str) -> None:
