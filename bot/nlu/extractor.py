@@ -85,6 +85,19 @@ def _says(tokens: Span, phrases: tuple[tuple[str, ...], ...]) -> bool:
     return any(words[i : i + len(p)] == list(p) for p in phrases for i in range(len(words)))
 
 
+def _symptom_spans(doc: Doc, matches: list[tuple[int, int, int]]) -> tuple[list[tuple[int, int, str, str]], list[tuple[int, int, str]]]:
+    """The phrase matches as (start, end, symptom, polarity) without those inside one of their
+    symptom's `not_when` phrases ("shake him awake", "shoes that fit"), and the `not_when` spans."""
+    labelled = [(s, e, *doc.vocab.strings[m].split("|")) for m, s, e in matches]
+    excepted = [(s, e, sid) for s, e, sid, kind in labelled if kind == "not_when"]
+    said = [
+        (s, e, sid, kind)
+        for s, e, sid, kind in labelled
+        if kind != "not_when" and not any(sid == other and a <= s and e <= b for a, b, other in excepted)
+    ]
+    return said, excepted
+
+
 @dataclass(frozen=True)
 class SymptomMention:
     symptom: str
@@ -211,37 +224,26 @@ class SymptomExtractor:
             t for t in found if t.start and doc[t.start - 1].lower_ in t.rule.not_after and therapy_starts & set(range(t.end, t.end + 3))
         ]
         triggers = resolve_overlaps([t for t in found if t not in determiners], doc)
-        symptom_matches = self.compiled.symptoms(doc)
-        labels = [(doc.vocab.strings[m].split("|"), s, e) for m, s, e in symptom_matches]
-        unsaid = [(sid, s, e) for (sid, kind), s, e in labels if kind == "not_when"]  # "no fit" is no fit
-        said = [
-            (s, e)
-            for (sid, kind), s, e in labels
-            if kind != "not_when" and not any(sid == other and a <= s and e <= b for other, a, b in unsaid)
-        ]
+        said, excepted = _symptom_spans(doc, self.compiled.symptoms(doc))
         scopes = ContextScopes(
             doc,
             triggers,
             self.rules.default_max_scope,
             therapies=[(s, e) for _, s, e in therapy_matches],
-            symptom_starts={s for s, _ in said},
-            symptom_tokens={i for s, e in said for i in range(s, e)},
+            symptom_starts={s for s, _, _, _ in said},
+            symptom_tokens={i for s, e, _, _ in said for i in range(s, e)},
             complaint_words=self.rules.complaint_words,
         )
         questions = self._question_sentences(doc)
-        findings.mentions = self._phrase_mentions(doc, symptom_matches, scopes, questions)
+        findings.mentions = self._phrase_mentions(doc, said, scopes, questions)
         findings.vitals = self.vitals.parse(text)
         findings.mentions += self._vital_mentions(doc, findings.vitals, scopes, questions)
         if self.semantic is not None:
             covered = [(m.start, m.end, m.symptom) for m in findings.mentions] + [(v.start, v.end, v.symptom) for v in findings.vitals]
             semantic, findings.questions = self._semantic_mentions(doc, covered, scopes, questions, findings.vitals)
             # a clause a `not_when` phrase explains is not that symptom by meaning either ("my heart skipped a beat when …")
-            excepted = [
-                (doc[s].idx, doc[e - 1].idx + len(doc[e - 1]), doc.vocab.strings[m].split("|")[0])
-                for m, s, e in symptom_matches
-                if doc.vocab.strings[m].endswith("|not_when")
-            ]
-            semantic = [m for m in semantic if not any(sid == m.symptom and a < m.end and m.start < b for a, b, sid in excepted)]
+            chars = [(doc[a].idx, doc[b - 1].idx + len(doc[b - 1]), sid) for a, b, sid in excepted]
+            semantic = [m for m in semantic if not any(sid == m.symptom and a < m.end and m.start < b for a, b, sid in chars)]
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions, scopes)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
@@ -340,19 +342,14 @@ class SymptomExtractor:
         return not any(t.lower_ == "since" for t in doc[lo:hi])
 
     def _phrase_mentions(
-        self, doc: Doc, matches: list[tuple[int, int, int]], scopes: ContextScopes, questions: set[int]
+        self, doc: Doc, said: list[tuple[int, int, str, str]], scopes: ContextScopes, questions: set[int]
     ) -> list[SymptomMention]:
-        spans, excepted = [], []
-        for match_id, start, end in matches:
-            sid, polarity = doc.vocab.strings[match_id].split("|")
-            (excepted if polarity == "not_when" else spans).append((start, end, sid, polarity))
-        # A phrase inside one of its symptom's `not_when` phrases is something else ("shake him awake").
-        spans = [sp for sp in spans if not any(sid == sp[2] and a <= sp[0] and sp[1] <= b for a, b, sid, _ in excepted)]
+        """`said`: the phrase matches `_symptom_spans` kept, as (start, end, symptom, polarity)."""
         # Longest span first (at equal length "present" before "absent"). A span inside a longer
         # one is dropped ("shaking" inside "shaking uncontrollably"), and so is any overlap with
         # the same symptom; two different symptoms that only partly overlap are both kept
         # ("chest is burning and hurts to breathe").
-        spans.sort(key=lambda s: (-(s[1] - s[0]), s[3] != "present", s[0]))
+        spans = sorted(said, key=lambda s: (-(s[1] - s[0]), s[3] != "present", s[0]))
         saying: dict[str, set[int]] = {}
         for start, end, sid, polarity in spans:
             if polarity == "present":
@@ -365,14 +362,7 @@ class SymptomExtractor:
             kept.append((start, end, sid))
             span: Span = doc[start:end]
             assertion, experiencer, cue = self._assert((start, end), doc, scopes, questions, polarity == "absent")
-            negation = scopes.modifiers((start, end)).get("negated")
-            own_negation = any(t.category == "negated" and start <= t.start < end for t in scopes.triggers)
-            if (
-                assertion == ABSENT
-                and polarity == "present"
-                and negation is not None
-                and (negation.start in saying.get(sid, ()) or own_negation)
-            ):
+            if assertion == ABSENT and polarity == "present" and self._negation_says_it((start, end), sid, saying, scopes):
                 # the negation is part of another phrase of the same symptom: "she can't talk right,
                 # it's all slurred" says it twice, it does not deny it; nor does one running on
                 # into a phrase with its own ("I don't feel right, can't catch my breath")
@@ -381,6 +371,16 @@ class SymptomExtractor:
                 SymptomMention(sid, assertion, span.text, span.start_char, span.end_char, "phrase", f'said "{span.text}"', experiencer, cue)
             )
         return sorted(mentions, key=lambda m: m.start)
+
+    @staticmethod
+    def _negation_says_it(span: tuple[int, int], sid: str, saying: dict[str, set[int]], scopes: ContextScopes) -> bool:
+        """Whether the negation denying a present phrase is part of how the symptom is said: inside
+        another phrase of it, or the phrase carries a negation of its own."""
+        negation = scopes.modifiers(span).get("negated")
+        if negation is None:
+            return False
+        start, end = span
+        return negation.start in saying.get(sid, ()) or any(t.category == "negated" and start <= t.start < end for t in scopes.triggers)
 
     def _vital_mentions(self, doc: Doc, vitals: list[Vital], scopes: ContextScopes, questions: set[int]) -> list[SymptomMention]:
         mentions = []

@@ -110,11 +110,15 @@ def spelled_as_digits(text: str) -> tuple[str, list[tuple[int, int]]]:
         else:
             value = _words_value(m.group("tens"))
         frac = (m.group("frac") or "").lower()
-        # "thirty-nine and seven" is how some say 39.7; "and" only reads as a decimal point there
-        decimal = "point" in frac or "comma" in frac or ("and" in frac and "half" not in frac and 34 <= value <= 43)
-        shown = str(value) + (".5" if "half" in frac else f".{_words_value(frac.split()[-1])}" if decimal else "")
-        if frac and not shown.count(".") and "half" not in frac:  # "twenty and five": the "and five" is left as said
+        if "half" in frac:
+            shown = f"{value}.5"
+        elif "point" in frac or "comma" in frac or (frac and 34 <= value <= 43):
+            # "thirty-nine and seven" is how some say 39.7; "and" reads as a decimal point only there
+            shown = f"{value}.{_words_value(frac.split()[-1])}"
+        elif frac:  # "twenty and five": the "and five" is left as said
             return str(value).ljust(len(m.group(0)) - len(m.group("frac"))) + m.group("frac")
+        else:
+            shown = str(value)
         return shown.ljust(len(m.group(0)))
 
     return _SPELLED_RE.sub(digits, text), spans
