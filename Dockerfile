@@ -14,7 +14,7 @@ RUN pip install --no-cache-dir -r requirements/lock.txt \
     && pip install --no-cache-dir --no-deps --ignore-requires-python -r requirements/nodeps.txt
 
 COPY . .
-RUN rasa train --fixed-model-name crs --out models --quiet \
+RUN python -m bot.nlu.detector && rasa train --fixed-model-name crs --out models --quiet \
     && rm -rf .rasa /root/.cache \
     && useradd --uid 10001 --no-create-home crs
 USER 10001

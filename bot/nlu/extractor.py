@@ -13,6 +13,7 @@ from spacy.tokens import Doc, Span, Token
 
 from bot.nlu.clauses import clause_spans
 from bot.nlu.context import ContextScopes, Trigger, resolve_overlaps
+from bot.nlu.detector import EmergencyDetector, features
 from bot.nlu.knowledge import KnowledgeBase, LanguageRules, load_knowledge_base, load_language_rules
 from bot.nlu.pipeline import CompiledRules, build_pipeline
 from bot.nlu.semantic import SemanticMatcher, load_semantic_config
@@ -200,6 +201,14 @@ class SymptomExtractor:
             config = load_semantic_config(self.kb)
             semantic = SemanticMatcher(self.kb, config) if config.enabled else False
         self.semantic: SemanticMatcher | None = semantic or None
+        self.detector: EmergencyDetector | None = None
+        if self.semantic is not None and self.semantic.config.detector.enabled:
+            self.detector = EmergencyDetector.load_or_train(self.semantic.config.detector, self.semantic, self.clause_texts)
+
+    def clause_texts(self, text: str) -> list[str]:
+        """The clauses of a message as the semantic layer reads them."""
+        doc = self.compiled.nlp(text)
+        return [doc[a:b].text for a, b in clause_spans(doc)]
 
     @property
     def nlp(self):  # noqa: ANN201 - spaCy Language
@@ -238,14 +247,17 @@ class SymptomExtractor:
         findings.mentions = self._phrase_mentions(doc, said, scopes, questions)
         findings.vitals = self.vitals.parse(text)
         findings.mentions += self._vital_mentions(doc, findings.vitals, scopes, questions)
+        candidates: list[Question] = []
         if self.semantic is not None:
             covered = [(m.start, m.end, m.symptom) for m in findings.mentions] + [(v.start, v.end, v.symptom) for v in findings.vitals]
-            semantic, findings.questions = self._semantic_mentions(doc, covered, scopes, questions, findings.vitals)
+            semantic, findings.questions, candidates = self._semantic_mentions(doc, covered, scopes, questions, findings.vitals)
             # a clause a `not_when` phrase explains is not that symptom by meaning either ("my heart skipped a beat when …")
             chars = [(doc[a].idx, doc[b - 1].idx + len(doc[b - 1]), sid) for a, b, sid in excepted]
             semantic = [m for m in semantic if not any(sid == m.symptom and a < m.end and m.start < b for a, b, sid in chars)]
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions, scopes)
+        if self.detector is not None and candidates:
+            self._detected(doc, findings, candidates)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
         findings.worsening = [doc[t.start : t.end].text for t in self._worsening(doc, scopes, questions)]
         return findings
@@ -400,8 +412,9 @@ class SymptomExtractor:
 
     def _semantic_mentions(
         self, doc: Doc, covered: list[tuple[int, int, str | None]], scopes: ContextScopes, questions: set[int], vitals: list[Vital] = ()
-    ) -> tuple[list[SymptomMention], list[Question]]:
-        """Clauses read by meaning. A clause the rules found nothing in is read whole; in one
+    ) -> tuple[list[SymptomMention], list[Question], list[Question]]:
+        """Clauses read by meaning (and, for the detector, each present clause's closest
+        emergency). A clause the rules found nothing in is read whole; in one
         where they found something, each run of words they did not explain is read too ("fever 38.6
         and now a sharp stabbing pain in the middle of my chest"), and count only for another
         symptom, with confidence (no question)."""
@@ -427,8 +440,8 @@ class SymptomExtractor:
                     spans.append((a, b, "".join(r.text_with_ws for r in run).strip(), found))
                 run = []
         if not spans:
-            return [], []
-        mentions, asks, candidates = [], [], []
+            return [], [], []
+        mentions, asks, candidates, readable = [], [], [], []
         assert self.semantic is not None  # the caller runs this only with a matcher
         # A sentence with a reading is decided by the numbers for what they measure ("my pulse ox
         # reads 97%", "resting heart rate 64, lower than usual"), not by how its words sound.
@@ -446,6 +459,11 @@ class SymptomExtractor:
                 continue
             span = doc[a:b]
             assertion, experiencer, cue = self._assert_clause(a, b, doc, scopes, questions, description_negated)
+            if assertion == PRESENT and not partial and score.emergency[0]:
+                closest = Question(score.emergency[0], text, score.emergency[1], span.start_char, span.end_char)
+                detector = self.semantic.config.detector
+                if closest.score >= detector.candidate_from and not self.semantic.config.says_as_usual(text, detector.not_with):
+                    readable.append(closest)
             if score.hit and not (partial and score.score < self.semantic.config.partial_from):
                 label = self.kb.symptoms[score.symptom].label
                 evidence = f'said "{text}" ≈ {label} {score.score:.2f}'
@@ -456,7 +474,27 @@ class SymptomExtractor:
                 if score.ask and not partial:  # a partial read is never asked about, only corroborated
                     asks.append(candidates[-1])
         mentions += self._corroborated(doc, candidates, {m.symptom for m in mentions if m.assertion == PRESENT})
-        return mentions, [q for q in asks if q.symptom not in {m.symptom for m in mentions if m.assertion == PRESENT}]
+        present = {m.symptom for m in mentions if m.assertion == PRESENT}
+        emergencies = readable
+        return mentions, [q for q in asks if q.symptom not in present], emergencies
+
+    def _detected(self, doc: Doc, findings: Findings, candidates: list[Question]) -> None:
+        """The detector's second opinion (bot/nlu/detector.py): a message that reads as an
+        emergency as a whole, where nothing said one for sure, records its closest present
+        emergency candidate."""
+        assert self.semantic is not None and self.detector is not None
+        if any(m.assertion == PRESENT and m.symptom in self.semantic.emergency for m in findings.mentions):
+            return
+        clauses = [doc[a:b].text for a, b in clause_spans(doc)]
+        p = self.detector.probability(features(self.semantic, clauses, doc.text))
+        if p < self.detector.fires_from:
+            return
+        best = max(candidates, key=lambda q: q.score)
+        label = self.kb.symptoms[best.symptom].label
+        evidence = f'the message reads as an emergency ({p:.2f}); closest: said "{best.text}" ≈ {label} {best.score:.2f}'
+        mention = SymptomMention(best.symptom, PRESENT, best.text, best.start, best.end, "semantic", evidence, "patient", "", best.score)
+        findings.mentions.append(mention)
+        findings.questions = [q for q in findings.questions if q.symptom != best.symptom]
 
     def _corroborated(self, doc: Doc, candidates: list[Question], found: set[str]) -> list[SymptomMention]:
         """Emergency candidates the rest of the message backs (data/semantic.yml `corroboration`):

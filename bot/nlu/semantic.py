@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bot import PROJECT_ROOT
+from bot.nlu.detector import DetectorConfig
 from bot.nlu.knowledge import KnowledgeBase, KnowledgeBaseError, _read_yaml, _require, _str_list
 
 DEFAULT_SEMANTIC_PATH = PROJECT_ROOT / "data" / "semantic.yml"
@@ -66,11 +67,13 @@ class SemanticConfig:
     beside_sure_from: float = 0.0  # an emergency read at least this close (or said in words or numbers) is sure; 0: off
     beside_read_from: float = 0.0  # then another, weaker read of that message needs this similarity
     beside_classes: tuple[str, ...] = ()  # the classes of the reads that rule applies to
+    detector: DetectorConfig = field(default_factory=lambda: DetectorConfig(False, 1.01, (), 1.0))
 
-    def says_as_usual(self, text: str) -> bool:
+    def says_as_usual(self, text: str, words: tuple[str, ...] | None = None) -> bool:
+        """Whether `text` says one of `words` (default `as_usual`) and no negation turns it round."""
         flat = f" {plain_words(text)} "
         contrary = _NEGATION_RE.search(text.lower().replace("’", "'")) or " far from " in flat or " unlike " in flat
-        return any(f" {w} " in flat for w in self.as_usual) and not contrary
+        return any(f" {plain_words(w)} " in flat for w in (self.as_usual if words is None else words)) and not contrary
 
     def corroborating_cue(self, symptom: str, text: str) -> str | None:
         """The first of the symptom's corroborating cues said in `text`, if any."""
@@ -137,6 +140,7 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
         beside_sure_from=float(beside.get("sure_from", 0.0)),
         beside_read_from=float(beside.get("read_from", 0.0)),
         beside_classes=_str_list(beside.get("classes"), "beside_emergency.classes"),
+        detector=DetectorConfig.parse(raw.get("detector"), where),
         measured=measured,
         as_usual=tuple(plain_words(w) for w in _str_list(raw.get("as_usual"), "as_usual")),
         cue_from=float(corroboration.get("cue_from", 1.0)),
@@ -179,6 +183,7 @@ class ClauseScore:
     hit: bool  # at or over the symptom's threshold and beating the background by the margin
     ask: bool  # an emergency candidate in [ask_from, threshold): ask the patient
     clear: bool  # beats every background sentence by the margin (whatever the threshold)
+    emergency: tuple[str, float] = ("", 0.0)  # the closest emergency and its similarity, whichever symptom won
 
 
 @lru_cache(maxsize=2)
@@ -203,24 +208,28 @@ class SemanticMatcher:
                 self.texts.append(d)
         if not self.texts:
             raise KnowledgeBaseError(f"{kb.path}: no symptom has descriptions for the semantic layer")
+        self.columns = {sid: [i for i, o in enumerate(self.owner) if o == sid] for sid in dict.fromkeys(self.owner)}
         self.negated = np.array([is_negated_text(t) for t in self.texts])
         self.vectors = self.encoder.encode(self.texts)
         self.background = self.encoder.encode(list(config.background) or ["hello"])
         self.emergency = {s.id for s in kb.symptoms.values() if s.cls == "emergency"}
+        self._emergency_columns = np.array([i for i, o in enumerate(self.owner) if o in self.emergency], dtype=int)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def embed(self, clauses: list[str]) -> np.ndarray:
-        """Clause vectors, computed in one batch for those not seen recently."""
+        """Clause vectors, computed in one batch for those not seen recently. The result is built
+        before the cache evicts, so a batch larger than the cache (or one that evicts its own
+        older keys) still gets every vector."""
         keys = [c.strip().lower() for c in clauses]
         missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        if missing:
-            for k, v in zip(missing, self.encoder.encode(missing), strict=True):
-                self._cache[k] = v
-                if len(self._cache) > CACHE_SIZE:
-                    self._cache.popitem(last=False)
-        for k in keys:
+        fresh = dict(zip(missing, self.encoder.encode(missing), strict=True)) if missing else {}
+        vectors = [fresh[k] if k in fresh else self._cache[k] for k in keys]
+        for k, v in zip(keys, vectors, strict=True):
+            self._cache[k] = v
             self._cache.move_to_end(k)
-        return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, self.vectors.shape[1]), np.float32)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return np.stack(vectors) if keys else np.zeros((0, self.vectors.shape[1]), np.float32)
 
     def score(self, clauses: list[str]) -> list[tuple[ClauseScore, bool]]:
         """For each clause: its ClauseScore and whether the winning description is itself negated."""
@@ -237,9 +246,11 @@ class SemanticMatcher:
             clear = value >= float(background) + self.config.margin
             hit = clear and value >= threshold
             ask = (not hit) and symptom in self.emergency and value >= self.config.ask_from_for(symptom) and value > float(background)
+            closest = int(self._emergency_columns[row[self._emergency_columns].argmax()]) if len(self._emergency_columns) else best
+            emergency = (self.owner[closest], round(float(row[closest]), 3))
             out.append(
                 (
-                    ClauseScore(symptom, round(value, 3), self.texts[best], round(float(background), 3), hit, ask, clear),
+                    ClauseScore(symptom, round(value, 3), self.texts[best], round(float(background), 3), hit, ask, clear, emergency),
                     bool(self.negated[best]),
                 )
             )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from bot.nlu.clauses import clause_spans
+from bot.nlu.detector import DetectorConfig
 from bot.nlu.extractor import ABSENT, PAST, PRESENT, SymptomExtractor
 from bot.nlu.knowledge import KnowledgeBase, KnowledgeBaseError
 from bot.nlu.semantic import DEFAULT_SEMANTIC_PATH, SemanticMatcher, is_negated_text, parse_semantic_config
@@ -157,7 +159,10 @@ def test_unsure_reads_of_one_group_add_up(extractor: SymptomExtractor, kb: Knowl
     neuro = extractor.semantic.config.groups["neuro"]
     assert {"confusion", "hallucinations"} <= set(neuro) and extractor.semantic.config.group_agreeing == 2
     strict = {sid: {"threshold": 0.99, "ask_from": 0.3} for sid in neuro}
-    base = dataclasses.replace(extractor.semantic.config, per_symptom=strict, cues={}, agreeing_clauses=0, agreeing_unsure=0)
+    no_detector = DetectorConfig(False, 1.01, (), 1.0)  # the whole-message detector would add it too
+    base = dataclasses.replace(
+        extractor.semantic.config, per_symptom=strict, cues={}, agreeing_clauses=0, agreeing_unsure=0, detector=no_detector
+    )
     rules_off = dataclasses.replace(base, group_agreeing=0)
     text = "she keeps asking what day it is. she chats to her late mother as if she were in the room"
     alone = SymptomExtractor(kb, semantic=SemanticMatcher(kb, rules_off, encoder=extractor.semantic.encoder))(text)
@@ -168,3 +173,15 @@ def test_unsure_reads_of_one_group_add_up(extractor: SymptomExtractor, kb: Knowl
     # one clause alone is still only a question
     one = SymptomExtractor(kb, semantic=SemanticMatcher(kb, base, encoder=extractor.semantic.encoder))("she keeps asking what day it is")
     assert not set(one.present) & set(neuro)
+
+
+def test_the_clause_cache_survives_a_batch_that_evicts_its_own_keys(extractor: SymptomExtractor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full cache once evicted an older key of the batch being embedded, and the lookup failed."""
+    from bot.nlu import semantic as semantic_module  # noqa: PLC0415
+
+    matcher = extractor.semantic
+    monkeypatch.setattr(semantic_module, "CACHE_SIZE", 3)
+    matcher.embed(["one clause", "two clause", "three clause"])
+    vectors = matcher.embed(["one clause", "four clause", "five clause", "six clause", "one clause"])
+    assert vectors.shape[0] == 5 and np.allclose(vectors[0], vectors[4])
+    assert np.allclose(vectors[1], matcher.encoder.encode(["four clause"])[0], atol=1e-5)

@@ -1,0 +1,156 @@
+"""A learned second opinion on a whole message: does it read like an emergency?
+
+The description matcher (bot/nlu/semantic.py) reads one clause at a time, and a scene often
+lives across clauses: "he asked me what hospital we were in. we are in his own kitchen" is
+two harmless clauses and one confused man. This detector looks at the message as a whole — its
+embedding, the mean of its clauses' embeddings, and how close its closest clause comes to each
+symptom's descriptions and to the background — and gives the probability that the writer
+describes an emergency. A logistic regression learns that from labelled conversations (the
+case files data/semantic.yml lists under `detector.examples`: written cases whose triage is
+known), so it generalises from thousands of ways people wrote, not from a phrase list.
+
+It only ever raises: when it is sure enough (`fires_from`) and a clause of the message is a
+present emergency candidate, that candidate is recorded, with a reason naming both the clause
+and the detector's probability. It never lowers what rules or numbers found.
+
+The weights are derived data, like a Rasa model: trained with scikit-learn (a dependency of
+Rasa already, and the reference implementation of the model) and cached in models/, keyed by a
+hash of everything they depend on, so a change to the examples, descriptions or model retrains.
+Prediction is one dot product in numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot import PROJECT_ROOT
+from bot.nlu.knowledge import KnowledgeBaseError
+
+CACHE_DIR_ENV = "CRS_DETECTOR_CACHE"
+DEFAULT_CACHE_DIR = PROJECT_ROOT / "models" / "detector"
+FORMAT = 1  # bump when the features change
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    enabled: bool
+    fires_from: float
+    examples: tuple[Path, ...]
+    c: float  # inverse regularisation strength of the logistic regression
+    candidate_from: float = 0.0  # the clause it records must be at least this close to that emergency
+    not_with: tuple[str, ...] = ()  # words that make a clause say a good state ("speech is fine"): no candidate
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None, where: str) -> DetectorConfig:
+        raw = raw or {}
+        fires_from = float(raw.get("fires_from", 1.01))
+        examples = tuple(PROJECT_ROOT / str(p) for p in raw.get("examples") or ())
+        enabled = bool(raw.get("enabled", False)) and bool(examples)
+        if enabled and not 0.5 <= fires_from <= 1.0:
+            raise KnowledgeBaseError(f"{where}: detector.fires_from must be a probability in [0.5, 1]")
+        not_with = tuple(str(w).lower() for w in raw.get("not_with") or ())
+        return cls(enabled, fires_from, examples, float(raw.get("c", 1.0)), float(raw.get("candidate_from", 0.0)), not_with)
+
+
+def features(matcher: Any, clauses: list[str], message: str) -> np.ndarray:
+    """What the detector sees of one message (see module docstring). `matcher` is a SemanticMatcher."""
+    texts = clauses or [message]
+    clause_vectors = matcher.embed(texts)
+    whole = matcher.embed([message[:2000]])[0]
+    sims = clause_vectors @ matcher.vectors.T
+    background = (clause_vectors @ matcher.background.T).max(1) if len(matcher.background) else np.zeros(len(texts))
+    closest = np.stack([sims[:, cols].max(1) for cols in matcher.columns.values()], 1)  # (clauses, symptoms)
+    margin = closest - background[:, None]
+    return np.concatenate([whole, clause_vectors.mean(0), closest.max(0), margin.max(0), [background.max()]]).astype(np.float32)
+
+
+class EmergencyDetector:
+    """p(emergency | message) from a logistic regression over `features`."""
+
+    def __init__(self, weights: np.ndarray, bias: float, fires_from: float) -> None:
+        self.weights = weights
+        self.bias = bias
+        self.fires_from = fires_from
+
+    def probability(self, x: np.ndarray) -> float:
+        return float(1.0 / (1.0 + np.exp(-(float(x @ self.weights) + self.bias))))
+
+    @classmethod
+    def load_or_train(cls, config: DetectorConfig, matcher: Any, clauses_of: Any) -> EmergencyDetector:
+        """The cached weights for these examples, descriptions and model, trained first if missing.
+        `clauses_of(text)` splits a message into clause texts the way the extractor does."""
+        key = _key(config, matcher)
+        cache = Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR) / f"{key}.npz"
+        if cache.exists():
+            saved = np.load(cache)
+            return cls(saved["weights"], float(saved["bias"]), config.fires_from)
+        x, y = training_set(config.examples, matcher, clauses_of)
+        weights, bias = fit(x, y, config.c)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache.parent, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, weights=weights, bias=np.float64(bias))
+        os.chmod(tmp.name, 0o644)
+        os.replace(tmp.name, cache)  # atomic: a Rasa server and a test run may train at once
+        return cls(weights, bias, config.fires_from)
+
+
+def training_set(paths: tuple[Path, ...], matcher: Any, clauses_of: Any) -> tuple[np.ndarray, np.ndarray]:
+    """One row per single-message case: a conversation's triage says what its one message meant
+    (in longer ones we do not know which message carried it)."""
+    rows, labels = [], []
+    for path in paths:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                case = json.loads(line)
+                messages, triage = case["messages"], case["expect"]["triage"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise KnowledgeBaseError(f"{path}:{n}: not a case with messages and expect.triage") from exc
+            if len(messages) == 1 and messages[0].strip():
+                rows.append(features(matcher, clauses_of(messages[0]), messages[0]))
+                labels.append(triage == "emergency")
+    if len(set(labels)) < 2:
+        raise KnowledgeBaseError("detector.examples must hold emergency and non-emergency single-message cases")
+    return np.stack(rows), np.array(labels)
+
+
+def fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - only when (re)training
+
+    model = LogisticRegression(C=c, max_iter=5000).fit(x, y)
+    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
+
+
+def _key(config: DetectorConfig, matcher: Any) -> str:
+    digest = hashlib.sha256(f"format {FORMAT} c {config.c}\n".encode())
+    for path in config.examples:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for text in [*matcher.texts, "\0background", *matcher.config.background]:
+        digest.update(text.encode() + b"\0")
+    digest.update(json.dumps(sorted(matcher.config.checksums.items())).encode())
+    return digest.hexdigest()[:24]
+
+
+def main() -> None:
+    """Build (or find) the cached detector for the configured data: `make model` runs this so
+    the first message after a start does not wait for training."""
+    from bot.nlu.extractor import SymptomExtractor  # noqa: PLC0415 - the extractor imports this module
+
+    extractor = SymptomExtractor()
+    if extractor.detector is None:
+        print("detector: disabled in data/semantic.yml")  # noqa: T201 - a command's output
+        return
+    print(f"detector: ready, fires from {extractor.detector.fires_from}, {len(extractor.detector.weights)} features")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The whole-message emergency detector: trained on known cases, cached, only ever raising."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bot.nlu import detector as detector_module
+from bot.nlu.detector import DetectorConfig, EmergencyDetector, features
+from bot.nlu.extractor import PRESENT, SymptomExtractor
+from bot.nlu.knowledge import KnowledgeBaseError
+from bot.nlu.semantic import DEFAULT_SEMANTIC_PATH, SemanticMatcher
+
+HELD_OUT = {"blind-o.jsonl", "blind-p.jsonl"}
+
+
+def probability(extractor: SymptomExtractor, text: str) -> float:
+    assert extractor.detector is not None and extractor.semantic is not None
+    return extractor.detector.probability(features(extractor.semantic, extractor.clause_texts(text), text))
+
+
+def with_threshold(extractor: SymptomExtractor, fires_from: float) -> SymptomExtractor:
+    """The same extractor with another firing threshold (no retraining: same weights)."""
+    assert extractor.detector is not None
+    copy = SymptomExtractor.__new__(SymptomExtractor)
+    copy.__dict__.update(extractor.__dict__)
+    copy.detector = EmergencyDetector(extractor.detector.weights, extractor.detector.bias, fires_from)
+    return copy
+
+
+def test_the_shipped_configuration_trains_on_read_files_only() -> None:
+    raw = yaml.safe_load(DEFAULT_SEMANTIC_PATH.read_text())
+    config = DetectorConfig.parse(raw["detector"], "semantic.yml")
+    assert config.enabled and config.examples
+    names = {p.name for p in config.examples}
+    assert not names & HELD_OUT, "a held-out file in the training set would stop measuring anything"
+    assert all(p.exists() for p in config.examples)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "he keeps trying to answer the telly and asked me whose house this is, it's ours",
+        "she is talking to her late brother like he's sat on the end of the bed",
+        "i just dropped in the kitchen and woke up on the floor with the dog licking me",
+    ],
+)
+def test_a_described_emergency_reads_as_one(extractor: SymptomExtractor, text: str) -> None:
+    assert probability(extractor, text) >= 0.85
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "we went to the zoo and the kids loved the elephants",
+        "what time does the clinic open on saturday?",
+        "i'm knackered after the drive, going to have a nap",
+        "can CRS make you see things that aren't there?",
+    ],
+)
+def test_everyday_messages_do_not(extractor: SymptomExtractor, text: str) -> None:
+    assert probability(extractor, text) < 0.5
+
+
+def test_it_records_the_closest_present_candidate_with_its_reason(extractor: SymptomExtractor) -> None:
+    text = "my husband asked me which hotel we were staying in, we are at home in our own bedroom"
+    assert "confusion" not in with_threshold(extractor, 1.0)(text).present
+    found = with_threshold(extractor, 0.5)(text)
+    mention = next(m for m in found.mentions if m.symptom == "confusion" and m.assertion == PRESENT)
+    assert "reads as an emergency" in mention.evidence and "≈ confusion" in mention.evidence
+    assert "confusion" not in {q.symptom for q in found.questions}, "what it records is not asked again"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "speech is fine, no confusion, temp 37.9",  # a good state is no candidate
+        "no chest pain and no trouble breathing, just a sore throat",  # denied
+        "can CAR-T cause confusion or seizures weeks later?",  # a question
+    ],
+)
+def test_it_never_records_what_the_message_denies_or_asks(extractor: SymptomExtractor, text: str) -> None:
+    low = with_threshold(extractor, 0.5)
+    emergencies = {m.symptom for m in low(text).mentions if m.assertion == PRESENT} & low.semantic.emergency
+    assert not emergencies, low(text).mentions
+
+
+def test_it_does_not_run_beside_an_emergency_already_said(extractor: SymptomExtractor) -> None:
+    text = "he had a seizure an hour ago and now keeps asking what day it is"
+    found = with_threshold(extractor, 0.5)(text)
+    assert "seizure" in found.present
+    assert not [m for m in found.mentions if "reads as an emergency" in m.evidence]
+
+
+def write_cases(path: Path) -> None:
+    cases = [
+        ("he is confused and does not know where he is", "emergency"),
+        ("she is seeing people in the room who are not there", "emergency"),
+        ("he fainted in the kitchen", "emergency"),
+        ("what time is my appointment", "none"),
+        ("I have a mild headache", "urgent"),
+        ("thanks, all good today", "none"),
+    ]
+    path.write_text("\n".join(json.dumps({"id": str(i), "messages": [m], "expect": {"triage": t}}) for i, (m, t) in enumerate(cases)))
+
+
+def test_weights_are_cached_by_what_they_depend_on(extractor: SymptomExtractor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(detector_module.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    examples = tmp_path / "cases.jsonl"
+    write_cases(examples)
+    config = DetectorConfig(True, 0.9, (examples,), 1.0)
+    first = EmergencyDetector.load_or_train(config, extractor.semantic, extractor.clause_texts)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+
+    def no_training(*_: object) -> None:
+        raise AssertionError("retrained although nothing changed")
+
+    monkeypatch.setattr(detector_module, "training_set", no_training)
+    again = EmergencyDetector.load_or_train(config, extractor.semantic, extractor.clause_texts)
+    assert np.array_equal(first.weights, again.weights)
+    examples.write_text(examples.read_text() + "\n" + json.dumps({"id": "x", "messages": ["new"], "expect": {"triage": "none"}}))
+    with pytest.raises(AssertionError, match="retrained"):
+        EmergencyDetector.load_or_train(config, extractor.semantic, extractor.clause_texts)
+
+
+def test_bad_configuration_and_examples_are_refused(extractor: SymptomExtractor, tmp_path: Path) -> None:
+    with pytest.raises(KnowledgeBaseError, match="fires_from"):
+        DetectorConfig.parse({"enabled": True, "fires_from": 0.2, "examples": ["tests/cases/own.jsonl"]}, "x")
+    assert not DetectorConfig.parse({"enabled": True}, "x").enabled  # nothing to learn from: off
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"messages": ["hi"]}\n')
+    with pytest.raises(KnowledgeBaseError, match="expect.triage"):
+        detector_module.training_set((broken,), extractor.semantic, extractor.clause_texts)
+    one_sided = tmp_path / "one.jsonl"
+    one_sided.write_text(json.dumps({"messages": ["hi"], "expect": {"triage": "none"}}))
+    with pytest.raises(KnowledgeBaseError, match="emergency and non-emergency"):
+        detector_module.training_set((one_sided,), extractor.semantic, extractor.clause_texts)
+
+
+def test_a_disabled_detector_is_not_built(extractor: SymptomExtractor) -> None:
+    config = dataclasses.replace(extractor.semantic.config, detector=DetectorConfig(False, 1.01, (), 1.0))
+    plain = SymptomExtractor(extractor.kb, extractor.rules, SemanticMatcher(extractor.kb, config, extractor.semantic.encoder))
+    assert plain.detector is None
+    text = "my husband asked me which hotel we were staying in, we are at home in our own bedroom"
+    assert not [m for m in plain(text).mentions if "reads as an emergency" in m.evidence]
