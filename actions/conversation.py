@@ -153,7 +153,11 @@ class TriageState:
         )
 
     def assessed(self, kb: KnowledgeBase) -> tuple[TriageState, Assessment]:
-        """Re-run the rules on everything known; the level never goes down."""
+        """Re-run the rules on everything known; the level never goes down. A symptom another
+        present one subsumes is dropped across messages too ("temp 101" then "now 103.5": a very
+        high fever, not a fever and a very high fever), as within one message."""
+        subsumed = {sub for sid in self.symptoms if sid in kb.symptoms for sub in kb.symptoms[sid].subsumes}
+        self = replace(self, symptoms=tuple(s for s in self.symptoms if s not in subsumed))  # noqa: PLW0642
         result = assess(kb, self.symptoms, self.on_immunotherapy, self.worsening, self.evidence)
         reasons = list(self.reasons)
         for r in result.reasons:

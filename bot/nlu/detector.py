@@ -36,7 +36,7 @@ from bot.nlu.knowledge import KnowledgeBaseError
 
 CACHE_DIR_ENV = "CRS_DETECTOR_CACHE"
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "models" / "detector"
-FORMAT = 1  # bump when the features change
+FORMAT = 2  # bump when the features or what is trained change
 
 
 @dataclass(frozen=True)
@@ -73,15 +73,35 @@ def features(matcher: Any, clauses: list[str], message: str) -> np.ndarray:
 
 
 class EmergencyDetector:
-    """p(emergency | message) from a logistic regression over `features`."""
+    """p(emergency | message) from a logistic regression over `features`, and which emergency it
+    is most like (a second, multinomial one, trained on the messages that carry one emergency)."""
 
-    def __init__(self, weights: np.ndarray, bias: float, fires_from: float) -> None:
+    def __init__(
+        self,
+        weights: np.ndarray,
+        bias: float,
+        fires_from: float,
+        kinds: tuple[str, ...] = (),
+        kind_weights: np.ndarray | None = None,
+        kind_bias: np.ndarray | None = None,
+    ) -> None:
         self.weights = weights
         self.bias = bias
         self.fires_from = fires_from
+        self.kinds = kinds
+        self.kind_weights = kind_weights
+        self.kind_bias = kind_bias
 
     def probability(self, x: np.ndarray) -> float:
         return float(1.0 / (1.0 + np.exp(-(float(x @ self.weights) + self.bias))))
+
+    def kind_probabilities(self, x: np.ndarray) -> dict[str, float]:
+        """Emergency id → probability that the message describes that one (empty if untrained)."""
+        if self.kind_weights is None or self.kind_bias is None or not self.kinds:
+            return {}
+        logits = self.kind_weights @ x + self.kind_bias
+        odds = np.exp(logits - logits.max())
+        return dict(zip(self.kinds, (odds / odds.sum()).tolist(), strict=True))
 
     @classmethod
     def load_or_train(cls, config: DetectorConfig, matcher: Any, clauses_of: Any) -> EmergencyDetector:
@@ -91,21 +111,25 @@ class EmergencyDetector:
         cache = Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR) / f"{key}.npz"
         if cache.exists():
             saved = np.load(cache)
-            return cls(saved["weights"], float(saved["bias"]), config.fires_from)
-        x, y = training_set(config.examples, matcher, clauses_of)
+            kinds = tuple(str(k) for k in saved["kinds"])
+            return cls(saved["weights"], float(saved["bias"]), config.fires_from, kinds, saved["kind_weights"], saved["kind_bias"])
+        x, y, kind = training_set(config.examples, matcher, clauses_of)
         weights, bias = fit(x, y, config.c)
+        sure = [i for i, k in enumerate(kind) if k]
+        kinds, kind_weights, kind_bias = fit_kinds(x[sure], [kind[i] for i in sure], config.c)
         cache.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cache.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, weights=weights, bias=np.float64(bias))
+            np.savez(tmp, weights=weights, bias=np.float64(bias), kinds=np.array(kinds), kind_weights=kind_weights, kind_bias=kind_bias)
         os.chmod(tmp.name, 0o644)
         os.replace(tmp.name, cache)  # atomic: a Rasa server and a test run may train at once
-        return cls(weights, bias, config.fires_from)
+        return cls(weights, bias, config.fires_from, kinds, kind_weights, kind_bias)
 
 
-def training_set(paths: tuple[Path, ...], matcher: Any, clauses_of: Any) -> tuple[np.ndarray, np.ndarray]:
+def training_set(paths: tuple[Path, ...], matcher: Any, clauses_of: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """One row per single-message case: a conversation's triage says what its one message meant
-    (in longer ones we do not know which message carried it)."""
-    rows, labels = [], []
+    (in longer ones we do not know which message carried it). With each, the one emergency it
+    describes when it describes exactly one ("" otherwise)."""
+    rows, labels, kinds = [], [], []
     for path in paths:
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -118,9 +142,11 @@ def training_set(paths: tuple[Path, ...], matcher: Any, clauses_of: Any) -> tupl
             if len(messages) == 1 and messages[0].strip():
                 rows.append(features(matcher, clauses_of(messages[0]), messages[0]))
                 labels.append(triage == "emergency")
+                emergencies = [s for s in case["expect"].get("symptoms") or () if s in matcher.emergency]
+                kinds.append(emergencies[0] if triage == "emergency" and len(emergencies) == 1 else "")
     if len(set(labels)) < 2:
         raise KnowledgeBaseError("detector.examples must hold emergency and non-emergency single-message cases")
-    return np.stack(rows), np.array(labels)
+    return np.stack(rows), np.array(labels), kinds
 
 
 def fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
@@ -128,6 +154,16 @@ def fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
 
     model = LogisticRegression(C=c, max_iter=5000).fit(x, y)
     return model.coef_[0].astype(np.float32), float(model.intercept_[0])
+
+
+def fit_kinds(x: np.ndarray, kinds: list[str], c: float) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Which emergency: a multinomial logistic regression (empty when fewer than two kinds)."""
+    if len(set(kinds)) < 2:
+        return (), np.zeros((0, x.shape[1]), np.float32), np.zeros(0, np.float32)
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - only when (re)training
+
+    model = LogisticRegression(C=c, max_iter=5000).fit(x, kinds)
+    return tuple(str(k) for k in model.classes_), model.coef_.astype(np.float32), model.intercept_.astype(np.float32)
 
 
 def _key(config: DetectorConfig, matcher: Any) -> str:

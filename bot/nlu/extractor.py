@@ -459,11 +459,18 @@ class SymptomExtractor:
                 continue
             span = doc[a:b]
             assertion, experiencer, cue = self._assert_clause(a, b, doc, scopes, questions, description_negated)
-            if assertion == PRESENT and not partial and score.emergency[0]:
-                closest = Question(score.emergency[0], text, score.emergency[1], span.start_char, span.end_char)
-                detector = self.semantic.config.detector
-                if closest.score >= detector.candidate_from and not self.semantic.config.says_as_usual(text, detector.not_with):
-                    readable.append(closest)
+            detector = self.semantic.config.detector
+            if (
+                assertion == PRESENT
+                and not partial
+                and not any(a <= t < b for t in scopes.therapy_starts)  # "Dad had his CAR-T on the 2nd" is context
+                and not self.semantic.config.says_as_usual(text, detector.not_with)  # "speech is fine"
+            ):
+                readable += [
+                    Question(sid, text, value, span.start_char, span.end_char)
+                    for sid, value in score.emergencies
+                    if value >= detector.candidate_from
+                ]
             if score.hit and not (partial and score.score < self.semantic.config.partial_from):
                 label = self.kb.symptoms[score.symptom].label
                 evidence = f'said "{text}" ≈ {label} {score.score:.2f}'
@@ -486,12 +493,15 @@ class SymptomExtractor:
         if any(m.assertion == PRESENT and m.symptom in self.semantic.emergency for m in findings.mentions):
             return
         clauses = [doc[a:b].text for a, b in clause_spans(doc)]
-        p = self.detector.probability(features(self.semantic, clauses, doc.text))
+        x = features(self.semantic, clauses, doc.text)
+        p = self.detector.probability(x)
         if p < self.detector.fires_from:
             return
-        best = max(candidates, key=lambda q: q.score)
+        kinds = self.detector.kind_probabilities(x)
+        best = max(candidates, key=lambda q: (kinds.get(q.symptom, 0.0), q.score))  # the likeliest kind, then its closest clause
         label = self.kb.symptoms[best.symptom].label
-        evidence = f'the message reads as an emergency ({p:.2f}); closest: said "{best.text}" ≈ {label} {best.score:.2f}'
+        like = f", most like {label} ({kinds[best.symptom]:.2f})" if best.symptom in kinds else ""
+        evidence = f'the message reads as an emergency ({p:.2f}{like}); closest: said "{best.text}" ≈ {label} {best.score:.2f}'
         mention = SymptomMention(best.symptom, PRESENT, best.text, best.start, best.end, "semantic", evidence, "patient", "", best.score)
         findings.mentions.append(mention)
         findings.questions = [q for q in findings.questions if q.symptom != best.symptom]
@@ -576,9 +586,18 @@ class SymptomExtractor:
         measured = {sent_of(m) for m in mentions if m.source == "vital" and m.symptom in ("fever", "high_fever")}
         kept = [m for m in mentions if not (m.source == "phrase" and m.symptom == "fever" and sent_of(m) in measured)]
         present = {m.symptom for m in kept if m.assertion == PRESENT}
+        kept = [m for m in kept if not self._gives_way(m, present)]
         subsumed = {sub for sid in present for sub in self.kb.symptoms[sid].subsumes}
         # last: a weak read is dropped only beside an emergency that survived everything above
         return self._beside_emergency([m for m in kept if not (m.symptom in subsumed and m.assertion == PRESENT)])
+
+    def _gives_way(self, m: SymptomMention, present: set[str]) -> bool:
+        """A phrase of one symptom said in words that belong to another present one
+        (symptoms.yml `gives_way_to`: "shaking" beside a seizure is not chills)."""
+        if m.source != "phrase" or m.assertion != PRESENT:
+            return False
+        words = set(m.text.lower().split())
+        return any(other in present and words & set(said) for other, said in self.kb.symptoms[m.symptom].gives_way_to.items())
 
     def _beside_emergency(self, mentions: list[SymptomMention]) -> list[SymptomMention]:
         """A message that already says an emergency for sure (in words, in numbers or by a

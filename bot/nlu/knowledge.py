@@ -43,6 +43,8 @@ class Symptom:
     absent: tuple[str, ...] = ()
     not_when: tuple[str, ...] = ()  # a phrase inside one of these is not this symptom ("shake him awake")
     subsumes: tuple[str, ...] = ()
+    # words of this symptom that belong to another when that one is present ("shaking" beside a seizure)
+    gives_way_to: dict[str, tuple[str, ...]] = field(default_factory=dict)
     descriptions: tuple[str, ...] = ()  # how people describe it, for the semantic layer
     ask: str = ""  # the yes/no question asked when the semantic layer is unsure
 
@@ -155,6 +157,10 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
             absent=_str_list(entry.get("absent"), f"symptom {sid}.absent"),
             not_when=_str_list(entry.get("not_when"), f"symptom {sid}.not_when"),
             subsumes=_str_list(entry.get("subsumes"), f"symptom {sid}.subsumes"),
+            gives_way_to={
+                str(k): tuple(w.lower() for w in _str_list(v, f"symptom {sid}.gives_way_to.{k}"))
+                for k, v in (entry.get("gives_way_to") or {}).items()
+            },
             descriptions=_str_list(entry.get("descriptions"), f"symptom {sid}.descriptions"),
             ask=str(entry.get("ask") or ""),
         )
@@ -164,6 +170,9 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
         for other in s.subsumes:
             if other not in symptoms:
                 raise KnowledgeBaseError(f"{where}: {s.id} subsumes unknown symptom {other!r}")
+        for other in s.gives_way_to:
+            if other not in symptoms:
+                raise KnowledgeBaseError(f"{where}: {s.id} gives way to unknown symptom {other!r}")
     classes = _require(raw, "classes", where)
     for cls in SYMPTOM_CLASSES:
         entry = _require(classes, cls, f"{where}: classes")

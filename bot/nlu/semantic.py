@@ -183,7 +183,7 @@ class ClauseScore:
     hit: bool  # at or over the symptom's threshold and beating the background by the margin
     ask: bool  # an emergency candidate in [ask_from, threshold): ask the patient
     clear: bool  # beats every background sentence by the margin (whatever the threshold)
-    emergency: tuple[str, float] = ("", 0.0)  # the closest emergency and its similarity, whichever symptom won
+    emergencies: tuple[tuple[str, float], ...] = ()  # every emergency's closest description, closest first
 
 
 @lru_cache(maxsize=2)
@@ -213,7 +213,7 @@ class SemanticMatcher:
         self.vectors = self.encoder.encode(self.texts)
         self.background = self.encoder.encode(list(config.background) or ["hello"])
         self.emergency = {s.id for s in kb.symptoms.values() if s.cls == "emergency"}
-        self._emergency_columns = np.array([i for i, o in enumerate(self.owner) if o in self.emergency], dtype=int)
+        self._emergency_columns = {sid: cols for sid, cols in self.columns.items() if sid in self.emergency}
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def embed(self, clauses: list[str]) -> np.ndarray:
@@ -246,11 +246,12 @@ class SemanticMatcher:
             clear = value >= float(background) + self.config.margin
             hit = clear and value >= threshold
             ask = (not hit) and symptom in self.emergency and value >= self.config.ask_from_for(symptom) and value > float(background)
-            closest = int(self._emergency_columns[row[self._emergency_columns].argmax()]) if len(self._emergency_columns) else best
-            emergency = (self.owner[closest], round(float(row[closest]), 3))
+            emergencies = tuple(
+                sorted(((sid, round(float(row[cols].max()), 3)) for sid, cols in self._emergency_columns.items()), key=lambda e: -e[1])
+            )
             out.append(
                 (
-                    ClauseScore(symptom, round(value, 3), self.texts[best], round(float(background), 3), hit, ask, clear, emergency),
+                    ClauseScore(symptom, round(value, 3), self.texts[best], round(float(background), 3), hit, ask, clear, emergencies),
                     bool(self.negated[best]),
                 )
             )

@@ -85,3 +85,14 @@ def test_a_therapy_once_named_is_not_undone_by_a_later_denial() -> None:
     state = TriageState().with_therapy(True, "tisagenlecleucel", "car_t", "10 days ago").with_therapy(False)
     assert state.on_immunotherapy is True and state.therapy == "tisagenlecleucel"
     assert TriageState().with_therapy(False).on_immunotherapy is False
+
+
+def test_a_subsumed_symptom_goes_across_messages(kb: KnowledgeBase) -> None:
+    """SPEC: a very high fever is only high_fever, also when a fever came in an earlier message."""
+    assert "fever" in kb.symptoms["high_fever"].subsumes
+    state, _ = TriageState().with_findings(MessageFindings.from_entities(entities(("symptom", "fever", "present")), kb)).assessed(kb)
+    assert state.symptoms == ("fever",)
+    later = MessageFindings.from_entities(entities(("symptom", "high_fever", "present"), ("symptom", "cough", "present")), kb)
+    state, _ = state.with_findings(later).assessed(kb)
+    assert state.symptoms == ("high_fever", "cough") and state.level == "emergency"
+    assert any("fever" in r for r in state.reasons), "the earlier reason stays on record"

@@ -148,3 +148,15 @@ def test_a_disabled_detector_is_not_built(extractor: SymptomExtractor) -> None:
     assert plain.detector is None
     text = "my husband asked me which hotel we were staying in, we are at home in our own bedroom"
     assert not [m for m in plain(text).mentions if "reads as an emergency" in m.evidence]
+
+
+def test_it_names_the_likeliest_kind_of_emergency(extractor: SymptomExtractor) -> None:
+    text = "she keeps waving at the children on the ceiling and laughing, there's nobody up there"
+    kinds = extractor.detector.kind_probabilities(features(extractor.semantic, extractor.clause_texts(text), text))
+    assert set(kinds) <= extractor.semantic.emergency and abs(sum(kinds.values()) - 1.0) < 1e-4
+    assert max(kinds, key=kinds.get) == "hallucinations"
+
+
+def test_a_clause_about_the_treatment_is_never_recorded(extractor: SymptomExtractor) -> None:
+    found = with_threshold(extractor, 0.5)("Dad had his CAR-T on the 2nd")
+    assert not found.present, found.mentions

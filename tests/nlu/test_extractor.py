@@ -120,3 +120,18 @@ def test_emergency_buried_in_a_huge_message(extractor: SymptomExtractor) -> None
 def test_a_hallucination_told_as_a_statement_contradicted_later(extractor: SymptomExtractor) -> None:
     """Was a known miss (xfail) until corroboration: "we have no cats" backs the scene."""
     assert "hallucinations" in extractor("she says there are cats on the bed but we have no cats").present
+
+
+@pytest.mark.parametrize(
+    ("text", "present", "absent_from_present"),
+    [
+        ("he was shaking all over and jerking, then he bit his tongue", {"seizure"}, {"chills"}),
+        ("she had a fit, whole body trembling, and she's shivering now with a temp", {"seizure", "chills"}, set()),
+        ("I'm shaking under two blankets and can't get warm", {"chills"}, {"seizure"}),
+    ],
+)
+def test_shaking_beside_a_seizure_is_the_seizures(
+    extractor: SymptomExtractor, text: str, present: set[str], absent_from_present: set[str]
+) -> None:
+    found = set(extractor(text).present)
+    assert present <= found and not absent_from_present & found, found

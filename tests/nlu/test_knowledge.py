@@ -96,3 +96,10 @@ def test_phrase_syntax() -> None:
         compile_phrase("... breath", tok)
     with pytest.raises(PatternError, match="bad brackets"):
         compile_phrase("[very tired", tok)
+
+
+def test_gives_way_to_must_name_a_known_symptom(raw_kb: dict) -> None:
+    bad = copy.deepcopy(raw_kb)
+    bad["symptoms"]["chills"]["gives_way_to"] = {"epilepsy": ["shaking"]}
+    with pytest.raises(KnowledgeBaseError, match="gives way to unknown symptom 'epilepsy'"):
+        parse_knowledge_base(bad)
