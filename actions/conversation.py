@@ -157,13 +157,21 @@ class TriageState:
         present one subsumes is dropped across messages too ("temp 101" then "now 103.5": a very
         high fever, not a fever and a very high fever), as within one message."""
         subsumed = {sub for sid in self.symptoms if sid in kb.symptoms for sub in kb.symptoms[sid].subsumes}
-        self = replace(self, symptoms=tuple(s for s in self.symptoms if s not in subsumed))  # noqa: PLW0642
-        result = assess(kb, self.symptoms, self.on_immunotherapy, self.worsening, self.evidence)
-        reasons = list(self.reasons)
+        # and back when the one that subsumed it is denied later ("fever", "103.5", "not that high now")
+        revived = [
+            sub
+            for sid in self.denied
+            if sid in kb.symptoms
+            for sub in kb.symptoms[sid].subsumes
+            if sub in self.evidence and sub not in self.denied and sub not in self.symptoms
+        ]
+        state = replace(self, symptoms=tuple(s for s in self.symptoms if s not in subsumed) + tuple(dict.fromkeys(revived)))
+        result = assess(kb, state.symptoms, state.on_immunotherapy, state.worsening, state.evidence)
+        reasons = list(state.reasons)
         for r in result.reasons:
             if r.text() not in reasons:
                 reasons.append(r.text())
-        return replace(self, level=higher(self.level, result.level), reasons=tuple(reasons)), result
+        return replace(state, level=higher(state.level, result.level), reasons=tuple(reasons)), result
 
 
 def labels(kb: KnowledgeBase, ids: Iterable[str]) -> str:

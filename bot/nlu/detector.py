@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,9 @@ from bot.nlu.knowledge import KnowledgeBaseError
 CACHE_DIR_ENV = "CRS_DETECTOR_CACHE"
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "models" / "detector"
 FORMAT = 2  # bump when the features or what is trained change
+WHOLE_MESSAGE_CHARS = 2000  # the encoder reads 256 tokens at most anyway
+STALE_AFTER_S = 24 * 3600  # weights for other data, unused for a day, are removed when new ones are written
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class DetectorConfig:
     c: float  # inverse regularisation strength of the logistic regression
     candidate_from: float = 0.0  # the clause it records must be at least this close to that emergency
     not_with: tuple[str, ...] = ()  # words that make a clause say a good state ("speech is fine"): no candidate
+    kind_from: float = 0.0  # the emergency it records must be at least this likely as the kind
 
     @classmethod
     def parse(cls, raw: dict[str, Any] | None, where: str) -> DetectorConfig:
@@ -57,14 +64,22 @@ class DetectorConfig:
         if enabled and not 0.5 <= fires_from <= 1.0:
             raise KnowledgeBaseError(f"{where}: detector.fires_from must be a probability in [0.5, 1]")
         not_with = tuple(str(w).lower() for w in raw.get("not_with") or ())
-        return cls(enabled, fires_from, examples, float(raw.get("c", 1.0)), float(raw.get("candidate_from", 0.0)), not_with)
+        c, candidate_from, kind_from = float(raw.get("c", 1.0)), float(raw.get("candidate_from", 0.0)), float(raw.get("kind_from", 0.0))
+        if c <= 0 or not 0.0 <= candidate_from <= 1.0 or not 0.0 <= kind_from <= 1.0:
+            raise KnowledgeBaseError(f"{where}: detector.c must be > 0, candidate_from and kind_from in [0, 1]")
+        return cls(enabled, fires_from, examples, c, candidate_from, not_with, kind_from)
+
+
+def feature_width(matcher: Any) -> int:
+    """How many numbers `features` gives with this matcher."""
+    return 2 * matcher.vectors.shape[1] + 2 * len(matcher.columns) + 1
 
 
 def features(matcher: Any, clauses: list[str], message: str) -> np.ndarray:
     """What the detector sees of one message (see module docstring). `matcher` is a SemanticMatcher."""
     texts = clauses or [message]
     clause_vectors = matcher.embed(texts)
-    whole = matcher.embed([message[:2000]])[0]
+    whole = matcher.embed([message[:WHOLE_MESSAGE_CHARS]])[0]
     sims = clause_vectors @ matcher.vectors.T
     background = (clause_vectors @ matcher.background.T).max(1) if len(matcher.background) else np.zeros(len(texts))
     closest = np.stack([sims[:, cols].max(1) for cols in matcher.columns.values()], 1)  # (clauses, symptoms)
@@ -110,9 +125,10 @@ class EmergencyDetector:
         key = _key(config, matcher)
         cache = Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR) / f"{key}.npz"
         if cache.exists():
-            saved = np.load(cache)
-            kinds = tuple(str(k) for k in saved["kinds"])
-            return cls(saved["weights"], float(saved["bias"]), config.fires_from, kinds, saved["kind_weights"], saved["kind_bias"])
+            try:
+                return cls._load(cache, config, matcher)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # truncated, empty, another shape: train again
+                log.warning("detector cache %s unusable (%s); training again", cache, exc)
         x, y, kind = training_set(config.examples, matcher, clauses_of)
         weights, bias = fit(x, y, config.c)
         sure = [i for i, k in enumerate(kind) if k]
@@ -122,6 +138,23 @@ class EmergencyDetector:
             np.savez(tmp, weights=weights, bias=np.float64(bias), kinds=np.array(kinds), kind_weights=kind_weights, kind_bias=kind_bias)
         os.chmod(tmp.name, 0o644)
         os.replace(tmp.name, cache)  # atomic: a Rasa server and a test run may train at once
+        for old in cache.parent.glob("*.npz"):
+            if old != cache and time.time() - old.stat().st_mtime > STALE_AFTER_S:
+                old.unlink(missing_ok=True)
+        return cls(weights, bias, config.fires_from, kinds, kind_weights, kind_bias)
+
+    @classmethod
+    def _load(cls, cache: Path, config: DetectorConfig, matcher: Any) -> EmergencyDetector:
+        """Cached weights, checked against the features they must fit."""
+        with np.load(cache) as saved:
+            weights, bias = saved["weights"], float(saved["bias"])
+            kinds = tuple(str(k) for k in saved["kinds"])
+            kind_weights, kind_bias = saved["kind_weights"], saved["kind_bias"]
+        width = feature_width(matcher)
+        if weights.shape != (width,) or kind_weights.shape != (len(kinds), width) or kind_bias.shape != (len(kinds),):
+            raise ValueError(f"weights of shape {weights.shape} for {width} features")
+        if set(kinds) - matcher.emergency:
+            raise ValueError(f"unknown emergencies {sorted(set(kinds) - matcher.emergency)}")
         return cls(weights, bias, config.fires_from, kinds, kind_weights, kind_bias)
 
 
@@ -168,6 +201,8 @@ def fit_kinds(x: np.ndarray, kinds: list[str], c: float) -> tuple[tuple[str, ...
 
 def _key(config: DetectorConfig, matcher: Any) -> str:
     digest = hashlib.sha256(f"format {FORMAT} c {config.c}\n".encode())
+    for code in (Path(__file__), Path(__file__).with_name("clauses.py")):  # what a feature is, and what a clause is
+        digest.update(code.read_bytes())
     for path in config.examples:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     for text in [*matcher.texts, "\0background", *matcher.config.background]:

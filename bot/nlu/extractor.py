@@ -6,6 +6,7 @@ component (bot/nlu/rasa_component.py) is a thin wrapper.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field, replace
 
@@ -23,6 +24,7 @@ PRESENT, ABSENT, HYPOTHETICAL, PAST = "present", "absent", "hypothetical", "past
 # Words that may stand between a negation and the good state it denies: "not really breathing
 # normally", "e no fit breathe well", "isn't able to breathe properly".
 GOOD_STATE_BRIDGE = frozenset({"really", "fit", "able", "to", "be", "been", "very", "so", "too", "quite", "always"})
+log = logging.getLogger(__name__)
 NOT_PATIENT = "not_patient"  # someone who is not the patient: a neighbour, a pet ("my cat is throwing up, not me")
 # Longer messages are cut here; 20,000 characters (the largest Telegram allows is 4,096) is plenty.
 # Tokens after a past cue searched for a recurrence word ("2 weeks ago and another one just now").
@@ -80,7 +82,7 @@ _WHEN_RE = re.compile(
 )
 
 
-def _says(tokens: Span, phrases: tuple[tuple[str, ...], ...]) -> bool:
+def _says(tokens: Span | list[Token], phrases: tuple[tuple[str, ...], ...]) -> bool:
     """Whether one of the word sequences (lower case) occurs in `tokens`."""
     words = [t.lower_ for t in tokens]
     return any(words[i : i + len(p)] == list(p) for p in phrases for i in range(len(words)))
@@ -203,7 +205,10 @@ class SymptomExtractor:
         self.semantic: SemanticMatcher | None = semantic or None
         self.detector: EmergencyDetector | None = None
         if self.semantic is not None and self.semantic.config.detector.enabled:
-            self.detector = EmergencyDetector.load_or_train(self.semantic.config.detector, self.semantic, self.clause_texts)
+            try:
+                self.detector = EmergencyDetector.load_or_train(self.semantic.config.detector, self.semantic, self.clause_texts)
+            except Exception:  # noqa: BLE001 - a second opinion that cannot be built must not stop the first
+                log.exception("the whole-message detector could not be loaded or trained; running without it")
 
     def clause_texts(self, text: str) -> list[str]:
         """The clauses of a message as the semantic layer reads them."""
@@ -336,7 +341,10 @@ class SymptomExtractor:
         if cue.rule.needs_date and not self._dated(doc[start].sent, scopes):
             return False
         sent = doc[start].sent
-        if _says(doc[cue.end : min(sent.end, cue.end + RECURRENCE_WINDOW)], self.rules.recurrence_words):
+        # "back" in a date ("dizzy spells back in the 90s") is no return of the symptom
+        dates = {i for t in scopes.in_message("historical") for i in range(t.start, t.end)}
+        window = [t for t in doc[cue.end : min(sent.end, cue.end + RECURRENCE_WINDOW)] if t.i not in dates]
+        if _says(window, self.rules.recurrence_words):
             return False
         lo, hi = min(start, cue.start), max(start, cue.start)
         # The cue dates a treatment named just before it, not the symptom: "104.2, had Tecartus last week",
@@ -349,7 +357,8 @@ class SymptomExtractor:
             return False
         # A past cue reaching forward stops at a verb in the present: "six months ago he was
         # diagnosed and he is very confused" (the surface form: lemmas would make "was" "is").
-        if cue.end <= start and any(t.lower_ in PRESENT_TENSE for t in doc[cue.end : start]):
+        # ("used to have seizures": a verb after "to" is an infinitive, not the present)
+        if cue.end <= start and any(t.lower_ in PRESENT_TENSE and doc[t.i - 1].lower_ != "to" for t in doc[cue.end : start]):
             return False
         return not any(t.lower_ == "since" for t in doc[lo:hi])
 
@@ -492,12 +501,19 @@ class SymptomExtractor:
         assert self.semantic is not None and self.detector is not None
         if any(m.assertion == PRESENT and m.symptom in self.semantic.emergency for m in findings.mentions):
             return
+        if any(v.kind in self.semantic.config.measured for v in findings.vitals):
+            return  # a message with readings is decided by its numbers, which an embedding cannot read ("sats 96, he's asleep")
         clauses = [doc[a:b].text for a, b in clause_spans(doc)]
         x = features(self.semantic, clauses, doc.text)
         p = self.detector.probability(x)
         if p < self.detector.fires_from:
             return
         kinds = self.detector.kind_probabilities(x)
+        denied = {m.symptom for m in findings.mentions if m.assertion == ABSENT}  # "she isn't drowsy. She's lying in bed."
+        floor = self.semantic.config.detector.kind_from
+        candidates = [q for q in candidates if q.symptom not in denied and kinds.get(q.symptom, 1.0) >= floor]
+        if not candidates:
+            return
         best = max(candidates, key=lambda q: (kinds.get(q.symptom, 0.0), q.score))  # the likeliest kind, then its closest clause
         label = self.kb.symptoms[best.symptom].label
         like = f", most like {label} ({kinds[best.symptom]:.2f})" if best.symptom in kinds else ""

@@ -96,3 +96,11 @@ def test_a_subsumed_symptom_goes_across_messages(kb: KnowledgeBase) -> None:
     state, _ = state.with_findings(later).assessed(kb)
     assert state.symptoms == ("high_fever", "cough") and state.level == "emergency"
     assert any("fever" in r for r in state.reasons), "the earlier reason stays on record"
+
+
+def test_a_subsumed_symptom_comes_back_when_its_subsumer_is_denied(kb: KnowledgeBase) -> None:
+    state, _ = TriageState().with_findings(MessageFindings.from_entities(entities(("symptom", "fever", "present")), kb)).assessed(kb)
+    state, _ = state.with_findings(MessageFindings.from_entities(entities(("symptom", "high_fever", "present")), kb)).assessed(kb)
+    assert state.symptoms == ("high_fever",)
+    state, _ = state.with_findings(MessageFindings.from_entities(entities(("symptom", "high_fever", "absent")), kb)).assessed(kb)
+    assert state.symptoms == ("fever",) and state.level == "emergency"  # the level never goes down

@@ -135,3 +135,33 @@ def test_shaking_beside_a_seizure_is_the_seizures(
 ) -> None:
     found = set(extractor(text).present)
     assert present <= found and not absent_from_present & found, found
+
+
+# Session 5, from the read blind files: each rule with a sentence it must change and one it must not.
+@pytest.mark.parametrize(
+    ("text", "symptom", "present"),
+    [
+        ("I used to have seizures as a child but none for 30 years", "seizure", False),  # "to have" is no present tense
+        ("Grandma used to get dizzy spells back in the 90s, is that hereditary?", "dizziness", False),  # "back in" is a date
+        ("he had a seizure back in 2019 and it's back today", "seizure", True),  # a real return still counts
+        ("my husband is chatting to his brother who died years ago like hes standing right there", "hallucinations", True),
+        ("shaking fit again, second one tonight", "seizure", True),
+        ("in my dream last night I couldn't speak, woke up fine", "speech_difficulty", False),
+        ("he's dreaming with his eyes open and talking to people who aren't there", "hallucinations", True),
+        ("in a dream-like state he's talking to his dead mother as if she's in the room", "hallucinations", True),
+        ("watching Grey's anatomy and a guy had a seizure after immunotherapy, is that realistic?", "seizure", False),
+        ("the boy had a fit at breakfast, he's on CAR-T", "seizure", True),  # a parent may mean the patient
+        ("I had my rituximab on Monday and I am a little off colour today", "malaise", True),
+        ("do you recommend a flu jab now?", "malaise", False),
+        ("my wife is convinced I have man flu lol", "malaise", False),
+        ("sorry if my typing is bad, english is my second language, nothing wrong with me!", "malaise", False),
+        ("my dad says the nurses are in the kitchen stealing his pills but theirs nobody here", "hallucinations", True),
+    ],
+)
+def test_session_5_rules(extractor: SymptomExtractor, text: str, symptom: str, present: bool) -> None:
+    assert (symptom in extractor(text).present) is present, extractor(text).mentions
+
+
+def test_not_on_that_or_any_other_immunotherapy(extractor: SymptomExtractor) -> None:
+    assert extractor("do you only help CAR-T patients? I'm not on that or any other immunotherapy").on_immunotherapy is False
+    assert extractor("I'm on that immunotherapy, the bispecific one").on_immunotherapy is True
