@@ -252,17 +252,17 @@ class SymptomExtractor:
         findings.mentions = self._phrase_mentions(doc, said, scopes, questions)
         findings.vitals = self.vitals.parse(text)
         findings.mentions += self._vital_mentions(doc, findings.vitals, scopes, questions)
-        candidates: list[Question] = []
+        detector_candidates: list[Question] = []  # every present clause near an emergency, for the detector
         if self.semantic is not None:
             covered = [(m.start, m.end, m.symptom) for m in findings.mentions] + [(v.start, v.end, v.symptom) for v in findings.vitals]
-            semantic, findings.questions, candidates = self._semantic_mentions(doc, covered, scopes, questions, findings.vitals)
+            semantic, findings.questions, detector_candidates = self._semantic_mentions(doc, covered, scopes, questions, findings.vitals)
             # a clause a `not_when` phrase explains is not that symptom by meaning either ("my heart skipped a beat when …")
             chars = [(doc[a].idx, doc[b - 1].idx + len(doc[b - 1]), sid) for a, b, sid in excepted]
             semantic = [m for m in semantic if not any(sid == m.symptom and a < m.end and m.start < b for a, b, sid in chars)]
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions, scopes)
-        if self.detector is not None and candidates:
-            self._detected(doc, findings, candidates)
+        if self.detector is not None and detector_candidates:
+            self._detected(doc, findings, detector_candidates)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
         findings.worsening = [doc[t.start : t.end].text for t in self._worsening(doc, scopes, questions)]
         return findings
@@ -491,8 +491,7 @@ class SymptomExtractor:
                     asks.append(candidates[-1])
         mentions += self._corroborated(doc, candidates, {m.symptom for m in mentions if m.assertion == PRESENT})
         present = {m.symptom for m in mentions if m.assertion == PRESENT}
-        emergencies = readable
-        return mentions, [q for q in asks if q.symptom not in present], emergencies
+        return mentions, [q for q in asks if q.symptom not in present], readable
 
     def _detected(self, doc: Doc, findings: Findings, candidates: list[Question]) -> None:
         """The detector's second opinion (bot/nlu/detector.py): a message that reads as an

@@ -109,11 +109,19 @@ def write_cases(path: Path) -> None:
     path.write_text("\n".join(json.dumps({"id": str(i), "messages": [m], "expect": {"triage": t}}) for i, (m, t) in enumerate(cases)))
 
 
-def test_weights_are_cached_by_what_they_depend_on(extractor: SymptomExtractor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def tiny_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DetectorConfig:
+    """A detector trained on six cases, cached under tmp_path/cache."""
     monkeypatch.setenv(detector_module.CACHE_DIR_ENV, str(tmp_path / "cache"))
     examples = tmp_path / "cases.jsonl"
     write_cases(examples)
-    config = DetectorConfig(True, 0.9, (examples,), 1.0)
+    return DetectorConfig(True, 0.9, (examples,), 1.0)
+
+
+def test_weights_are_cached_by_what_they_depend_on(
+    extractor: SymptomExtractor, tiny_config: DetectorConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, examples = tiny_config, tiny_config.examples[0]
     first = EmergencyDetector.load_or_train(config, extractor.semantic, extractor.clause_texts)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
 
@@ -162,11 +170,8 @@ def test_a_clause_about_the_treatment_is_never_recorded(extractor: SymptomExtrac
     assert not found.present, found.mentions
 
 
-def test_a_broken_cache_is_trained_again(extractor: SymptomExtractor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(detector_module.CACHE_DIR_ENV, str(tmp_path / "cache"))
-    examples = tmp_path / "cases.jsonl"
-    write_cases(examples)
-    config = DetectorConfig(True, 0.9, (examples,), 1.0)
+def test_a_broken_cache_is_trained_again(extractor: SymptomExtractor, tiny_config: DetectorConfig, tmp_path: Path) -> None:
+    config = tiny_config
     good = EmergencyDetector.load_or_train(config, extractor.semantic, extractor.clause_texts)
     (cache,) = (tmp_path / "cache").glob("*.npz")
     for damage in (b"", cache.read_bytes()[:100]):  # empty, truncated
