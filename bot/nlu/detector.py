@@ -119,10 +119,11 @@ class EmergencyDetector:
         return dict(zip(self.kinds, (odds / odds.sum()).tolist(), strict=True))
 
     @classmethod
-    def load_or_train(cls, config: DetectorConfig, matcher: Any, clauses_of: Any) -> EmergencyDetector:
+    def load_or_train(cls, config: DetectorConfig, matcher: Any, clauses_of: Any, depends_on: tuple[Path, ...] = ()) -> EmergencyDetector:
         """The cached weights for these examples, descriptions and model, trained first if missing.
-        `clauses_of(text)` splits a message into clause texts the way the extractor does."""
-        key = _key(config, matcher)
+        `clauses_of(text)` splits a message into clause texts the way the extractor does;
+        `depends_on`: further files that shape them (the language rules: shorthand, clauses)."""
+        key = _key(config, matcher, depends_on)
         cache = Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR) / f"{key}.npz"
         if cache.exists():
             try:
@@ -199,9 +200,9 @@ def fit_kinds(x: np.ndarray, kinds: list[str], c: float) -> tuple[tuple[str, ...
     return tuple(str(k) for k in model.classes_), model.coef_.astype(np.float32), model.intercept_.astype(np.float32)
 
 
-def _key(config: DetectorConfig, matcher: Any) -> str:
+def _key(config: DetectorConfig, matcher: Any, depends_on: tuple[Path, ...] = ()) -> str:
     digest = hashlib.sha256(f"format {FORMAT} c {config.c}\n".encode())
-    for code in (Path(__file__), Path(__file__).with_name("clauses.py")):  # what a feature is, and what a clause is
+    for code in (Path(__file__), Path(__file__).with_name("clauses.py"), *depends_on):  # what a feature is, and what a clause is
         digest.update(code.read_bytes())
     for path in config.examples:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())

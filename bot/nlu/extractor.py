@@ -206,7 +206,9 @@ class SymptomExtractor:
         self.detector: EmergencyDetector | None = None
         if self.semantic is not None and self.semantic.config.detector.enabled:
             try:
-                self.detector = EmergencyDetector.load_or_train(self.semantic.config.detector, self.semantic, self.clause_texts)
+                self.detector = EmergencyDetector.load_or_train(
+                    self.semantic.config.detector, self.semantic, self.clause_texts, depends_on=(self.rules.path,)
+                )
             except Exception:  # noqa: BLE001 - a second opinion that cannot be built must not stop the first
                 log.exception("the whole-message detector could not be loaded or trained; running without it")
 

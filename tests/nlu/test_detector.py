@@ -216,3 +216,12 @@ def test_a_relative_at_rest_is_no_emergency(extractor: SymptomExtractor, text: s
     found = extractor(text)
     assert not [m for m in found.mentions if "reads as an emergency" in m.evidence], found.mentions
     assert not set(found.present) & extractor.semantic.emergency, found.mentions
+
+
+def test_the_language_rules_are_part_of_the_key(extractor: SymptomExtractor, tiny_config: DetectorConfig, tmp_path: Path) -> None:
+    rules = tmp_path / "language.yml"
+    rules.write_text("a: 1\n")
+    EmergencyDetector.load_or_train(tiny_config, extractor.semantic, extractor.clause_texts, depends_on=(rules,))
+    rules.write_text("a: 2\n")
+    EmergencyDetector.load_or_train(tiny_config, extractor.semantic, extractor.clause_texts, depends_on=(rules,))
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2, "a change of the rules trains new weights"
