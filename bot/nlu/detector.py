@@ -87,25 +87,17 @@ def features(matcher: Any, clauses: list[str], message: str) -> np.ndarray:
     return np.concatenate([whole, clause_vectors.mean(0), closest.max(0), margin.max(0), [background.max()]]).astype(np.float32)
 
 
+@dataclass(frozen=True)
 class EmergencyDetector:
     """p(emergency | message) from a logistic regression over `features`, and which emergency it
     is most like (a second, multinomial one, trained on the messages that carry one emergency)."""
 
-    def __init__(
-        self,
-        weights: np.ndarray,
-        bias: float,
-        fires_from: float,
-        kinds: tuple[str, ...] = (),
-        kind_weights: np.ndarray | None = None,
-        kind_bias: np.ndarray | None = None,
-    ) -> None:
-        self.weights = weights
-        self.bias = bias
-        self.fires_from = fires_from
-        self.kinds = kinds
-        self.kind_weights = kind_weights
-        self.kind_bias = kind_bias
+    weights: np.ndarray
+    bias: float
+    fires_from: float
+    kinds: tuple[str, ...] = ()
+    kind_weights: np.ndarray | None = None
+    kind_bias: np.ndarray | None = None
 
     def probability(self, x: np.ndarray) -> float:
         return float(1.0 / (1.0 + np.exp(-(float(x @ self.weights) + self.bias))))

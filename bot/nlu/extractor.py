@@ -88,6 +88,10 @@ def _says(tokens: Span | list[Token], phrases: tuple[tuple[str, ...], ...]) -> b
     return any(words[i : i + len(p)] == list(p) for p in phrases for i in range(len(words)))
 
 
+def _clause_texts(doc: Doc) -> list[str]:
+    return [doc[a:b].text for a, b in clause_spans(doc)]
+
+
 def _symptom_spans(doc: Doc, matches: list[tuple[int, int, int]]) -> tuple[list[tuple[int, int, str, str]], list[tuple[int, int, str]]]:
     """The phrase matches as (start, end, symptom, polarity) without those inside one of their
     symptom's `not_when` phrases ("shake him awake", "shoes that fit"), and the `not_when` spans."""
@@ -214,8 +218,7 @@ class SymptomExtractor:
 
     def clause_texts(self, text: str) -> list[str]:
         """The clauses of a message as the semantic layer reads them."""
-        doc = self.compiled.nlp(text)
-        return [doc[a:b].text for a, b in clause_spans(doc)]
+        return _clause_texts(self.compiled.nlp(text))
 
     @property
     def nlp(self):  # noqa: ANN201 - spaCy Language
@@ -454,6 +457,7 @@ class SymptomExtractor:
             return [], [], []
         mentions, asks, candidates, readable = [], [], [], []
         assert self.semantic is not None  # the caller runs this only with a matcher
+        detector = self.semantic.config.detector
         # A sentence with a reading is decided by the numbers for what they measure ("my pulse ox
         # reads 97%", "resting heart rate 64, lower than usual"), not by how its words sound.
         read = {
@@ -470,9 +474,9 @@ class SymptomExtractor:
                 continue
             span = doc[a:b]
             assertion, experiencer, cue = self._assert_clause(a, b, doc, scopes, questions, description_negated)
-            detector = self.semantic.config.detector
             if (
-                assertion == PRESENT
+                self.detector is not None
+                and assertion == PRESENT
                 and not partial
                 and not any(a <= t < b for t in scopes.therapy_starts)  # "Dad had his CAR-T on the 2nd" is context
                 and not self.semantic.config.says_as_usual(text, detector.not_with)  # "speech is fine"
@@ -504,8 +508,7 @@ class SymptomExtractor:
             return
         if any(v.kind in self.semantic.config.measured for v in findings.vitals):
             return  # a message with readings is decided by its numbers, which an embedding cannot read ("sats 96, he's asleep")
-        clauses = [doc[a:b].text for a, b in clause_spans(doc)]
-        x = features(self.semantic, clauses, doc.text)
+        x = features(self.semantic, _clause_texts(doc), doc.text)
         p = self.detector.probability(x)
         if p < self.detector.fires_from:
             return
@@ -614,7 +617,7 @@ class SymptomExtractor:
         if m.source != "phrase" or m.assertion != PRESENT:
             return False
         words = set(m.text.lower().split())
-        return any(other in present and words & set(said) for other, said in self.kb.symptoms[m.symptom].gives_way_to.items())
+        return any(other in present and words & said for other, said in self.kb.symptoms[m.symptom].gives_way_to.items())
 
     def _beside_emergency(self, mentions: list[SymptomMention]) -> list[SymptomMention]:
         """A message that already says an emergency for sure (in words, in numbers or by a

@@ -44,7 +44,7 @@ class Symptom:
     not_when: tuple[str, ...] = ()  # a phrase inside one of these is not this symptom ("shake him awake")
     subsumes: tuple[str, ...] = ()
     # words of this symptom that belong to another when that one is present ("shaking" beside a seizure)
-    gives_way_to: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    gives_way_to: dict[str, frozenset[str]] = field(default_factory=dict)
     descriptions: tuple[str, ...] = ()  # how people describe it, for the semantic layer
     ask: str = ""  # the yes/no question asked when the semantic layer is unsure
 
@@ -158,7 +158,7 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
             not_when=_str_list(entry.get("not_when"), f"symptom {sid}.not_when"),
             subsumes=_str_list(entry.get("subsumes"), f"symptom {sid}.subsumes"),
             gives_way_to={
-                str(k): tuple(w.lower() for w in _str_list(v, f"symptom {sid}.gives_way_to.{k}"))
+                str(k): frozenset(w.lower() for w in _str_list(v, f"symptom {sid}.gives_way_to.{k}"))
                 for k, v in (entry.get("gives_way_to") or {}).items()
             },
             descriptions=_str_list(entry.get("descriptions"), f"symptom {sid}.descriptions"),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -70,10 +70,11 @@ class SemanticConfig:
     detector: DetectorConfig = field(default_factory=lambda: DetectorConfig(False, 1.01, (), 1.0))
 
     def says_as_usual(self, text: str, words: tuple[str, ...] | None = None) -> bool:
-        """Whether `text` says one of `words` (default `as_usual`) and no negation turns it round."""
+        """Whether `text` says one of `words` (default `as_usual`; words in `plain_words` form) and
+        no negation turns it round."""
         flat = f" {plain_words(text)} "
         contrary = _NEGATION_RE.search(text.lower().replace("’", "'")) or " far from " in flat or " unlike " in flat
-        return any(f" {plain_words(w)} " in flat for w in (self.as_usual if words is None else words)) and not contrary
+        return any(f" {w} " in flat for w in (self.as_usual if words is None else words)) and not contrary
 
     def corroborating_cue(self, symptom: str, text: str) -> str | None:
         """The first of the symptom's corroborating cues said in `text`, if any."""
@@ -125,6 +126,7 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
     if kb is not None and {sid for ids in groups.values() for sid in ids} - set(kb.symptoms):
         raise KnowledgeBaseError(f"{where}: corroboration.groups names an unknown symptom")
     measured = {str(k): _str_list(v, f"measured.{k}") for k, v in (raw.get("measured") or {}).items()}
+    detector = DetectorConfig.parse(raw.get("detector"), where)
     beside = raw.get("beside_emergency") or {}
     if kb is not None and set(_str_list(beside.get("classes"), "beside_emergency.classes")) - {s.cls for s in kb.symptoms.values()}:
         raise KnowledgeBaseError(f"{where}: beside_emergency.classes names an unknown class")
@@ -140,7 +142,7 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
         beside_sure_from=float(beside.get("sure_from", 0.0)),
         beside_read_from=float(beside.get("read_from", 0.0)),
         beside_classes=_str_list(beside.get("classes"), "beside_emergency.classes"),
-        detector=DetectorConfig.parse(raw.get("detector"), where),
+        detector=replace(detector, not_with=tuple(plain_words(w) for w in detector.not_with)),
         measured=measured,
         as_usual=tuple(plain_words(w) for w in _str_list(raw.get("as_usual"), "as_usual")),
         cue_from=float(corroboration.get("cue_from", 1.0)),
