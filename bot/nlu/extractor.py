@@ -33,6 +33,12 @@ RECURRENCE_WINDOW = 6
 # or when that finding is ("itchy red rash [on my chest and arms since this morning]").
 QUESTION_FILLERS = frozenset({"and", "so", "but", "ok", "okay", "also", "oh", "well", "then", "um", "hmm", ","})
 PERSON_WORDS = frozenset({"i", "me", "my", "mine", "he", "him", "his", "she", "her", "hers", "we", "our", "us", "they", "them", "their"})
+SINCE_ONSET = frozenset(
+    {"this", "yesterday", "last", "the", "early", "lunch", "lunchtime", "breakfast", "dinner", "morning", "tonight", "today"}
+    | {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
+)
+ONSET_WORDS = frozenset({"since", "start", "started", "starting", "began", "begun", "begin"})
+PAST_VERBS = frozenset({"had", "was", "were", "got", "went"})
 PRESENT_TENSE = frozenset({"is", "are", "am", "'s", "'re", "'m", "has", "have", "keeps", "isnt", "cant"})
 ATTACHED_WORDS = frozenset(
     [
@@ -80,6 +86,17 @@ _WHEN_RE = re.compile(
     r"|\d{1,2}[./-]\d{1,2}(?:[./-]\d{2,4})?)\b",
     re.IGNORECASE,
 )
+
+
+def _onset_since(t: Token) -> bool:
+    """ "since" that dates an onset ("a rash since this morning, not itchy"), not "none since"."""
+    nxt = t.doc[t.i + 1] if t.i + 1 < len(t.doc) else None
+    return t.lower_ == "since" and nxt is not None and (nxt.like_num or nxt.lower_ in SINCE_ONSET)
+
+
+def _past_verb(t: Token) -> bool:
+    """A verb in the simple past ("had", "fainted"), not a participle after "has" ("has fainted")."""
+    return t.tag_ == "VBD" or t.lower_ in PAST_VERBS
 
 
 def _says(tokens: Span | list[Token], phrases: tuple[tuple[str, ...], ...]) -> bool:
@@ -264,6 +281,9 @@ class SymptomExtractor:
             # a clause a `not_when` phrase explains is not that symptom by meaning either ("my heart skipped a beat when …")
             chars = [(doc[a].idx, doc[b - 1].idx + len(doc[b - 1]), sid) for a, b, sid in excepted]
             semantic = [m for m in semantic if not any(sid == m.symptom and a < m.end and m.start < b for a, b, sid in chars)]
+            detector_candidates = [
+                q for q in detector_candidates if not any(sid == q.symptom and a < q.end and q.start < b for a, b, sid in chars)
+            ]
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions, scopes)
         if self.detector is not None and detector_candidates:
@@ -358,14 +378,23 @@ class SymptomExtractor:
         recent = "week" in cue.rule.literal
         if any(e <= cue.start and cue.start - e <= 2 and (start < e or (recent and start >= cue.end)) for e in scopes.therapy_ends):
             return False
-        if cue.start - sent.start <= 1 and cue.end <= start and any(cue.end <= b <= start for b in scopes.therapy_starts):
+        # (Not for an old date when a past verb follows the treatment: "last year after my CAR-T I had a high fever".)
+        if (
+            cue.start - sent.start <= 1
+            and cue.end <= start
+            and any(cue.end <= b <= start for b in scopes.therapy_starts)
+            and (recent or not any(_past_verb(t) for e in scopes.therapy_ends if cue.end < e <= start for t in doc[e:start]))
+        ):
+            return False
+        if cue.rule.needs_past and cue.end <= start and not any(_past_verb(t) for t in doc[cue.end : start]):
             return False
         # A past cue reaching forward stops at a verb in the present: "six months ago he was
         # diagnosed and he is very confused" (the surface form: lemmas would make "was" "is").
         # ("used to have seizures": a verb after "to" is an infinitive, not the present)
         if cue.end <= start and any(t.lower_ in PRESENT_TENSE and doc[t.i - 1].lower_ != "to" for t in doc[cue.end : start]):
             return False
-        return not any(t.lower_ == "since" for t in doc[lo:hi])
+        # "since" or an onset runs from the date to now: "headaches started 3 weeks ago"
+        return not any(t.lower_ in ONSET_WORDS for t in doc[lo:hi])
 
     def _phrase_mentions(
         self, doc: Doc, said: list[tuple[int, int, str, str]], scopes: ContextScopes, questions: set[int]
@@ -668,7 +697,7 @@ class SymptomExtractor:
             if m.assertion != ABSENT or m.source == "vital":
                 # a normal reading after paracetamol is not "no fever now"
                 continue
-            if _says(sent_span(m), self.rules.now_words):
+            if _says([t for t in sent_span(m) if not _onset_since(t)], self.rules.now_words):
                 for p in mentions:
                     if p.symptom != m.symptom or p.assertion != PRESENT or p.end > m.start:
                         continue

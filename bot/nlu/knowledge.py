@@ -77,6 +77,7 @@ class ContextRule:
     needs_date: bool = False  # a past cue that closes only a dated episode ("it settled" after "3 weeks ago")
     closes: bool = False  # said alone in a sentence, closes the dated sentence before it ("It settled.")
     keep: int | None = None  # only the first `keep` words are the cue; the rest must follow it ("someone had | a seizure")
+    needs_past: bool = False  # reaching forward, a past-tense verb must come before the mention ("2 weeks ago I had a fever")
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
 def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH) -> LanguageRules:
     """Validate the context rules (medspaCy-style: whitelisted keys, known categories)."""
     where = str(path)
-    allowed = {"literal", "category", "direction", "max_scope", "ends", "not_after", "needs_date", "closes", "keep"}
+    allowed = {"literal", "category", "direction", "max_scope", "ends", "not_after", "needs_date", "closes", "keep", "needs_past"}
     rules = []
     for i, r in enumerate(_require(raw, "context_rules", where)):
         if not isinstance(r, dict):
@@ -256,6 +257,7 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
                 bool(r.get("needs_date", False)),
                 bool(r.get("closes", False)),
                 int(r["keep"]) if r.get("keep") is not None else None,
+                bool(r.get("needs_past", False)),
             )
         )
     question = raw.get("question") or {}

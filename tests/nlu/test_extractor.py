@@ -165,3 +165,34 @@ def test_session_5_rules(extractor: SymptomExtractor, text: str, symptom: str, p
 def test_not_on_that_or_any_other_immunotherapy(extractor: SymptomExtractor) -> None:
     assert extractor("do you only help CAR-T patients? I'm not on that or any other immunotherapy").on_immunotherapy is False
     assert extractor("I'm on that immunotherapy, the bispecific one").on_immunotherapy is True
+
+
+# Session 6: each rule with a sentence it must change and one it must not.
+@pytest.mark.parametrize(
+    ("text", "symptom", "present"),
+    [
+        ("I'd like to know whether hallucinations are common after Breyanzi", "hallucinations", False),
+        ("I'd like to know why he's so confused tonight", "confusion", False),  # a question about him, asked in general words
+        ("seizures are rare with teclistamab, right?", "seizure", False),
+        ("suppose she gets a seizure at home, what do we do?", "seizure", False),
+        ("I suppose he's a bit confused since this morning", "confusion", True),  # "I suppose" is "I think"
+        ("he's supposed to rest but he's slurring his words", "speech_difficulty", True),
+        ("my cousins husband had CRS and was seeing things", "hallucinations", False),
+        ("Three weeks ago I had a fever after the infusion", "fever", False),  # a past verb after the date
+        ("3 weeks ago I had my CAR-T and I'm confused", "confusion", True),  # the date dates the treatment
+        ("2 weeks ago his headaches started and they're no better", "headache", True),  # an onset runs to now
+        ("my headaches started 3 weeks ago", "headache", True),
+        ("Last year after my Yescarta I had a very high fever, all fine now", "high_fever", False),
+        ("last week I had my Tecartus and had a seizure", "seizure", True),  # a recent date: not closed
+        ("Last month after my Kymriah I had a fever and a racing heart for a few days", "rapid_heartbeat", False),
+        ("a rash on my back since this morning, not itchy", "rash", True),  # "since this morning" dates an onset, not "none since"
+        ("it's 38.6 today and I ache more than yesterday", "body_pain", True),
+        ("my lips are purple from the beetroot juice", "skin_discoloration", False),
+        ("been feeling a bit blue lately, down about it all", "skin_discoloration", False),
+        ("I feel my lips are going blue", "skin_discoloration", True),
+        ("I blacked out the windows with foil to sleep in the day", "fainting", False),
+        ("I blacked out in the kitchen", "fainting", True),
+    ],
+)
+def test_session_6_rules(extractor: SymptomExtractor, text: str, symptom: str, present: bool) -> None:
+    assert (symptom in extractor(text).present) is present, extractor(text).mentions
