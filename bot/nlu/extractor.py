@@ -37,8 +37,34 @@ SINCE_ONSET = frozenset(
     {"this", "yesterday", "last", "the", "early", "lunch", "lunchtime", "breakfast", "dinner", "morning", "tonight", "today"}
     | {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
 )
+MINE_OR_OLD = frozenset({"my", "our", "old", "his", "her", "your"})  # "my man", "the old man": may well be the patient
+FIRST_PERSON = frozenset({"i", "im", "ive", "id", "we", "my", "our", "myself"})
+ARTICLES = frozenset({"a", "an", "the", "this", "that", "another", "some", "one"})
+CLAUSE_STOPS = frozenset({",", ";", ".", "!", "?", ":", "—", "–"})
 ONSET_WORDS = frozenset({"since", "start", "started", "starting", "began", "begun", "begin"})
-PAST_VERBS = frozenset({"had", "was", "were", "got", "went"})
+PAST_VERBS = frozenset(
+    {
+        "had",
+        "was",
+        "were",
+        "got",
+        "went",
+        "felt",
+        "fell",
+        "came",
+        "saw",
+        "spent",
+        "took",
+        "woke",
+        "lost",
+        "ran",
+        "kept",
+        "threw",
+        "shook",
+        "did",
+    }
+)
+NOT_PAST = frozenset({"need", "tired", "bed", "red", "scared", "worried", "confused", "dazed", "slurred", "bloated", "infused"})
 PRESENT_TENSE = frozenset({"is", "are", "am", "'s", "'re", "'m", "has", "have", "keeps", "isnt", "cant"})
 ATTACHED_WORDS = frozenset(
     [
@@ -95,8 +121,9 @@ def _onset_since(t: Token) -> bool:
 
 
 def _past_verb(t: Token) -> bool:
-    """A verb in the simple past ("had", "fainted"), not a participle after "has" ("has fainted")."""
-    return t.tag_ == "VBD" or t.lower_ in PAST_VERBS
+    """A verb in the past ("had", "spiked"), by its form: no tagger runs. ("has fainted" still
+    counts: a date before it dates it.)"""
+    return t.lower_ in PAST_VERBS or (t.is_alpha and len(t) > 4 and t.lower_.endswith("ed") and t.lower_ not in NOT_PAST)
 
 
 def _says(tokens: Span | list[Token], phrases: tuple[tuple[str, ...], ...]) -> bool:
@@ -313,10 +340,12 @@ class SymptomExtractor:
                 found.add(sent.start)
         return found
 
-    def _assert(self, span: tuple[int, int], doc: Doc, scopes: ContextScopes, questions: set[int], absent: bool) -> tuple[str, str, str]:
+    def _assert(
+        self, span: tuple[int, int], doc: Doc, scopes: ContextScopes, questions: set[int], absent: bool, symptom: str = ""
+    ) -> tuple[str, str, str]:
         mods = scopes.modifiers(span)
         experiencer = "other" if "experiencer" in mods else "patient"
-        decided = self._context_assertion(mods, span[0], doc, scopes, questions)
+        decided = self._context_assertion(mods, span[0], doc, scopes, questions, symptom)
         if decided is not None:
             return decided
         if "negated" in mods:
@@ -332,7 +361,7 @@ class SymptomExtractor:
         return (ABSENT if absent else PRESENT), experiencer, ""
 
     def _context_assertion(
-        self, mods: dict[str, Trigger], start: int, doc: Doc, scopes: ContextScopes, questions: set[int]
+        self, mods: dict[str, Trigger], start: int, doc: Doc, scopes: ContextScopes, questions: set[int], symptom: str = ""
     ) -> tuple[str, str, str] | None:
         """What a context cue decides before any denial, in this order: hypothetical, a general
         question, someone who is not the patient, a past episode that is over. None: no such cue."""
@@ -345,9 +374,37 @@ class SymptomExtractor:
         if "nonpatient" in mods:
             t = mods["nonpatient"]
             return NOT_PATIENT, "other", doc[t.start : t.end].text
+        # who said words are about (phrases and readings: a clause read by meaning has its subject inside it)
+        subject = self._someone_else(doc, start) if symptom and symptom not in self.rules.strangers_skip else None
+        if subject is not None:
+            return NOT_PATIENT, "other", subject.text
         if "historical" in mods and self._over(mods["historical"], start, doc, scopes):
             t = mods["historical"]
             return PAST, experiencer, doc[t.start : t.end].text
+        return None
+
+    def _someone_else(self, doc: Doc, i: int, lookback: int = 12) -> Token | None:
+        """Who the words at token i are about, when that is someone other than the patient: the
+        nearest person word before them in their clause (no parser runs: words, not a tree).
+        language.yml `strangers` with an article ("a man just collapsed", "the guy on the telly
+        can't get his words out"); `relatives` and "he"/"she" once the writer says they are the
+        patient ("she has a high fever … I'm the one on Kymriah"). "I", "my", "we" first: the
+        patient ("a man I met said my lips look blue")."""
+        for j in range(i - 1, max(doc[i].sent.start, i - lookback) - 1, -1):
+            tok = doc[j]
+            if tok.text in CLAUSE_STOPS or "\n" in tok.text or tok.lower_ in FIRST_PERSON:
+                return None
+            words = {tok.lower_, tok.norm_}
+            if words & self.rules.strangers:
+                before = {t.lower_ for t in doc[max(doc[i].sent.start, j - 3) : j]}
+                if before & ARTICLES and not before & MINE_OR_OLD:
+                    return tok
+                return None
+            if words & self.rules.relatives:
+                if "writer_is_patient" not in doc.user_data:
+                    text = doc.text.lower().replace("\u2019", "'")
+                    doc.user_data["writer_is_patient"] = any(re.search(p, text) for p in self.rules.writer_is_patient)
+                return tok if doc.user_data["writer_is_patient"] else None
         return None
 
     def _worsening(self, doc: Doc, scopes: ContextScopes, questions: set[int]) -> list[Trigger]:
@@ -416,7 +473,7 @@ class SymptomExtractor:
                 continue
             kept.append((start, end, sid))
             span: Span = doc[start:end]
-            assertion, experiencer, cue = self._assert((start, end), doc, scopes, questions, polarity == "absent")
+            assertion, experiencer, cue = self._assert((start, end), doc, scopes, questions, polarity == "absent", sid)
             if assertion == ABSENT and polarity == "present" and self._negation_says_it((start, end), sid, saying, scopes):
                 # the negation is part of another phrase of the same symptom: "she can't talk right,
                 # it's all slurred" says it twice, it does not deny it; nor does one running on
@@ -447,7 +504,7 @@ class SymptomExtractor:
             if span is not None:
                 # A reading inside a question is still a reading ("is 39.6 classed as high??");
                 # only a hypothetical cue ("what if it reaches 39.5") makes it one: no `questions`.
-                decided = self._context_assertion(scopes.modifiers((span.start, span.end)), span.start, doc, scopes, set())
+                decided = self._context_assertion(scopes.modifiers((span.start, span.end)), span.start, doc, scopes, set(), v.symptom)
                 if decided is not None:
                     assertion = decided[0]
             mentions.append(SymptomMention(v.symptom, assertion, v.text, v.start, v.end, "vital", v.evidence))

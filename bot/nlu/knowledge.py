@@ -94,6 +94,10 @@ class LanguageRules:
     now_words: tuple[tuple[str, ...], ...] = ()  # a later denial with one of these says the symptom is over
     past_anchors: tuple[str, ...] = ()  # regexes dating an episode days or more back ("3 weeks ago")
     today_words: tuple[str, ...] = ()  # regexes: a sentence saying one of these is about today
+    strangers: frozenset[str] = frozenset()  # the subject of a symptom that is someone else ("a man collapsed")
+    strangers_skip: frozenset[str] = frozenset()  # symptoms whose scenes are full of strangers ("a man in the corner")
+    relatives: frozenset[str] = frozenset()  # ... and these too when the writer says they are the patient
+    writer_is_patient: tuple[str, ...] = ()  # regexes: the writer says they are the patient ("I'm the one on Kymriah")
     path: Path = field(default=DEFAULT_LANGUAGE_PATH)
 
 
@@ -274,6 +278,10 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         now_words=_word_sequences(raw.get("now_words"), "now_words"),
         past_anchors=_regex_list(raw.get("past_anchors"), "past_anchors"),
         today_words=_regex_list(raw.get("today_words"), "today_words"),
+        strangers=frozenset(w.lower() for w in _str_list(raw.get("strangers"), "strangers")),
+        strangers_skip=frozenset(_str_list(raw.get("strangers_skip"), "strangers_skip")),
+        relatives=frozenset(w.lower() for w in _str_list(raw.get("relatives"), "relatives")),
+        writer_is_patient=_regex_list(raw.get("writer_is_patient"), "writer_is_patient"),
         path=path,
     )
 

@@ -215,7 +215,7 @@ class VitalsParser:
             return all(b <= x or a >= y for x, y in taken)
 
         def add(v: Vital | None, a: int, b: int) -> None:
-            if v is not None and free(a, b):
+            if v is not None and free(a, b) and about_the_body(v, a, b):
                 found.append(v)
                 taken.append((a, b))
 
@@ -227,6 +227,16 @@ class VitalsParser:
                 if m.end() <= pos and _GAP_RE.fullmatch(text, m.end(), pos):
                     best = m
             return best.lastgroup if best else None
+
+        not_body = [w.lower() for w in self.t["temperature"].get("not_body") or ()]
+
+        def about_the_body(v: Vital, a: int, b: int) -> bool:
+            """A temperature near `not_body` words is the weather or a car's ("41°C on the dashboard"),
+            unless it is said to be a temperature taken ("temp 39.9, we're outside in the garden")."""
+            if v.kind != "temperature" or keyword_before(a) == "temp":
+                return True
+            near = text[max(0, a - 45) : a].lower() + " | " + text[b : b + 25].lower()
+            return not any(re.search(rf"\b{re.escape(w)}\b", near) for w in not_body)
 
         for m in _BP_RE.finditer(text):
             sys_, dia = _f(m.group(1)), _f(m.group(2))

@@ -192,6 +192,35 @@ def test_not_on_that_or_any_other_immunotherapy(extractor: SymptomExtractor) -> 
         ("I feel my lips are going blue", "skin_discoloration", True),
         ("I blacked out the windows with foil to sleep in the day", "fainting", False),
         ("I blacked out in the kitchen", "fainting", True),
+        # someone else by grammar: a stranger with an article before the words
+        ("in the waiting room a woman just collapsed, I'm fine", "fainting", False),
+        ("the bloke in the film can't get his words out", "speech_difficulty", False),
+        ("the man next to me was confused", "confusion", False),  # "me" is no subject
+        ("a lady at the pharmacy said my lips look blue", "skin_discoloration", True),  # "my": the patient
+        ("the old man is confused again", "confusion", True),  # "the old man" may be dad
+        ("the boy had a fit at breakfast", "seizure", True),  # children left out: a parent may mean the patient
+        ("dad says a man is standing in the corner and nobody is there", "hallucinations", True),  # a scene's strangers
+        # ... and relatives once the writer says they are the patient
+        ("my sister phoned, she has a high fever. I'm the one on Kymriah and I'm fine", "high_fever", False),
+        ("I'm the one on Kymriah. My wife says I'm slurring", "speech_difficulty", True),
+        ("my husband collapsed in the kitchen", "fainting", True),
+        # figures of speech
+        ("my heart nearly jumped out of my chest when the alarm went off", "rapid_heartbeat", False),
+        ("my heart is pounding out of my chest", "rapid_heartbeat", True),
+        ("I've told them till I'm blue in the face", "skin_discoloration", False),
+        ("he's blue in the face and gasping", "skin_discoloration", True),
+        ("we had a power blackout last night, are his meds ok?", "fainting", False),
+        ("the tyre pressure was low on the way in", "low_blood_pressure", False),
+        ("police made a big drug seizure on the news", "seizure", False),
+        ("I nearly had a fit when I saw the bill", "seizure", False),
+        ("I need to get something off my chest: the nurses are wonderful", "chest_pain", False),
+        ("I'm lost for words, thank you all", "speech_difficulty", False),
+        ("the leaflet says it may cause drowsiness", "drowsiness", False),
+        ("she had febrile seizures as a baby", "seizure", False),
+        # a temperature of the weather, not the body
+        ("heatwave here, 41°C on the car dashboard", "high_fever", False),
+        ("temp 39.9 and we're outside in the garden", "high_fever", True),
+        ("hot as an oven, 41 on the forehead thermometer", "high_fever", True),
     ],
 )
 def test_session_6_rules(extractor: SymptomExtractor, text: str, symptom: str, present: bool) -> None:
