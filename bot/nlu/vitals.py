@@ -39,7 +39,7 @@ _GAP_RE = re.compile(r"[^\d.!?\n]{0,40}")
 # Blood pressure said in words: "top number in the 70s", "80-something on top", "systolic 85ish".
 _LOOSE = r"(\d{2,3})(?:'?s\b|\s*-?\s*something\b|\s*ish\b)?"
 _BP_WORDS_RE = re.compile(
-    r"\b(?:top|upper|first|systolic|sys)\b(?:\s+(?:number|one|reading|pressure|bp))?[^\d\n.!?]{0,25}?"
+    r"\b(?:(?:top|upper|systolic|sys)\b(?:\s+(?:number|one|reading|pressure|bp))?|first\s+(?:number|one|reading)\b)[^\d\n.!?]{0,25}?"
     + _LOOSE
     + r"|"
     + _LOOSE.replace("(", "(?P<on_top>", 1)

@@ -221,6 +221,15 @@ def test_not_on_that_or_any_other_immunotherapy(extractor: SymptomExtractor) -> 
         ("heatwave here, 41°C on the car dashboard", "high_fever", False),
         ("temp 39.9 and we're outside in the garden", "high_fever", True),
         ("hot as an oven, 41 on the forehead thermometer", "high_fever", True),
+        ("right after my first rituximab I spiked 40 and shook", "low_blood_pressure", False),  # "first" is no systolic
+        ("first reading 85/50 then 88/55", "low_blood_pressure", True),
+        ("mum forgot where she put her glasses again", "confusion", False),
+        ("he forgot where he was and got lost in our house", "confusion", True),
+        ("seeing things a bit blurry when I read", "hallucinations", False),
+        ("couldn't get a word in edgeways at dinner", "speech_difficulty", False),
+        ("the neighbour's lad had a seizure on the drive", "seizure", False),
+        ("talking fine but a sore head since this morning", "speech_difficulty", False),
+        ("she sleeps a lot but wakes easily", "drowsiness", False),
     ],
 )
 def test_session_6_rules(extractor: SymptomExtractor, text: str, symptom: str, present: bool) -> None:
