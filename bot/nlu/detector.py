@@ -54,6 +54,8 @@ class DetectorConfig:
     candidate_from: float = 0.0  # the clause it records must be at least this close to that emergency
     not_with: tuple[str, ...] = ()  # words that make a clause say a good state ("speech is fine"): no candidate
     kind_from: float = 0.0  # the emergency it records must be at least this likely as the kind
+    doubt_below: float = 0.0  # a long message it scores below this: its clause reads are asked about, not counted; 0: off
+    doubt_clauses: int = 1_000_000  # ... a message of at least this many clauses
 
     @classmethod
     def parse(cls, raw: dict[str, Any] | None, where: str) -> DetectorConfig:
@@ -67,7 +69,10 @@ class DetectorConfig:
         c, candidate_from, kind_from = float(raw.get("c", 1.0)), float(raw.get("candidate_from", 0.0)), float(raw.get("kind_from", 0.0))
         if c <= 0 or not 0.0 <= candidate_from <= 1.0 or not 0.0 <= kind_from <= 1.0:
             raise KnowledgeBaseError(f"{where}: detector.c must be > 0, candidate_from and kind_from in [0, 1]")
-        return cls(enabled, fires_from, examples, c, candidate_from, not_with, kind_from)
+        doubt_below, doubt_clauses = float(raw.get("doubt_below", 0.0)), int(raw.get("doubt_clauses", 1_000_000))
+        if not 0.0 <= doubt_below < fires_from or doubt_clauses < 1:
+            raise KnowledgeBaseError(f"{where}: detector.doubt_below must be in [0, fires_from), doubt_clauses >= 1")
+        return cls(enabled, fires_from, examples, c, candidate_from, not_with, kind_from, doubt_below, doubt_clauses)
 
 
 def feature_width(matcher: Any) -> int:

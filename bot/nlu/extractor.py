@@ -313,6 +313,8 @@ class SymptomExtractor:
             ]
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions, scopes)
+        if self.detector is not None:
+            self._doubted(doc, findings)
         if self.detector is not None and detector_candidates:
             self._detected(doc, findings, detector_candidates)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
@@ -584,6 +586,33 @@ class SymptomExtractor:
         mentions += self._corroborated(doc, candidates, {m.symptom for m in mentions if m.assertion == PRESENT})
         present = {m.symptom for m in mentions if m.assertion == PRESENT}
         return mentions, [q for q in asks if q.symptom not in present], readable
+
+    def _doubted(self, doc: Doc, findings: Findings) -> None:
+        """A long message (`detector.doubt_clauses` clauses or more) says many ordinary things, and
+        by chance one of its clauses reads near an emergency ("The kettle's just boiled" ≈
+        confusion 0.61). When such reads are its only emergency evidence — no words the rules
+        know, no reading — and the detector finds that the message as a whole does not read as
+        an emergency (below `detector.doubt_below`), they become questions: the reply asks
+        ("Is the person confused right now?"), names the emergency signs and 911, and a "yes"
+        records the symptom. Never a message with a phrase or a number for an emergency."""
+        assert self.semantic is not None and self.detector is not None
+        config = self.semantic.config.detector
+        emergencies = [m for m in findings.mentions if m.assertion == PRESENT and m.symptom in self.semantic.emergency]
+        if not config.doubt_below or not emergencies or any(m.source != "semantic" for m in emergencies):
+            return
+        clauses = _clause_texts(doc)
+        if len(clauses) < config.doubt_clauses:
+            return
+        p = self.detector.probability(features(self.semantic, clauses, doc.text))
+        if p >= config.doubt_below:
+            return
+        findings.mentions = [m for m in findings.mentions if m not in emergencies]
+        asked = {q.symptom for q in findings.questions}
+        for m in sorted(emergencies, key=lambda m: -m.score):
+            if m.symptom not in asked:
+                findings.questions.append(Question(m.symptom, m.text, m.score, m.start, m.end))
+                asked.add(m.symptom)
+        log.info("long message read as no emergency (%.2f): %d clause read(s) asked about instead", p, len(emergencies))
 
     def _detected(self, doc: Doc, findings: Findings, candidates: list[Question]) -> None:
         """The detector's second opinion (bot/nlu/detector.py): a message that reads as an

@@ -225,3 +225,43 @@ def test_the_language_rules_are_part_of_the_key(extractor: SymptomExtractor, tin
     rules.write_text("a: 2\n")
     EmergencyDetector.load_or_train(tiny_config, extractor.semantic, extractor.clause_texts, depends_on=(rules,))
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2, "a change of the rules trains new weights"
+
+
+ORDINARY_DAY = (
+    "Morning! Up at seven, walked the dog round the park, then toast and marmalade. I paid the gas bill online and rang the "
+    "bank about my card. I had a long bath this afternoon and read a chapter of my book. My neighbour brought round a lemon "
+    "cake. The kettle's just boiled for the third time today. I watered the tomatoes and sorted the recycling. Tomorrow I'm "
+    "seeing my sister for lunch in town. No problems to report."
+)
+
+
+def with_doubt(extractor: SymptomExtractor, below: float) -> SymptomExtractor:
+    """The same extractor with another `doubt_below` (the semantic config is data; no retraining)."""
+    assert extractor.semantic is not None
+    matcher = SemanticMatcher.__new__(SemanticMatcher)
+    matcher.__dict__.update(extractor.semantic.__dict__)
+    config = extractor.semantic.config
+    matcher.config = dataclasses.replace(config, detector=dataclasses.replace(config.detector, doubt_below=below, doubt_clauses=8))
+    copy = SymptomExtractor.__new__(SymptomExtractor)
+    copy.__dict__.update(extractor.__dict__)
+    copy.semantic = matcher
+    return copy
+
+
+def test_a_long_ordinary_day_with_one_chance_read_is_asked_about(extractor: SymptomExtractor) -> None:
+    """A clause of a long message that reads near an emergency by chance becomes a question when
+    the whole message does not read as one; with the rule off it counts."""
+    p = probability(extractor, ORDINARY_DAY)
+    off = with_doubt(extractor, 0.0)(ORDINARY_DAY)
+    chance = {m.symptom for m in off.mentions if m.assertion == PRESENT and m.source == "semantic"} & extractor.semantic.emergency
+    assert chance, "the example must hold a chance read for this test to mean anything"
+    on = with_doubt(extractor, min(0.74, p + 0.01))(ORDINARY_DAY)
+    assert not set(on.present) & extractor.semantic.emergency
+    assert chance <= {q.symptom for q in on.questions}
+    below = with_doubt(extractor, max(0.0, p - 0.01))(ORDINARY_DAY)  # the message reads as more than that: counted
+    assert chance <= set(below.present)
+
+
+def test_a_long_message_with_an_emergency_in_words_is_never_doubted(extractor: SymptomExtractor) -> None:
+    text = ORDINARY_DAY.replace("No problems to report.", "Then just now I collapsed on the kitchen floor.")
+    assert "fainting" in with_doubt(extractor, 0.74)(text).present
