@@ -230,6 +230,8 @@ def test_not_on_that_or_any_other_immunotherapy(extractor: SymptomExtractor) -> 
         ("the neighbour's lad had a seizure on the drive", "seizure", False),
         ("talking fine but a sore head since this morning", "speech_difficulty", False),
         ("she sleeps a lot but wakes easily", "drowsiness", False),
+        ("no problems to report, feeling like myself again", "malaise", False),
+        ("not feeling like myself at all today", "malaise", True),  # a negation turns "as usual" round
     ],
 )
 def test_session_6_rules(extractor: SymptomExtractor, text: str, symptom: str, present: bool) -> None:
