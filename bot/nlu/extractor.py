@@ -307,15 +307,16 @@ class SymptomExtractor:
             semantic, findings.questions, detector_candidates = self._semantic_mentions(doc, covered, scopes, questions, findings.vitals)
             # a clause a `not_when` phrase explains is not that symptom by meaning either ("my heart skipped a beat when …")
             chars = [(doc[a].idx, doc[b - 1].idx + len(doc[b - 1]), sid) for a, b, sid in excepted]
-            semantic = [m for m in semantic if not any(sid == m.symptom and a < m.end and m.start < b for a, b, sid in chars)]
-            detector_candidates = [
-                q for q in detector_candidates if not any(sid == q.symptom and a < q.end and q.start < b for a, b, sid in chars)
-            ]
+
+            def explained(read: SymptomMention | Question) -> bool:
+                return any(sid == read.symptom and a < read.end and read.start < b for a, b, sid in chars)
+
+            semantic = [m for m in semantic if not explained(m)]
+            detector_candidates = [q for q in detector_candidates if not explained(q)]
             findings.mentions += semantic
         findings.mentions = self._reconcile(doc, findings.mentions, scopes)
-        if self.detector is not None:
-            self._doubted(doc, findings)
-        if self.detector is not None and detector_candidates:
+        # a message in doubt scored below doubt_below < fires_from: the detector cannot fire on it
+        if self.detector is not None and not self._doubted(doc, findings) and detector_candidates:
             self._detected(doc, findings, detector_candidates)
         findings.therapies = self._therapy_mentions(doc, therapy_matches, scopes, questions)
         findings.worsening = [doc[t.start : t.end].text for t in self._worsening(doc, scopes, questions)]
@@ -403,11 +404,16 @@ class SymptomExtractor:
                     return tok
                 return None
             if words & self.rules.relatives:
-                if "writer_is_patient" not in doc.user_data:
-                    text = doc.text.lower().replace("\u2019", "'")
-                    doc.user_data["writer_is_patient"] = any(re.search(p, text) for p in self.rules.writer_is_patient)
-                return tok if doc.user_data["writer_is_patient"] else None
+                return tok if self._writer_is_patient(doc) else None
         return None
+
+    def _writer_is_patient(self, doc: Doc) -> bool:
+        """Whether the message says its writer is the patient (language.yml `writer_is_patient`),
+        worked out once per message."""
+        if "writer_is_patient" not in doc.user_data:
+            text = doc.text.lower().replace("\u2019", "'")
+            doc.user_data["writer_is_patient"] = any(re.search(p, text) for p in self.rules.writer_is_patient)
+        return doc.user_data["writer_is_patient"]
 
     def _worsening(self, doc: Doc, scopes: ContextScopes, questions: set[int]) -> list[Trigger]:
         """Worsening said of the patient now: not supposed ("call if it gets worse"), asked in
@@ -587,25 +593,26 @@ class SymptomExtractor:
         present = {m.symptom for m in mentions if m.assertion == PRESENT}
         return mentions, [q for q in asks if q.symptom not in present], readable
 
-    def _doubted(self, doc: Doc, findings: Findings) -> None:
+    def _doubted(self, doc: Doc, findings: Findings) -> bool:
         """A long message (`detector.doubt_clauses` clauses or more) says many ordinary things, and
         by chance one of its clauses reads near an emergency ("The kettle's just boiled" ≈
         confusion 0.61). When such reads are its only emergency evidence — no words the rules
         know, no reading — and the detector finds that the message as a whole does not read as
         an emergency (below `detector.doubt_below`), they become questions: the reply asks
         ("Is the person confused right now?"), names the emergency signs and 911, and a "yes"
-        records the symptom. Never a message with a phrase or a number for an emergency."""
+        records the symptom. Never a message with a phrase or a number for an emergency.
+        Whether it did so."""
         assert self.semantic is not None and self.detector is not None
         config = self.semantic.config.detector
         emergencies = [m for m in findings.mentions if m.assertion == PRESENT and m.symptom in self.semantic.emergency]
         if not config.doubt_below or not emergencies or any(m.source != "semantic" for m in emergencies):
-            return
+            return False
         clauses = _clause_texts(doc)
         if len(clauses) < config.doubt_clauses:
-            return
+            return False
         p = self.detector.probability(features(self.semantic, clauses, doc.text))
         if p >= config.doubt_below:
-            return
+            return False
         findings.mentions = [m for m in findings.mentions if m not in emergencies]
         asked = {q.symptom for q in findings.questions}
         for m in sorted(emergencies, key=lambda m: -m.score):
@@ -613,6 +620,7 @@ class SymptomExtractor:
                 findings.questions.append(Question(m.symptom, m.text, m.score, m.start, m.end))
                 asked.add(m.symptom)
         log.info("long message read as no emergency (%.2f): %d clause read(s) asked about instead", p, len(emergencies))
+        return True
 
     def _detected(self, doc: Doc, findings: Findings, candidates: list[Question]) -> None:
         """The detector's second opinion (bot/nlu/detector.py): a message that reads as an

@@ -150,6 +150,8 @@ class VitalsParser:
 
     def __init__(self, kb: KnowledgeBase) -> None:
         self.t = kb.thresholds
+        words = [re.escape(w.lower()) for w in self.t["temperature"].get("not_body") or ()]
+        self._not_body = re.compile(rf"\b(?:{'|'.join(words)})\b") if words else None  # weather, cars: not the body
 
     # -- mapping through thresholds ------------------------------------------------------
     def temperature(self, value: float, unit: str | None, text: str, start: int, end: int) -> Vital | None:
@@ -228,15 +230,13 @@ class VitalsParser:
                     best = m
             return best.lastgroup if best else None
 
-        not_body = [w.lower() for w in self.t["temperature"].get("not_body") or ()]
-
         def about_the_body(v: Vital, a: int, b: int) -> bool:
             """A temperature near `not_body` words is the weather or a car's ("41°C on the dashboard"),
             unless it is said to be a temperature taken ("temp 39.9, we're outside in the garden")."""
-            if v.kind != "temperature" or keyword_before(a) == "temp":
+            if v.kind != "temperature" or self._not_body is None or keyword_before(a) == "temp":
                 return True
             near = text[max(0, a - 45) : a].lower() + " | " + text[b : b + 25].lower()
-            return not any(re.search(rf"\b{re.escape(w)}\b", near) for w in not_body)
+            return not self._not_body.search(near)
 
         for m in _BP_RE.finditer(text):
             sys_, dia = _f(m.group(1)), _f(m.group(2))

@@ -138,101 +138,95 @@ def test_shaking_beside_a_seizure_is_the_seizures(
 
 
 # Session 5, from the read blind files: each rule with a sentence it must change and one it must not.
-@pytest.mark.parametrize(
-    ("text", "symptom", "present"),
-    [
-        ("I used to have seizures as a child but none for 30 years", "seizure", False),  # "to have" is no present tense
-        ("Grandma used to get dizzy spells back in the 90s, is that hereditary?", "dizziness", False),  # "back in" is a date
-        ("he had a seizure back in 2019 and it's back today", "seizure", True),  # a real return still counts
-        ("my husband is chatting to his brother who died years ago like hes standing right there", "hallucinations", True),
-        ("shaking fit again, second one tonight", "seizure", True),
-        ("in my dream last night I couldn't speak, woke up fine", "speech_difficulty", False),
-        ("he's dreaming with his eyes open and talking to people who aren't there", "hallucinations", True),
-        ("in a dream-like state he's talking to his dead mother as if she's in the room", "hallucinations", True),
-        ("watching Grey's anatomy and a guy had a seizure after immunotherapy, is that realistic?", "seizure", False),
-        ("the boy had a fit at breakfast, he's on CAR-T", "seizure", True),  # a parent may mean the patient
-        ("I had my rituximab on Monday and I am a little off colour today", "malaise", True),
-        ("do you recommend a flu jab now?", "malaise", False),
-        ("my wife is convinced I have man flu lol", "malaise", False),
-        ("sorry if my typing is bad, english is my second language, nothing wrong with me!", "malaise", False),
-        ("my dad says the nurses are in the kitchen stealing his pills but theirs nobody here", "hallucinations", True),
-    ],
-)
-def test_session_5_rules(extractor: SymptomExtractor, text: str, symptom: str, present: bool) -> None:
+SESSION_5_RULES = [
+    ("I used to have seizures as a child but none for 30 years", "seizure", False),  # "to have" is no present tense
+    ("Grandma used to get dizzy spells back in the 90s, is that hereditary?", "dizziness", False),  # "back in" is a date
+    ("he had a seizure back in 2019 and it's back today", "seizure", True),  # a real return still counts
+    ("my husband is chatting to his brother who died years ago like hes standing right there", "hallucinations", True),
+    ("shaking fit again, second one tonight", "seizure", True),
+    ("in my dream last night I couldn't speak, woke up fine", "speech_difficulty", False),
+    ("he's dreaming with his eyes open and talking to people who aren't there", "hallucinations", True),
+    ("in a dream-like state he's talking to his dead mother as if she's in the room", "hallucinations", True),
+    ("watching Grey's anatomy and a guy had a seizure after immunotherapy, is that realistic?", "seizure", False),
+    ("the boy had a fit at breakfast, he's on CAR-T", "seizure", True),  # a parent may mean the patient
+    ("I had my rituximab on Monday and I am a little off colour today", "malaise", True),
+    ("do you recommend a flu jab now?", "malaise", False),
+    ("my wife is convinced I have man flu lol", "malaise", False),
+    ("sorry if my typing is bad, english is my second language, nothing wrong with me!", "malaise", False),
+    ("my dad says the nurses are in the kitchen stealing his pills but theirs nobody here", "hallucinations", True),
+]
+
+# Session 6: the same, from blind-q, the contrast messages and blind-t.
+SESSION_6_RULES = [
+    ("I'd like to know whether hallucinations are common after Breyanzi", "hallucinations", False),
+    ("I'd like to know why he's so confused tonight", "confusion", False),  # a question about him, asked in general words
+    ("seizures are rare with teclistamab, right?", "seizure", False),
+    ("suppose she gets a seizure at home, what do we do?", "seizure", False),
+    ("I suppose he's a bit confused since this morning", "confusion", True),  # "I suppose" is "I think"
+    ("he's supposed to rest but he's slurring his words", "speech_difficulty", True),
+    ("my cousins husband had CRS and was seeing things", "hallucinations", False),
+    ("Three weeks ago I had a fever after the infusion", "fever", False),  # a past verb after the date
+    ("3 weeks ago I had my CAR-T and I'm confused", "confusion", True),  # the date dates the treatment
+    ("2 weeks ago his headaches started and they're no better", "headache", True),  # an onset runs to now
+    ("my headaches started 3 weeks ago", "headache", True),
+    ("Last year after my Yescarta I had a very high fever, all fine now", "high_fever", False),
+    ("last week I had my Tecartus and had a seizure", "seizure", True),  # a recent date: not closed
+    ("Last month after my Kymriah I had a fever and a racing heart for a few days", "rapid_heartbeat", False),
+    ("a rash on my back since this morning, not itchy", "rash", True),  # "since this morning" dates an onset, not "none since"
+    ("it's 38.6 today and I ache more than yesterday", "body_pain", True),
+    ("my lips are purple from the beetroot juice", "skin_discoloration", False),
+    ("been feeling a bit blue lately, down about it all", "skin_discoloration", False),
+    ("I feel my lips are going blue", "skin_discoloration", True),
+    ("I blacked out the windows with foil to sleep in the day", "fainting", False),
+    ("I blacked out in the kitchen", "fainting", True),
+    # someone else by grammar: a stranger with an article before the words
+    ("in the waiting room a woman just collapsed, I'm fine", "fainting", False),
+    ("the bloke in the film can't get his words out", "speech_difficulty", False),
+    ("the man next to me was confused", "confusion", False),  # "me" is no subject
+    ("a lady at the pharmacy said my lips look blue", "skin_discoloration", True),  # "my": the patient
+    ("the old man is confused again", "confusion", True),  # "the old man" may be dad
+    ("the boy had a fit at breakfast", "seizure", True),  # children left out: a parent may mean the patient
+    ("dad says a man is standing in the corner and nobody is there", "hallucinations", True),  # a scene's strangers
+    # ... and relatives once the writer says they are the patient
+    ("my sister phoned, she has a high fever. I'm the one on Kymriah and I'm fine", "high_fever", False),
+    ("I'm the one on Kymriah. My wife says I'm slurring", "speech_difficulty", True),
+    ("my husband collapsed in the kitchen", "fainting", True),
+    # figures of speech
+    ("my heart nearly jumped out of my chest when the alarm went off", "rapid_heartbeat", False),
+    ("my heart is pounding out of my chest", "rapid_heartbeat", True),
+    ("I've told them till I'm blue in the face", "skin_discoloration", False),
+    ("he's blue in the face and gasping", "skin_discoloration", True),
+    ("we had a power blackout last night, are his meds ok?", "fainting", False),
+    ("the tyre pressure was low on the way in", "low_blood_pressure", False),
+    ("police made a big drug seizure on the news", "seizure", False),
+    ("I nearly had a fit when I saw the bill", "seizure", False),
+    ("I need to get something off my chest: the nurses are wonderful", "chest_pain", False),
+    ("I'm lost for words, thank you all", "speech_difficulty", False),
+    ("the leaflet says it may cause drowsiness", "drowsiness", False),
+    ("she had febrile seizures as a baby", "seizure", False),
+    # a temperature of the weather, not the body
+    ("heatwave here, 41°C on the car dashboard", "high_fever", False),
+    ("temp 39.9 and we're outside in the garden", "high_fever", True),
+    ("hot as an oven, 41 on the forehead thermometer", "high_fever", True),
+    ("right after my first rituximab I spiked 40 and shook", "low_blood_pressure", False),  # "first" is no systolic
+    ("first reading 85/50 then 88/55", "low_blood_pressure", True),
+    ("mum forgot where she put her glasses again", "confusion", False),
+    ("he forgot where he was and got lost in our house", "confusion", True),
+    ("seeing things a bit blurry when I read", "hallucinations", False),
+    ("couldn't get a word in edgeways at dinner", "speech_difficulty", False),
+    ("the neighbour's lad had a seizure on the drive", "seizure", False),
+    ("talking fine but a sore head since this morning", "speech_difficulty", False),
+    ("she sleeps a lot but wakes easily", "drowsiness", False),
+    ("no problems to report, feeling like myself again", "malaise", False),
+    ("not feeling like myself at all today", "malaise", True),  # a negation turns "as usual" round
+]
+
+
+@pytest.mark.parametrize(("text", "symptom", "present"), SESSION_5_RULES + SESSION_6_RULES)
+def test_language_rule(extractor: SymptomExtractor, text: str, symptom: str, present: bool) -> None:
     assert (symptom in extractor(text).present) is present, extractor(text).mentions
 
 
 def test_not_on_that_or_any_other_immunotherapy(extractor: SymptomExtractor) -> None:
     assert extractor("do you only help CAR-T patients? I'm not on that or any other immunotherapy").on_immunotherapy is False
     assert extractor("I'm on that immunotherapy, the bispecific one").on_immunotherapy is True
-
-
-# Session 6: each rule with a sentence it must change and one it must not.
-@pytest.mark.parametrize(
-    ("text", "symptom", "present"),
-    [
-        ("I'd like to know whether hallucinations are common after Breyanzi", "hallucinations", False),
-        ("I'd like to know why he's so confused tonight", "confusion", False),  # a question about him, asked in general words
-        ("seizures are rare with teclistamab, right?", "seizure", False),
-        ("suppose she gets a seizure at home, what do we do?", "seizure", False),
-        ("I suppose he's a bit confused since this morning", "confusion", True),  # "I suppose" is "I think"
-        ("he's supposed to rest but he's slurring his words", "speech_difficulty", True),
-        ("my cousins husband had CRS and was seeing things", "hallucinations", False),
-        ("Three weeks ago I had a fever after the infusion", "fever", False),  # a past verb after the date
-        ("3 weeks ago I had my CAR-T and I'm confused", "confusion", True),  # the date dates the treatment
-        ("2 weeks ago his headaches started and they're no better", "headache", True),  # an onset runs to now
-        ("my headaches started 3 weeks ago", "headache", True),
-        ("Last year after my Yescarta I had a very high fever, all fine now", "high_fever", False),
-        ("last week I had my Tecartus and had a seizure", "seizure", True),  # a recent date: not closed
-        ("Last month after my Kymriah I had a fever and a racing heart for a few days", "rapid_heartbeat", False),
-        ("a rash on my back since this morning, not itchy", "rash", True),  # "since this morning" dates an onset, not "none since"
-        ("it's 38.6 today and I ache more than yesterday", "body_pain", True),
-        ("my lips are purple from the beetroot juice", "skin_discoloration", False),
-        ("been feeling a bit blue lately, down about it all", "skin_discoloration", False),
-        ("I feel my lips are going blue", "skin_discoloration", True),
-        ("I blacked out the windows with foil to sleep in the day", "fainting", False),
-        ("I blacked out in the kitchen", "fainting", True),
-        # someone else by grammar: a stranger with an article before the words
-        ("in the waiting room a woman just collapsed, I'm fine", "fainting", False),
-        ("the bloke in the film can't get his words out", "speech_difficulty", False),
-        ("the man next to me was confused", "confusion", False),  # "me" is no subject
-        ("a lady at the pharmacy said my lips look blue", "skin_discoloration", True),  # "my": the patient
-        ("the old man is confused again", "confusion", True),  # "the old man" may be dad
-        ("the boy had a fit at breakfast", "seizure", True),  # children left out: a parent may mean the patient
-        ("dad says a man is standing in the corner and nobody is there", "hallucinations", True),  # a scene's strangers
-        # ... and relatives once the writer says they are the patient
-        ("my sister phoned, she has a high fever. I'm the one on Kymriah and I'm fine", "high_fever", False),
-        ("I'm the one on Kymriah. My wife says I'm slurring", "speech_difficulty", True),
-        ("my husband collapsed in the kitchen", "fainting", True),
-        # figures of speech
-        ("my heart nearly jumped out of my chest when the alarm went off", "rapid_heartbeat", False),
-        ("my heart is pounding out of my chest", "rapid_heartbeat", True),
-        ("I've told them till I'm blue in the face", "skin_discoloration", False),
-        ("he's blue in the face and gasping", "skin_discoloration", True),
-        ("we had a power blackout last night, are his meds ok?", "fainting", False),
-        ("the tyre pressure was low on the way in", "low_blood_pressure", False),
-        ("police made a big drug seizure on the news", "seizure", False),
-        ("I nearly had a fit when I saw the bill", "seizure", False),
-        ("I need to get something off my chest: the nurses are wonderful", "chest_pain", False),
-        ("I'm lost for words, thank you all", "speech_difficulty", False),
-        ("the leaflet says it may cause drowsiness", "drowsiness", False),
-        ("she had febrile seizures as a baby", "seizure", False),
-        # a temperature of the weather, not the body
-        ("heatwave here, 41°C on the car dashboard", "high_fever", False),
-        ("temp 39.9 and we're outside in the garden", "high_fever", True),
-        ("hot as an oven, 41 on the forehead thermometer", "high_fever", True),
-        ("right after my first rituximab I spiked 40 and shook", "low_blood_pressure", False),  # "first" is no systolic
-        ("first reading 85/50 then 88/55", "low_blood_pressure", True),
-        ("mum forgot where she put her glasses again", "confusion", False),
-        ("he forgot where he was and got lost in our house", "confusion", True),
-        ("seeing things a bit blurry when I read", "hallucinations", False),
-        ("couldn't get a word in edgeways at dinner", "speech_difficulty", False),
-        ("the neighbour's lad had a seizure on the drive", "seizure", False),
-        ("talking fine but a sore head since this morning", "speech_difficulty", False),
-        ("she sleeps a lot but wakes easily", "drowsiness", False),
-        ("no problems to report, feeling like myself again", "malaise", False),
-        ("not feeling like myself at all today", "malaise", True),  # a negation turns "as usual" round
-    ],
-)
-def test_session_6_rules(extractor: SymptomExtractor, text: str, symptom: str, present: bool) -> None:
-    assert (symptom in extractor(text).present) is present, extractor(text).mentions
