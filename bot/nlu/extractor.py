@@ -39,6 +39,15 @@ SINCE_ONSET = frozenset(
 )
 MINE_OR_OLD = frozenset({"my", "our", "old", "his", "her", "your"})  # "my man", "the old man": may well be the patient
 FIRST_PERSON = frozenset({"i", "im", "ive", "id", "we", "my", "our", "myself"})
+THEIR_WORDS = frozenset({"his", "her", "their", "we", "our"})
+PRONOUNS = frozenset({"he", "she", "they", "him", "her", "them"})
+MY_OWN = frozenset({"i", "im", "ive", "id", "my", "myself", "me", "mine"})  # not "we": "we had the CAR-T on the 3rd" is a carer's
+# words that may stand between "I"/"my" and a therapy that is the writer's own: "I've just had my first dose of"
+MY_THERAPY_BRIDGE = frozenset(
+    "on had have 've 'm am got get getting gets start started starting having receive received receiving was been given gave "  # noqa: SIM905
+    "the a an first second third 1st 2nd 3rd last next own new dose doses of infusion cycle round shot treatment course "
+    "is also too just already still currently now today yesterday".split()
+)
 ARTICLES = frozenset({"a", "an", "the", "this", "that", "another", "some", "one"})
 CLAUSE_STOPS = frozenset({",", ";", ".", "!", "?", ":", "—", "–"})
 ONSET_WORDS = frozenset({"since", "start", "started", "starting", "began", "begun", "begin"})
@@ -246,6 +255,12 @@ class SymptomExtractor:
         self.rules = rules or load_language_rules()
         self.compiled: CompiledRules = build_pipeline(self.kb, self.rules)
         self.vitals = VitalsParser(self.kb)
+        spoken = sorted(self.rules.dictation, key=len, reverse=True)
+        self._dictation = (
+            re.compile(r"(\s*)\b(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in spoken) + r")\b([.,!?]?)", re.IGNORECASE)
+            if spoken
+            else None
+        )
         self._therapy_names = {t.id: t for t in self.kb.therapies}
         if semantic is True:
             config = load_semantic_config(self.kb)
@@ -271,13 +286,14 @@ class SymptomExtractor:
     def __call__(self, text: str) -> Findings:
         text = text or ""
         truncated = len(text) > MAX_CHARS
-        text = text[:MAX_CHARS]
+        text = self._spoken_punctuation(text[:MAX_CHARS])
         findings = Findings(text=text, truncated=truncated)
         if not text.strip():
             return findings
         doc = self.compiled.nlp(text)
         therapy_matches = self.compiled.therapies(doc)
         therapy_starts = {s for _, s, _ in therapy_matches}
+        doc.user_data["therapy_starts"] = therapy_starts
         found = []
         for m, s, e in self.compiled.context(doc):
             rule = self.rules.context_rules[int(doc.vocab.strings[m])]
@@ -323,6 +339,20 @@ class SymptomExtractor:
         return findings
 
     # -- pieces ----------------------------------------------------------------------------
+    def _spoken_punctuation(self, text: str) -> str:
+        """Voice typing's spoken marks as marks (language.yml `dictation`): "… a mile a minute
+        period I had the cells …" → "… a mile a minute. I had the cells …"."""
+        if self._dictation is None:
+            return text
+
+        def mark(m: re.Match[str]) -> str:
+            before = re.findall(r"[a-z']+", text[: m.start()].lower()[-20:])
+            if not before or before[-1] in self.rules.dictation_not_after or m.group(3):
+                return m.group(0)  # a typed mark beside it, or nothing before it: the word itself
+            return self.rules.dictation[re.sub(r"\s+", " ", m.group(2).lower())]
+
+        return self._dictation.sub(mark, text)
+
     def _question_sentences(self, doc: Doc) -> set[int]:
         """Start tokens of sentences that are general questions ("can CRS cause a rash?")."""
         cue_starts = {s for _, s, _ in self.compiled.present_cues(doc)}
@@ -378,7 +408,7 @@ class SymptomExtractor:
             t = mods["nonpatient"]
             return NOT_PATIENT, "other", doc[t.start : t.end].text
         # who said words are about (phrases and readings: a clause read by meaning has its subject inside it)
-        subject = self._someone_else(doc, start) if symptom and symptom not in self.rules.strangers_skip else None
+        subject = self._someone_else(doc, start, strangers=symptom not in self.rules.strangers_skip) if symptom else None
         if subject is not None:
             return NOT_PATIENT, "other", subject.text
         if "historical" in mods and self._over(mods["historical"], start, doc, scopes):
@@ -386,7 +416,7 @@ class SymptomExtractor:
             return PAST, experiencer, doc[t.start : t.end].text
         return None
 
-    def _someone_else(self, doc: Doc, i: int, lookback: int = 12) -> Token | None:
+    def _someone_else(self, doc: Doc, i: int, lookback: int = 12, strangers: bool = True) -> Token | None:
         """Who the words at token i are about, when that is someone other than the patient: the
         nearest person word before them in their clause (no parser runs: words, not a tree).
         language.yml `strangers` with an article ("a man just collapsed", "the guy on the telly
@@ -398,7 +428,7 @@ class SymptomExtractor:
             if tok.text in CLAUSE_STOPS or "\n" in tok.text or tok.lower_ in FIRST_PERSON:
                 return None
             words = {tok.lower_, tok.norm_}
-            if words & self.rules.strangers:
+            if strangers and words & self.rules.strangers:
                 before = {t.lower_ for t in doc[max(doc[i].sent.start, j - 3) : j]}
                 if before & ARTICLES and not before & MINE_OR_OLD:
                     return tok
@@ -407,13 +437,51 @@ class SymptomExtractor:
                 return tok if self._writer_is_patient(doc) else None
         return None
 
+    def _relative_subject(self, doc: Doc, a: int, b: int) -> Token | None:
+        """In a message whose writer is the patient, the relative a clause read by meaning is
+        about ("I'm on Keytruda … my wife had to turn it off"): the nearest person word before its
+        end, unless "I"/"my" comes first ("my wife says I seem muddled" stays mine). A relative
+        named, not "he"/"she"/"they", and no stranger: people are part of what a confused or
+        hallucinating patient tells ("I know he's not there")."""
+        if not self._writer_is_patient(doc):
+            return None
+        if b < len(doc):
+            subject = self._someone_else(doc, b, lookback=b - a, strangers=False)
+        else:  # the clause ends the message: look from its last word, which may itself be the person
+            last = doc[b - 1]
+            subject = last if {last.lower_, last.norm_} & self.rules.relatives else None
+            subject = subject or self._someone_else(doc, b - 1, lookback=b - 1 - a, strangers=False)
+        return subject if subject is not None and subject.lower_ not in PRONOUNS else None
+
     def _writer_is_patient(self, doc: Doc) -> bool:
         """Whether the message says its writer is the patient (language.yml `writer_is_patient`),
         worked out once per message."""
         if "writer_is_patient" not in doc.user_data:
             text = doc.text.lower().replace("\u2019", "'")
-            doc.user_data["writer_is_patient"] = any(re.search(p, text) for p in self.rules.writer_is_patient)
+            doc.user_data["writer_is_patient"] = any(re.search(p, text) for p in self.rules.writer_is_patient) or self._only_my_therapy(doc)
         return doc.user_data["writer_is_patient"]
+
+    def _only_my_therapy(self, doc: Doc) -> bool:
+        """The message names the writer's own therapy and nobody else's ("I'm on Keytruda myself"
+        beside "Mum had CAR-T" leaves it open: Mum may be the patient)."""
+        owners = {self._therapy_owner(doc, s) for s in doc.user_data.get("therapy_starts", ())}
+        return "mine" in owners and "theirs" not in owners
+
+    def _therapy_owner(self, doc: Doc, start: int, lookback: int = 6) -> str | None:
+        """Whose the therapy named at `start` is: "mine" ("I'm on Blincyto", "my CAR-T", "they
+        gave me Kymriah"), "theirs" ("my husband's CAR-T", "he had his Kymriah", "we had the
+        CAR-T": a carer may say "we"), or None when the words do not say."""
+        for j in range(start - 1, max(doc[start].sent.start, start - lookback) - 1, -1):
+            tok = doc[j]
+            if tok.text in CLAUSE_STOPS or "\n" in tok.text:
+                return None
+            if {tok.lower_, tok.norm_} & (self.rules.relatives | self.rules.strangers) or tok.lower_ in THEIR_WORDS:
+                return "theirs"
+            if tok.lower_ in MY_OWN:
+                return "mine"
+            if tok.lower_ not in MY_THERAPY_BRIDGE:
+                return None  # "my oga received the blinatumomab": a word we do not know may be the person
+        return None
 
     def _worsening(self, doc: Doc, scopes: ContextScopes, questions: set[int]) -> list[Trigger]:
         """Worsening said of the patient now: not supposed ("call if it gets worse"), asked in
@@ -424,11 +492,13 @@ class SymptomExtractor:
             if self._context_assertion(scopes.modifiers((t.start, t.end)), t.start, doc, scopes, questions) is None
         ]
 
-    def _over(self, cue: Trigger, start: int, doc: Doc, scopes: ContextScopes) -> bool:
+    def _over(self, cue: Trigger, start: int, doc: Doc, scopes: ContextScopes, dated_before: bool = False) -> bool:
         """Whether a past cue really closes the episode. Not when the sentence goes on to say it is
         back ("a seizure 2 weeks ago and another one just now") or runs from the cue to now
-        ("confused since his infusion 2 weeks ago"): safety over cleverness."""
-        if cue.rule.needs_date and not self._dated(doc[start].sent, scopes):
+        ("confused since his infusion 2 weeks ago"): safety over cleverness. `dated_before`: the
+        cue closes the sentence before it, which the caller found dated ("Last month I had a high
+        fever after my CAR-T. It's all resolved now.")."""
+        if cue.rule.needs_date and not dated_before and not self._dated(doc[start].sent, scopes):
             return False
         sent = doc[start].sent
         # "back" in a date ("dizzy spells back in the 90s") is no return of the symptom
@@ -568,6 +638,12 @@ class SymptomExtractor:
                 continue
             span = doc[a:b]
             assertion, experiencer, cue = self._assert_clause(a, b, doc, scopes, questions, description_negated)
+            if (
+                assertion == PRESENT
+                and score.symptom not in self.rules.strangers_skip
+                and (subject := self._relative_subject(doc, a, b)) is not None
+            ):
+                assertion, experiencer, cue = NOT_PATIENT, "other", subject.text
             if (
                 self.detector is not None
                 and assertion == PRESENT
@@ -802,11 +878,15 @@ class SymptomExtractor:
         # a sentence that only says it is over closes the dated sentence before it
         present_sents = {sent_of(m) for m in mentions}
         for i in range(1, len(sents)):
-            cues = [t for t in scopes.in_message("historical") if sents[i].start <= t.start < sents[i].end and t.rule.closes]
-            if not cues or sents[i].start in present_sents or not self._over(cues[0], cues[0].start, doc, scopes):
+            cues = [
+                t
+                for t in scopes.in_message("historical") + scopes.in_message("negated")
+                if sents[i].start <= t.start < sents[i].end and t.rule.closes
+            ]
+            if not cues or sents[i].start in present_sents:
                 continue
             before = sents[i - 1]
-            if not self._dated(before, scopes):
+            if not self._dated(before, scopes) or not self._over(cues[0], cues[0].start, doc, scopes, dated_before=True):
                 continue
             for p in mentions:
                 if p.assertion == PRESENT and sent_of(p) == before.start:

@@ -222,7 +222,58 @@ SESSION_6_RULES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "symptom", "present"), SESSION_5_RULES + SESSION_6_RULES)
+# Issue 12, session 7: whose therapy the message names, completion words that close the dated
+# sentence before them, media, general statements, idioms. Each rule with the case it must not break.
+SESSION_7_RULES = [
+    # the writer names their own therapy: a relative's symptom is then someone else's
+    ("A friend told me her brother had a seizure after his T-cell therapy. I'm starting Tecvayli next week.", "seizure", False),
+    ("I had my Kymriah on Monday. My husband says I'm slurring my words", "speech_difficulty", True),
+    ("Mum had CAR-T last week and I'm on Keytruda myself. she is confused now", "confusion", True),  # Mum may be the patient
+    ("we had the CAR-T on the 3rd and now he's confused", "confusion", True),  # a carer's "we"
+    # an unknown word may be the person
+    ("my oga received the blinatumomab on Tuesday, he is breathing fast fast", "difficulty_breathing", True),
+    ("I'm on nivolumab myself. My wife had to switch the telly off because it upset her", "confusion", False),
+    # a completion word alone in a sentence closes the dated sentence before it
+    ("Last month after my CAR-T I had a high fever and my blood pressure dropped. It's all resolved now.", "high_fever", False),
+    ("He had a seizure this morning. It has resolved.", "seizure", True),  # not dated: today
+    ("Back in March after my first dose I spiked 40. Nothing like that since.", "high_fever", False),
+    ("I had CRS after my infusion in January, fever and low blood pressure. I'm completely recovered now.", "low_blood_pressure", False),
+    ("Looking back he had a seizure on day 5", "seizure", False),
+    # media and general statements
+    ("we watched that hospital drama where the patient has a seizure in theatre", "seizure", False),
+    ("my husband just had an episode where his whole body was jerking", "seizure", True),  # "episode" is no programme
+    ("I heard people can hallucinate on this treatment, what would it look like", "hallucinations", False),
+    ("some patients can get very confused, the nurse said", "confusion", False),
+    # idioms
+    ("I'm a bit confused by the discharge instructions, do I stay near the hospital?", "confusion", False),
+    ("he's confused about where he is", "confusion", True),
+    ("my brother says I go blue in the face when I lose at cards", "skin_discoloration", False),
+    ("his lips have gone blue in the face of the cold", "skin_discoloration", True),
+    # spoken punctuation of voice typing ends sentences where the speaker did
+    ("my heart is going a mile a minute period I had the cells on the fourth period no fever though period", "rapid_heartbeat", True),
+    ("no fever comma he is breathing fine period", "difficulty_breathing", False),
+    # typed fast, and two denials that make one report
+    ("chst hurts like some1 is standin on it", "chest_pain", True),
+    ("I can't walk to the loo without getting breathless", "difficulty_breathing", True),
+    ("I'm not breathless, I can walk to the shops without stopping", "difficulty_breathing", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("spoken", "written"),
+    [
+        ("my heart is racing period I had the cells on Monday", "my heart is racing. I had the cells on Monday"),
+        ("is this normal question mark", "is this normal?"),
+        ("my period is late", "my period is late"),  # not after "my"
+        ("Period pains since this morning", "Period pains since this morning"),  # nothing before it: the word
+        ("he ate full stop.", "he ate full stop."),  # a typed mark beside it: the word
+    ],
+)
+def test_spoken_punctuation(extractor: SymptomExtractor, spoken: str, written: str) -> None:
+    assert extractor(spoken).text == written
+
+
+@pytest.mark.parametrize(("text", "symptom", "present"), SESSION_5_RULES + SESSION_6_RULES + SESSION_7_RULES)
 def test_language_rule(extractor: SymptomExtractor, text: str, symptom: str, present: bool) -> None:
     assert (symptom in extractor(text).present) is present, extractor(text).mentions
 
