@@ -56,6 +56,8 @@ class DetectorConfig:
     kind_from: float = 0.0  # the emergency it records must be at least this likely as the kind
     doubt_below: float = 0.0  # a long message it scores below this: its clause reads are asked about, not counted; 0: off
     doubt_clauses: int = 1_000_000  # ... a message of at least this many clauses
+    doubt_long_below: float = 0.0  # ... and below this, a message of at least doubt_long_clauses clauses
+    doubt_long_clauses: int = 1_000_000
 
     @classmethod
     def parse(cls, raw: dict[str, Any] | None, where: str) -> DetectorConfig:
@@ -70,9 +72,13 @@ class DetectorConfig:
         if c <= 0 or not 0.0 <= candidate_from <= 1.0 or not 0.0 <= kind_from <= 1.0:
             raise KnowledgeBaseError(f"{where}: detector.c must be > 0, candidate_from and kind_from in [0, 1]")
         doubt_below, doubt_clauses = float(raw.get("doubt_below", 0.0)), int(raw.get("doubt_clauses", 1_000_000))
-        if not 0.0 <= doubt_below < fires_from or doubt_clauses < 1:
-            raise KnowledgeBaseError(f"{where}: detector.doubt_below must be in [0, fires_from), doubt_clauses >= 1")
-        return cls(enabled, fires_from, examples, c, candidate_from, not_with, kind_from, doubt_below, doubt_clauses)
+        long_below, long_clauses = float(raw.get("doubt_long_below", doubt_below)), int(raw.get("doubt_long_clauses", 1_000_000))
+        if not 0.0 <= doubt_below <= long_below < fires_from or not 1 <= doubt_clauses <= long_clauses:
+            raise KnowledgeBaseError(
+                f"{where}: detector needs 0 <= doubt_below <= doubt_long_below < fires_from and 1 <= doubt_clauses <= doubt_long_clauses"
+            )
+        doubt = (doubt_below, doubt_clauses, long_below, long_clauses)
+        return cls(enabled, fires_from, examples, c, candidate_from, not_with, kind_from, *doubt)
 
 
 def feature_width(matcher: Any) -> int:

@@ -687,7 +687,7 @@ class SymptomExtractor:
         if len(clauses) < config.doubt_clauses:
             return False
         p = self.detector.probability(features(self.semantic, clauses, doc.text))
-        if p >= config.doubt_below:
+        if p >= (config.doubt_long_below if len(clauses) >= config.doubt_long_clauses else config.doubt_below):
             return False
         findings.mentions = [m for m in findings.mentions if m not in emergencies]
         asked = {q.symptom for q in findings.questions}
@@ -731,6 +731,9 @@ class SymptomExtractor:
         with a candidate from `cue_from` up."""
         assert self.semantic is not None
         config = self.semantic.config
+        # Many clauses, many chances: in a long message two ordinary clauses near one emergency are
+        # chance, not agreement; they are asked about instead (a cue still counts).
+        agreeing = len(clause_spans(doc)) < config.agreeing_below_clauses
         mentions = []
         for symptom in dict.fromkeys(q.symptom for q in candidates):
             if symptom in found or symptom not in self.semantic.emergency:
@@ -740,10 +743,11 @@ class SymptomExtractor:
             asked = [q for q in mine if q.clear and q.score >= config.ask_from_for(symptom)]
             if cue and mine[0].score >= config.cue_from:
                 best, also = mine[0], f'with "{cue}"'
-            elif config.agreeing_clauses and len(asked) >= config.agreeing_clauses:
+            elif agreeing and config.agreeing_clauses and len(asked) >= config.agreeing_clauses:
                 best, also = asked[0], f"{len(asked)} clauses agreeing"
             elif (
-                config.agreeing_unsure
+                agreeing
+                and config.agreeing_unsure
                 and len(unsure := [q for q in mine if q.score >= config.ask_from_for(symptom)]) >= config.agreeing_unsure
             ):
                 best, also = unsure[0], f"{len(unsure)} clauses agreeing"
@@ -757,7 +761,7 @@ class SymptomExtractor:
         # the wall" (hallucinations?) in one message are a brain that is not right.
         found = found | {m.symptom for m in mentions}
         for group, members in config.groups.items():
-            if not config.group_agreeing or found & set(members):
+            if not agreeing or not config.group_agreeing or found & set(members):
                 continue
             mine = sorted(
                 (q for q in candidates if q.symptom in members and q.score >= config.ask_from_for(q.symptom)),

@@ -62,6 +62,7 @@ class SemanticConfig:
     agreeing_unsure: int = 0  # this many clauses naming one emergency count even below the margin; 0: off
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # emergencies that are faces of one thing
     group_agreeing: int = 0  # this many clauses, each pointing to some emergency of one group, count; 0: off
+    agreeing_below_clauses: int = 1_000_000  # clauses agree only in a message shorter than this
     measured: dict[str, tuple[str, ...]] = field(default_factory=dict)  # reading kind → symptoms its number decides
     as_usual: tuple[str, ...] = ()  # a clause saying one of these (and no negation) is read as no symptom
     beside_sure_from: float = 0.0  # an emergency read at least this close (or said in words or numbers) is sure; 0: off
@@ -138,6 +139,7 @@ def parse_semantic_config(raw: dict[str, Any], kb: KnowledgeBase | None = None, 
         agreeing_unsure=int(corroboration.get("agreeing_unsure", 0)),
         groups=groups,
         group_agreeing=int(corroboration.get("group_agreeing", 0)),
+        agreeing_below_clauses=int(corroboration.get("agreeing_below_clauses", 1_000_000)),
         partial_from=float(defaults.get("partial_from", 0.0)),
         beside_sure_from=float(beside.get("sure_from", 0.0)),
         beside_read_from=float(beside.get("read_from", 0.0)),

@@ -12,7 +12,7 @@ import yaml
 
 from bot.nlu import detector as detector_module
 from bot.nlu.detector import DetectorConfig, EmergencyDetector, features
-from bot.nlu.extractor import PRESENT, SymptomExtractor
+from bot.nlu.extractor import PRESENT, Question, SymptomExtractor
 from bot.nlu.knowledge import KnowledgeBaseError
 from bot.nlu.semantic import DEFAULT_SEMANTIC_PATH, SemanticMatcher
 
@@ -242,7 +242,8 @@ def with_doubt(extractor: SymptomExtractor, below: float) -> SymptomExtractor:
     matcher = SemanticMatcher.__new__(SemanticMatcher)
     matcher.__dict__.update(extractor.semantic.__dict__)
     config = extractor.semantic.config
-    matcher.config = dataclasses.replace(config, detector=dataclasses.replace(config.detector, doubt_below=below, doubt_clauses=8))
+    detector = dataclasses.replace(config.detector, doubt_below=below, doubt_clauses=8, doubt_long_below=below, doubt_long_clauses=8)
+    matcher.config = dataclasses.replace(config, detector=detector)
     copy = SymptomExtractor.__new__(SymptomExtractor)
     copy.__dict__.update(extractor.__dict__)
     copy.semantic = matcher
@@ -266,3 +267,52 @@ def test_a_long_ordinary_day_with_one_chance_read_is_asked_about(extractor: Symp
 def test_a_long_message_with_an_emergency_in_words_is_never_doubted(extractor: SymptomExtractor) -> None:
     text = ORDINARY_DAY.replace("No problems to report.", "Then just now I collapsed on the kitchen floor.")
     assert "fainting" in with_doubt(extractor, 0.74)(text).present
+
+
+def test_a_longer_message_needs_more_doubt_to_count_a_chance_read(extractor: SymptomExtractor) -> None:
+    """`doubt_long_below` applies from `doubt_long_clauses` clauses on: the same long day, scored
+    between the two thresholds, is asked about when it is long enough and counted when it is not."""
+    p = probability(extractor, ORDINARY_DAY)
+    clauses = len(extractor.clause_texts(ORDINARY_DAY))
+    assert extractor.semantic is not None
+
+    def doubting(long_clauses: int) -> SymptomExtractor:
+        copy = with_doubt(extractor, max(0.0, p - 0.01))  # the short threshold: counted
+        assert copy.semantic is not None
+        detector = dataclasses.replace(copy.semantic.config.detector, doubt_long_below=min(0.74, p + 0.01), doubt_long_clauses=long_clauses)
+        copy.semantic.config = dataclasses.replace(copy.semantic.config, detector=detector)
+        return copy
+
+    emergencies = extractor.semantic.emergency
+    assert not set(doubting(clauses)(ORDINARY_DAY).present) & emergencies
+    assert set(doubting(clauses + 1)(ORDINARY_DAY).present) & emergencies
+
+
+def test_doubt_thresholds_must_rise_with_length() -> None:
+    with pytest.raises(KnowledgeBaseError):
+        DetectorConfig.parse({"fires_from": 0.75, "doubt_below": 0.5, "doubt_long_below": 0.3}, "test")
+    with pytest.raises(KnowledgeBaseError):
+        DetectorConfig.parse({"fires_from": 0.75, "doubt_clauses": 12, "doubt_long_clauses": 8}, "test")
+
+
+def test_clauses_agree_only_in_a_message_shorter_than_agreeing_below_clauses(extractor: SymptomExtractor) -> None:
+    """Two clauses in the question band for one emergency count as agreement in a short message;
+    in one of `agreeing_below_clauses` clauses or more they are chance, and stay questions."""
+    assert extractor.semantic is not None
+    text = "He asked me the same thing twice. He put his keys in the fridge. Otherwise a quiet day."
+    doc = extractor.nlp(text)
+    ask_from = extractor.semantic.config.ask_from_for("confusion")
+    candidates = [
+        Question("confusion", "He asked me the same thing twice", ask_from + 0.01, 0, 32),
+        Question("confusion", "He put his keys in the fridge", ask_from + 0.02, 34, 63),
+    ]
+
+    def agreeing(below: int) -> list[str]:
+        copy = with_doubt(extractor, 0.0)
+        assert copy.semantic is not None
+        copy.semantic.config = dataclasses.replace(copy.semantic.config, agreeing_below_clauses=below)
+        return [m.symptom for m in copy._corroborated(doc, candidates, set())]
+
+    clauses = len(extractor.clause_texts(text))
+    assert agreeing(clauses + 1) == ["confusion"]
+    assert agreeing(clauses) == []
