@@ -39,14 +39,27 @@ SINCE_ONSET = frozenset(
 )
 MINE_OR_OLD = frozenset({"my", "our", "old", "his", "her", "your"})  # "my man", "the old man": may well be the patient
 FIRST_PERSON = frozenset({"i", "im", "ive", "id", "we", "my", "our", "myself"})
+NOT_YET_WORDS = frozenset(
+    {"will", "ll", "'ll", "should", "would", "may", "might", "could", "to", "hope", "hopefully", "until", "till", "if", "wait"}
+)
 THEIR_WORDS = frozenset({"his", "her", "their", "we", "our"})
 PRONOUNS = frozenset({"he", "she", "they", "him", "her", "them"})
 MY_OWN = frozenset({"i", "im", "ive", "id", "my", "myself", "me", "mine"})  # not "we": "we had the CAR-T on the 3rd" is a carer's
-# words that may stand between "I"/"my" and a therapy that is the writer's own: "I've just had my first dose of"
+# words that may stand between "I"/"my" and a therapy that is the writer's own: "I've just had my first dose of";
+# not "the", "a", "have", "got", "given": "I have the CAR-T hotline number", "I was given the Kymriah leaflet"
 MY_THERAPY_BRIDGE = frozenset(
-    "on had have 've 'm am got get getting gets start started starting having receive received receiving was been given gave "  # noqa: SIM905
-    "the a an first second third 1st 2nd 3rd last next own new dose doses of infusion cycle round shot treatment course "
-    "is also too just already still currently now today yesterday".split()
+    "on had 've 'm am started starting having received was been first second third 1st 2nd 3rd last next own new "  # noqa: SIM905
+    "dose doses of infusion cycle round shot treatment course is also too just already still currently now today yesterday".split()
+)
+# a therapy named as the kind of a thing is no therapy the writer had: "the Kymriah leaflet", "a CAR-T patient"
+THERAPY_AS_KIND = frozenset(
+    "leaflet leaflets booklet hotline number phone line patient patients info information pack card nurse nurses team ward "  # noqa: SIM905
+    "clinic unit trial paperwork group forum website app session class video talk".split()
+)
+# a relative who reports the patient's symptom is not the one who has it: "my wife noticed slurred speech"
+REPORTING_VERBS = frozenset(
+    "say says said saying notice noticed notices think thinks thought reckon reckons tell told tells found find finds "  # noqa: SIM905
+    "saw see sees seen heard hear hears spotted spot mentioned mention worried worries asked asks".split()
 )
 ARTICLES = frozenset({"a", "an", "the", "this", "that", "another", "some", "one"})
 CLAUSE_STOPS = frozenset({",", ";", ".", "!", "?", ":", "—", "–"})
@@ -255,12 +268,6 @@ class SymptomExtractor:
         self.rules = rules or load_language_rules()
         self.compiled: CompiledRules = build_pipeline(self.kb, self.rules)
         self.vitals = VitalsParser(self.kb)
-        spoken = sorted(self.rules.dictation, key=len, reverse=True)
-        self._dictation = (
-            re.compile(r"(\s*)\b(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in spoken) + r")\b([.,!?]?)", re.IGNORECASE)
-            if spoken
-            else None
-        )
         self._therapy_names = {t.id: t for t in self.kb.therapies}
         if semantic is True:
             config = load_semantic_config(self.kb)
@@ -286,7 +293,7 @@ class SymptomExtractor:
     def __call__(self, text: str) -> Findings:
         text = text or ""
         truncated = len(text) > MAX_CHARS
-        text = self._spoken_punctuation(text[:MAX_CHARS])
+        text = text[:MAX_CHARS]
         findings = Findings(text=text, truncated=truncated)
         if not text.strip():
             return findings
@@ -339,20 +346,6 @@ class SymptomExtractor:
         return findings
 
     # -- pieces ----------------------------------------------------------------------------
-    def _spoken_punctuation(self, text: str) -> str:
-        """Voice typing's spoken marks as marks (language.yml `dictation`): "… a mile a minute
-        period I had the cells …" → "… a mile a minute. I had the cells …"."""
-        if self._dictation is None:
-            return text
-
-        def mark(m: re.Match[str]) -> str:
-            before = re.findall(r"[a-z']+", text[: m.start()].lower()[-20:])
-            if not before or before[-1] in self.rules.dictation_not_after or m.group(3):
-                return m.group(0)  # a typed mark beside it, or nothing before it: the word itself
-            return self.rules.dictation[re.sub(r"\s+", " ", m.group(2).lower())]
-
-        return self._dictation.sub(mark, text)
-
     def _question_sentences(self, doc: Doc) -> set[int]:
         """Start tokens of sentences that are general questions ("can CRS cause a rash?")."""
         cue_starts = {s for _, s, _ in self.compiled.present_cues(doc)}
@@ -434,6 +427,8 @@ class SymptomExtractor:
                     return tok
                 return None
             if words & self.rules.relatives:
+                if any(t.lower_ in REPORTING_VERBS for t in doc[j + 1 : i]):
+                    return None  # the relative tells what they saw: "my wife noticed slurred speech"
                 return tok if self._writer_is_patient(doc) else None
         return None
 
@@ -471,12 +466,18 @@ class SymptomExtractor:
         """Whose the therapy named at `start` is: "mine" ("I'm on Blincyto", "my CAR-T", "they
         gave me Kymriah"), "theirs" ("my husband's CAR-T", "he had his Kymriah", "we had the
         CAR-T": a carer may say "we"), or None when the words do not say."""
+        after = doc[start:].text.lower().split()[1:3]
+        if set(after) & THERAPY_AS_KIND:
+            return None  # "the CAR-T hotline number", "the Kymriah info pack"
         for j in range(start - 1, max(doc[start].sent.start, start - lookback) - 1, -1):
             tok = doc[j]
             if tok.text in CLAUSE_STOPS or "\n" in tok.text:
                 return None
             if {tok.lower_, tok.norm_} & (self.rules.relatives | self.rules.strangers) or tok.lower_ in THEIR_WORDS:
                 return "theirs"
+            people = self.rules.relatives | self.rules.strangers
+            if tok.lower_ in ("'s", "’s") and j > 0 and {doc[j - 1].lower_, doc[j - 1].norm_} & people:
+                return "theirs"  # "my son's CAR-T"
             if tok.lower_ in MY_OWN:
                 return "mine"
             if tok.lower_ not in MY_THERAPY_BRIDGE:
@@ -492,13 +493,11 @@ class SymptomExtractor:
             if self._context_assertion(scopes.modifiers((t.start, t.end)), t.start, doc, scopes, questions) is None
         ]
 
-    def _over(self, cue: Trigger, start: int, doc: Doc, scopes: ContextScopes, dated_before: bool = False) -> bool:
+    def _over(self, cue: Trigger, start: int, doc: Doc, scopes: ContextScopes) -> bool:
         """Whether a past cue really closes the episode. Not when the sentence goes on to say it is
         back ("a seizure 2 weeks ago and another one just now") or runs from the cue to now
-        ("confused since his infusion 2 weeks ago"): safety over cleverness. `dated_before`: the
-        cue closes the sentence before it, which the caller found dated ("Last month I had a high
-        fever after my CAR-T. It's all resolved now.")."""
-        if cue.rule.needs_date and not dated_before and not self._dated(doc[start].sent, scopes):
+        ("confused since his infusion 2 weeks ago"): safety over cleverness."""
+        if cue.rule.needs_date and not self._dated(doc[start].sent, scopes):
             return False
         sent = doc[start].sent
         # "back" in a date ("dizzy spells back in the 90s") is no return of the symptom
@@ -882,20 +881,30 @@ class SymptomExtractor:
         # a sentence that only says it is over closes the dated sentence before it
         present_sents = {sent_of(m) for m in mentions}
         for i in range(1, len(sents)):
-            cues = [
-                t
-                for t in scopes.in_message("historical") + scopes.in_message("negated")
-                if sents[i].start <= t.start < sents[i].end and t.rule.closes
-            ]
+            cues = [t for t in scopes.in_message("historical") if sents[i].start <= t.start < sents[i].end and t.rule.closes]
             if not cues or sents[i].start in present_sents:
                 continue
             before = sents[i - 1]
-            if not self._dated(before, scopes) or not self._over(cues[0], cues[0].start, doc, scopes, dated_before=True):
+            over = self._over(cues[0], cues[0].start, doc, scopes) or self._said_over(doc, cues[0], before)
+            if not self._dated(before, scopes) or not over:
                 continue
             for p in mentions:
                 if p.assertion == PRESENT and sent_of(p) == before.start:
                     closed[(p.symptom, p.start)] = doc[cues[0].start : cues[0].end].text
         return [replace(m, assertion=PAST, cue=closed[(m.symptom, m.start)]) if (m.symptom, m.start) in closed else m for m in mentions]
+
+    def _said_over(self, doc: Doc, cue: Trigger, before: Span) -> bool:
+        """A completion said in the past after a dated sentence told in the past: "Last month
+        after my CAR-T I had a high fever. It all settled." Not one hoped for or to come ("it will
+        settle", "hopefully it settled"), nor after a present ("now she is confused", "my speech
+        is slurred")."""
+        if not cue.rule.needs_date or not _past_verb(doc[cue.start]):
+            return False
+        lead = {t.lower_ for t in doc[max(doc[cue.start].sent.start, cue.start - 4) : cue.start]}
+        present = re.search(
+            r"\b(?:now|still|again|is|are|am|keeps?|cant|cannot)\b|n't\b|'(?:s|m|re)\b", before.text.lower().replace("’", "'")
+        )
+        return not lead & NOT_YET_WORDS and not present
 
     def _therapy_mentions(
         self, doc: Doc, matches: list[tuple[int, int, int]], scopes: ContextScopes, questions: set[int]

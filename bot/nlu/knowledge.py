@@ -98,8 +98,6 @@ class LanguageRules:
     strangers_skip: frozenset[str] = frozenset()  # symptoms whose scenes are full of strangers ("a man in the corner")
     relatives: frozenset[str] = frozenset()  # ... and these too when the writer says they are the patient
     writer_is_patient: tuple[str, ...] = ()  # regexes: the writer says they are the patient ("I'm the one on Kymriah")
-    dictation: dict[str, str] = field(default_factory=dict)  # spoken punctuation of voice typing → the mark ("period" → ".")
-    dictation_not_after: frozenset[str] = frozenset()  # ... unless one of these words comes first ("my period")
     path: Path = field(default=DEFAULT_LANGUAGE_PATH)
 
 
@@ -284,8 +282,6 @@ def parse_language_rules(raw: dict[str, Any], path: Path = DEFAULT_LANGUAGE_PATH
         strangers_skip=frozenset(_str_list(raw.get("strangers_skip"), "strangers_skip")),
         relatives=frozenset(w.lower() for w in _str_list(raw.get("relatives"), "relatives")),
         writer_is_patient=_regex_list(raw.get("writer_is_patient"), "writer_is_patient"),
-        dictation={str(k).lower(): str(v) for k, v in ((raw.get("dictation") or {}).get("marks") or {}).items()},
-        dictation_not_after=frozenset(w.lower() for w in _str_list((raw.get("dictation") or {}).get("not_after"), "dictation.not_after")),
         path=path,
     )
 

@@ -232,45 +232,38 @@ SESSION_7_RULES = [
     ("we had the CAR-T on the 3rd and now he's confused", "confusion", True),  # a carer's "we"
     # an unknown word may be the person
     ("my oga received the blinatumomab on Tuesday, he is breathing fast fast", "difficulty_breathing", True),
-    ("I'm on nivolumab myself. My wife had to switch the telly off because it upset her", "confusion", False),
-    # a completion word alone in a sentence closes the dated sentence before it
-    ("Last month after my CAR-T I had a high fever and my blood pressure dropped. It's all resolved now.", "high_fever", False),
-    ("He had a seizure this morning. It has resolved.", "seizure", True),  # not dated: today
+    # from a review: a therapy named as the kind of a thing, a relative's therapy, a relative who reports
+    ("I have the CAR-T hotline number here. My husband is slurring his words and very confused.", "speech_difficulty", True),
+    ("I was given the Kymriah leaflet yesterday. My dad is really confused", "confusion", True),
+    ("I got the Kymriah info pack yesterday. My son has a fever of 39.8 and is hard to wake", "high_fever", True),
+    ("My son's CAR-T was on Monday. I'm on Keytruda myself. He is confused and slurring.", "confusion", True),
+    ("I had my CAR-T on Monday. My wife noticed slurred speech tonight.", "speech_difficulty", True),
+    ("Had my Kymriah last week. Wife says speech slurred and not making sense.", "speech_difficulty", True),
+    ("Had my Tecvayli dose yesterday. my partner found me on the floor not responding", "fainting", True),
+    # a completion word closes only a dated episode, and never one hoped for
     ("Back in March after my first dose I spiked 40. Nothing like that since.", "high_fever", False),
-    ("I had CRS after my infusion in January, fever and low blood pressure. I'm completely recovered now.", "low_blood_pressure", False),
-    ("Looking back he had a seizure on day 5", "seizure", False),
-    # media and general statements
-    ("we watched that hospital drama where the patient has a seizure in theatre", "seizure", False),
-    ("my husband just had an episode where his whole body was jerking", "seizure", True),  # "episode" is no programme
+    ("She had a fit this morning and nothing like that since but she is very sleepy", "seizure", True),
+    ("I had Yescarta on Monday and now my speech is all slurred. The nurse said it will resolve.", "speech_difficulty", True),
+    ("I had CRS in January with a high fever and low blood pressure. It all settled.", "low_blood_pressure", False),
+    ("She had Yescarta on Monday and now she is confused. It resolved with tylenol though.", "confusion", True),
+    ("I had Yescarta on Monday and my speech is all slurred. Hopefully it settled.", "speech_difficulty", True),
+    # general statements
     ("I heard people can hallucinate on this treatment, what would it look like", "hallucinations", False),
     ("some patients can get very confused, the nurse said", "confusion", False),
+    ("people sometimes cant wake her up now", "drowsiness", True),
+    ("we were watching a drama about doctors when he started fitting", "seizure", True),
     # idioms
     ("I'm a bit confused by the discharge instructions, do I stay near the hospital?", "confusion", False),
     ("he's confused about where he is", "confusion", True),
     ("my brother says I go blue in the face when I lose at cards", "skin_discoloration", False),
     ("his lips have gone blue in the face of the cold", "skin_discoloration", True),
-    # spoken punctuation of voice typing ends sentences where the speaker did
-    ("my heart is going a mile a minute period I had the cells on the fourth period no fever though period", "rapid_heartbeat", True),
-    ("no fever comma he is breathing fine period", "difficulty_breathing", False),
     # typed fast, and two denials that make one report
     ("chst hurts like some1 is standin on it", "chest_pain", True),
+    ("my heart is going a mile a minute, I had the cells on the fourth", "rapid_heartbeat", True),
     ("I can't walk to the loo without getting breathless", "difficulty_breathing", True),
     ("I'm not breathless, I can walk to the shops without stopping", "difficulty_breathing", False),
+    ("I woke up on the bathroom floor with a bump on my head", "fainting", True),
 ]
-
-
-@pytest.mark.parametrize(
-    ("spoken", "written"),
-    [
-        ("my heart is racing period I had the cells on Monday", "my heart is racing. I had the cells on Monday"),
-        ("is this normal question mark", "is this normal?"),
-        ("my period is late", "my period is late"),  # not after "my"
-        ("Period pains since this morning", "Period pains since this morning"),  # nothing before it: the word
-        ("he ate full stop.", "he ate full stop."),  # a typed mark beside it: the word
-    ],
-)
-def test_spoken_punctuation(extractor: SymptomExtractor, spoken: str, written: str) -> None:
-    assert extractor(spoken).text == written
 
 
 @pytest.mark.parametrize(("text", "symptom", "present"), SESSION_5_RULES + SESSION_6_RULES + SESSION_7_RULES)
