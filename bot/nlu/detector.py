@@ -77,8 +77,19 @@ class DetectorConfig:
             raise KnowledgeBaseError(
                 f"{where}: detector needs 0 <= doubt_below <= doubt_long_below < fires_from and 1 <= doubt_clauses <= doubt_long_clauses"
             )
-        doubt = (doubt_below, doubt_clauses, long_below, long_clauses)
-        return cls(enabled, fires_from, examples, c, candidate_from, not_with, kind_from, *doubt)
+        return cls(
+            enabled,
+            fires_from,
+            examples,
+            c,
+            candidate_from,
+            not_with,
+            kind_from,
+            doubt_below=doubt_below,
+            doubt_clauses=doubt_clauses,
+            doubt_long_below=long_below,
+            doubt_long_clauses=long_clauses,
+        )
 
 
 def feature_width(matcher: Any) -> int:

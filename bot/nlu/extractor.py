@@ -300,7 +300,7 @@ class SymptomExtractor:
         doc = self.compiled.nlp(text)
         therapy_matches = self.compiled.therapies(doc)
         therapy_starts = {s for _, s, _ in therapy_matches}
-        doc.user_data["therapy_starts"] = therapy_starts
+        doc.user_data["therapy_spans"] = [(s, e) for _, s, e in therapy_matches]  # for _writer_is_patient, asked deep down
         found = []
         for m, s, e in self.compiled.context(doc):
             rule = self.rules.context_rules[int(doc.vocab.strings[m])]
@@ -416,7 +416,8 @@ class SymptomExtractor:
         can't get his words out"); `relatives` and "he"/"she" once the writer says they are the
         patient ("she has a high fever … I'm the one on Kymriah"). "I", "my", "we" first: the
         patient ("a man I met said my lips look blue")."""
-        for j in range(i - 1, max(doc[i].sent.start, i - lookback) - 1, -1):
+        sent_start = doc[min(i, len(doc) - 1)].sent.start  # i may be the end of the message
+        for j in range(i - 1, max(sent_start, i - lookback) - 1, -1):
             tok = doc[j]
             if tok.text in CLAUSE_STOPS or "\n" in tok.text or tok.lower_ in FIRST_PERSON:
                 return None
@@ -440,12 +441,7 @@ class SymptomExtractor:
         hallucinating patient tells ("I know he's not there")."""
         if not self._writer_is_patient(doc):
             return None
-        if b < len(doc):
-            subject = self._someone_else(doc, b, lookback=b - a, strangers=False)
-        else:  # the clause ends the message: look from its last word, which may itself be the person
-            last = doc[b - 1]
-            subject = last if {last.lower_, last.norm_} & self.rules.relatives else None
-            subject = subject or self._someone_else(doc, b - 1, lookback=b - 1 - a, strangers=False)
+        subject = self._someone_else(doc, b, lookback=b - a, strangers=False)  # b may be the message's end
         return subject if subject is not None and subject.lower_ not in PRONOUNS else None
 
     def _writer_is_patient(self, doc: Doc) -> bool:
@@ -459,23 +455,22 @@ class SymptomExtractor:
     def _only_my_therapy(self, doc: Doc) -> bool:
         """The message names the writer's own therapy and nobody else's ("I'm on Keytruda myself"
         beside "Mum had CAR-T" leaves it open: Mum may be the patient)."""
-        owners = {self._therapy_owner(doc, s) for s in doc.user_data.get("therapy_starts", ())}
+        owners = {self._therapy_owner(doc, s, e) for s, e in doc.user_data.get("therapy_spans", ())}
         return "mine" in owners and "theirs" not in owners
 
-    def _therapy_owner(self, doc: Doc, start: int, lookback: int = 6) -> str | None:
-        """Whose the therapy named at `start` is: "mine" ("I'm on Blincyto", "my CAR-T", "they
+    def _therapy_owner(self, doc: Doc, start: int, end: int, lookback: int = 6) -> str | None:
+        """Whose the therapy named at `start`:`end` is: "mine" ("I'm on Blincyto", "my CAR-T", "they
         gave me Kymriah"), "theirs" ("my husband's CAR-T", "he had his Kymriah", "we had the
         CAR-T": a carer may say "we"), or None when the words do not say."""
-        after = doc[start:].text.lower().split()[1:3]
-        if set(after) & THERAPY_AS_KIND:
+        if {t.lower_ for t in doc[end : end + 2]} & THERAPY_AS_KIND:
             return None  # "the CAR-T hotline number", "the Kymriah info pack"
+        people = self.rules.relatives | self.rules.strangers
         for j in range(start - 1, max(doc[start].sent.start, start - lookback) - 1, -1):
             tok = doc[j]
             if tok.text in CLAUSE_STOPS or "\n" in tok.text:
                 return None
-            if {tok.lower_, tok.norm_} & (self.rules.relatives | self.rules.strangers) or tok.lower_ in THEIR_WORDS:
+            if {tok.lower_, tok.norm_} & people or tok.lower_ in THEIR_WORDS:
                 return "theirs"
-            people = self.rules.relatives | self.rules.strangers
             if tok.lower_ in ("'s", "’s") and j > 0 and {doc[j - 1].lower_, doc[j - 1].norm_} & people:
                 return "theirs"  # "my son's CAR-T"
             if tok.lower_ in MY_OWN:
@@ -598,7 +593,8 @@ class SymptomExtractor:
         spans: list[tuple[int, int, str, frozenset[str] | None]] = []
         # Words of a context cue ("getting worse", "not", "last week") are explained too.
         cue_tokens = {i for t in scopes.triggers if t.category not in ("terminate", "pseudo") for i in range(t.start, t.end)}
-        for a, b in clause_spans(doc):
+        clauses = clause_spans(doc)
+        for a, b in clauses:
             lo, hi = doc[a].idx, doc[b - 1].idx + len(doc[b - 1])
             inside = [(s, e, sid) for s, e, sid in covered if s < hi and lo < e]
             if not inside:
@@ -664,7 +660,7 @@ class SymptomExtractor:
                 candidates.append(Question(score.symptom, text, score.score, span.start_char, span.end_char, score.clear))
                 if score.ask and not partial:  # a partial read is never asked about, only corroborated
                     asks.append(candidates[-1])
-        mentions += self._corroborated(doc, candidates, {m.symptom for m in mentions if m.assertion == PRESENT})
+        mentions += self._corroborated(doc, candidates, {m.symptom for m in mentions if m.assertion == PRESENT}, len(clauses))
         present = {m.symptom for m in mentions if m.assertion == PRESENT}
         return mentions, [q for q in asks if q.symptom not in present], readable
 
@@ -724,7 +720,7 @@ class SymptomExtractor:
         findings.mentions.append(mention)
         findings.questions = [q for q in findings.questions if q.symptom != best.symptom]
 
-    def _corroborated(self, doc: Doc, candidates: list[Question], found: set[str]) -> list[SymptomMention]:
+    def _corroborated(self, doc: Doc, candidates: list[Question], found: set[str], clauses: int) -> list[SymptomMention]:
         """Emergency candidates the rest of the message backs (data/semantic.yml `corroboration`):
         several clauses in the question band pointing to it, or a cue such as "nobody is there"
         with a candidate from `cue_from` up."""
@@ -732,7 +728,7 @@ class SymptomExtractor:
         config = self.semantic.config
         # Many clauses, many chances: in a long message two ordinary clauses near one emergency are
         # chance, not agreement; they are asked about instead (a cue still counts).
-        agreeing = len(clause_spans(doc)) < config.agreeing_below_clauses
+        agreeing = clauses < config.agreeing_below_clauses
         mentions = []
         for symptom in dict.fromkeys(q.symptom for q in candidates):
             if symptom in found or symptom not in self.semantic.emergency:
@@ -885,8 +881,9 @@ class SymptomExtractor:
             if not cues or sents[i].start in present_sents:
                 continue
             before = sents[i - 1]
-            over = self._over(cues[0], cues[0].start, doc, scopes) or self._said_over(doc, cues[0], before)
-            if not self._dated(before, scopes) or not over:
+            if not self._dated(before, scopes):
+                continue
+            if not (self._over(cues[0], cues[0].start, doc, scopes) or self._said_over(doc, cues[0], before)):
                 continue
             for p in mentions:
                 if p.assertion == PRESENT and sent_of(p) == before.start:

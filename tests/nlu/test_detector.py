@@ -306,13 +306,13 @@ def test_clauses_agree_only_in_a_message_shorter_than_agreeing_below_clauses(ext
         Question("confusion", "He asked me the same thing twice", ask_from + 0.01, 0, 32),
         Question("confusion", "He put his keys in the fridge", ask_from + 0.02, 34, 63),
     ]
+    clauses = len(extractor.clause_texts(text))
 
     def agreeing(below: int) -> list[str]:
         copy = with_doubt(extractor, 0.0)
         assert copy.semantic is not None
         copy.semantic.config = dataclasses.replace(copy.semantic.config, agreeing_below_clauses=below)
-        return [m.symptom for m in copy._corroborated(doc, candidates, set())]
+        return [m.symptom for m in copy._corroborated(doc, candidates, set(), clauses)]
 
-    clauses = len(extractor.clause_texts(text))
     assert agreeing(clauses + 1) == ["confusion"]
     assert agreeing(clauses) == []

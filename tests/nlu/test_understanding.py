@@ -257,8 +257,8 @@ def test_readings_said_the_way_they_are_read_out(extractor: SymptomExtractor, te
 def test_three_unsure_clauses_naming_one_emergency_count(extractor: SymptomExtractor) -> None:
     doc = extractor.nlp("one. two. three.")
     unsure = [Question("drowsiness", text, 0.47, 0, 3, False) for text in ("one", "two", "three")]
-    assert [m.symptom for m in extractor._corroborated(doc, unsure, set())] == ["drowsiness"]
-    assert extractor._corroborated(doc, unsure[:2], set()) == []
+    assert [m.symptom for m in extractor._corroborated(doc, unsure, set(), 3)] == ["drowsiness"]
+    assert extractor._corroborated(doc, unsure[:2], set(), 3) == []
 
 
 @pytest.mark.parametrize(
