@@ -10,7 +10,8 @@ takes no credentials. This channel:
 * passes `metadata` (e.g. the Telegram deep-link code) and `message_id` to Rasa;
 * answers 500 when Rasa failed, so the relay gives the fail-safe reply and retries later;
 * on a retry (`"retry": true`) first checks whether that `message_id` was already stored, so a
-  message whose first attempt timed out on the relay's side is never processed twice;
+  message whose first attempt timed out on the relay's side is never processed twice; it then
+  answers with the replies stored for it (a relay killed before sending them can still send);
 * keeps each bot message whole (no split at blank lines);
 * deletes a conversation on `/forget` under the conversation lock.
 """
@@ -23,7 +24,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
-from rasa.shared.core.events import UserUttered
+from rasa.core.channels.rest import RestInput
+from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -88,8 +90,10 @@ class RelayInput(InputChannel):
                 return response.json({"error": "expected a JSON object with string 'sender' and 'message'"}, status=400)
             sender, message_id = body["sender"], body.get("message_id")
             metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-            if body.get("retry") and message_id and await _already_stored(request, sender, str(message_id)):
-                return response.json({"messages": [], "duplicate": True})
+            if body.get("retry") and message_id:
+                stored = await _stored_replies(request, sender, str(message_id))
+                if stored is not None:
+                    return response.json({"messages": stored, "duplicate": True})
             collector = WholeMessages()
             try:
                 await on_new_message(
@@ -123,9 +127,60 @@ class RelayInput(InputChannel):
         return relay
 
 
-async def _already_stored(request: Request, sender: str, message_id: str) -> bool:
+REPLY_KEYS = ("buttons", "image", "custom", "attachment", "elements", "quick_replies")
+
+
+class RestChannel(RestInput):
+    """Rasa's REST channel (`/webhooks/rest/webhook`, the documented way to try the bot and what
+    `make eval` uses), except that a failure is not an empty 200 that reads as "no reply":
+    a malformed body answers 400 and an internal error 500, both with a JSON error."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "rest"
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        rest = Blueprint("rest_webhook", __name__)
+
+        @rest.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @rest.route("/webhook", methods=["POST"])
+        async def receive(request: Request) -> HTTPResponse:
+            body = RelayInput._body(request)
+            if body is None or not isinstance(body.get("sender"), str) or not isinstance(body.get("message"), str):
+                return response.json({"error": "expected a JSON object with string 'sender' and 'message'"}, status=400)
+            metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
+            collector = CollectingOutputChannel()
+            try:
+                await on_new_message(
+                    UserMessage(body["message"][:MAX_TEXT_CHARS], collector, body["sender"], input_channel=self.name(), metadata=metadata)
+                )
+            except Exception as exc:  # the caller must be able to tell "no reply" from "not processed"
+                log.exception("rest message could not be processed (%s)", type(exc).__name__)
+                return response.json({"error": type(exc).__name__, "messages": collector.messages}, status=500)
+            return response.json(collector.messages)
+
+        return rest
+
+
+async def _stored_replies(request: Request, sender: str, message_id: str) -> list[dict[str, Any]] | None:
+    """The bot's replies stored after the user message `message_id`, or None if it is not stored."""
     tracker = await request.app.ctx.agent.tracker_store.retrieve_full_tracker(sender)
-    return tracker is not None and any(isinstance(event, UserUttered) and event.message_id == message_id for event in tracker.events)
+    if tracker is None:
+        return None
+    replies: list[dict[str, Any]] | None = None
+    for event in tracker.events:
+        if isinstance(event, UserUttered):
+            if replies is not None:
+                break  # the next user message: its replies are not ours
+            if event.message_id == message_id:
+                replies = []
+        elif replies is not None and isinstance(event, BotUttered):
+            data = event.data or {}
+            replies.append({"recipient_id": sender, "text": event.text, **{k: data[k] for k in REPLY_KEYS if data.get(k)}})
+    return replies
 
 
 async def _delete_conversation(store: Any, sender: str) -> int:

@@ -28,7 +28,8 @@ from telegram.ext import (
 from bot.gc_tuning import freeze_long_lived
 from bot.settings import Settings
 from bot.telegram.aiohttp_request import AiohttpRequest
-from bot.telegram.dedup import UpdateDeduplicator
+from bot.telegram.dedup import MessageClaims, RelayClaims
+from bot.telegram.inbox import DurableApplication, DurableUpdateQueue, Inbox
 from bot.telegram.limits import PatientChatRateLimiter
 from bot.telegram.logs import configure_logging
 from bot.telegram.outbox import Outbox
@@ -63,6 +64,17 @@ def emergency_detector() -> Any:
     return is_emergency
 
 
+def bot_api_urls(configured: str) -> tuple[str, str]:
+    """python-telegram-bot's `base_url` and `base_file_url` for a self-hosted Bot API server.
+
+    SPEC gives `TELEGRAM_API_BASE_URL` as python-telegram-bot's `base_url`, which ends in
+    `/bot` (`http://host:8081/bot`); earlier releases took the server root (`http://host:8081`).
+    Both are accepted, so a value written either way works."""
+    root = configured.strip().rstrip("/")
+    root = root.removesuffix("/bot")
+    return f"{root}/bot", f"{root}/file/bot"
+
+
 def build_relay(settings: Settings) -> Relay:
     return Relay(
         texts=load_texts(),
@@ -73,27 +85,27 @@ def build_relay(settings: Settings) -> Relay:
     )
 
 
-def build_application(settings: Settings, relay: Relay, dedup: UpdateDeduplicator | None = None) -> Application:
+def build_application(settings: Settings, relay: Relay, claims: MessageClaims | None = None) -> Application:
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     builder = (
         ApplicationBuilder()
+        .application_class(DurableApplication)
+        .update_queue(DurableUpdateQueue(Inbox(settings.relay_outbox_path)))
         .token(str(settings.telegram_bot_token))
         .request(AiohttpRequest(connection_pool_size=256))
         .get_updates_request(AiohttpRequest(connection_pool_size=2))
         .rate_limiter(PatientChatRateLimiter(overall_max_rate=settings.telegram_send_rate))
         .concurrent_updates(CONCURRENT_UPDATES)
-        .post_init(lambda app: _post_init(app, relay))
+        .post_init(lambda app: _post_init(app, relay, claims))
         .post_stop(lambda app: relay.stop())
         .post_shutdown(lambda app: _post_shutdown(app, relay))
     )
     if settings.telegram_api_base_url:
-        base = settings.telegram_api_base_url.rstrip("/")
-        builder = builder.base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
+        api, files = bot_api_urls(settings.telegram_api_base_url)
+        builder = builder.base_url(api).base_file_url(files)
     application = builder.build()
     text_messages = filters.UpdateType.MESSAGES & ((filters.TEXT & ~filters.COMMAND) | filters.CAPTION)
-    if dedup is not None:  # a copy of an update that reached another instance too is dropped
-        relay.claim = lambda update_id: dedup.aclaim(application.bot.id, update_id)
     application.add_handlers(
         [
             CommandHandler("start", relay.on_start, filters=filters.UpdateType.MESSAGES),
@@ -111,8 +123,11 @@ def build_application(settings: Settings, relay: Relay, dedup: UpdateDeduplicato
     return application
 
 
-async def _post_init(application: Application, relay: Relay) -> None:
+async def _post_init(application: Application, relay: Relay, claims: MessageClaims | None) -> None:
     relay.is_emergency = await asyncio.to_thread(emergency_detector)
+    if claims is not None:  # a copy of a message that reached another instance too is dropped
+        # An unanswered claim older than the fail-safe's deadline (plus a margin) means its relay died.
+        relay.claims = RelayClaims(claims, application.bot.id, takeover_after=relay.soft_timeout + 2.0)
     freeze_long_lived("relay")  # the spaCy pipeline and the knowledge base: no long GC pauses later
     relay.start_retrying(application.bot)
     try:
@@ -120,20 +135,24 @@ async def _post_init(application: Application, relay: Relay) -> None:
     except TelegramError as exc:  # a cosmetic menu must not keep the relay from serving
         log.warning("relay.commands_menu.failed type=%s", type(exc).__name__)
     parked = await relay.outbox.count()
-    log.info("relay.ready bot=%s parked=%d", application.bot.username, parked)
+    replayed = 0
+    if isinstance(application.update_queue, DurableUpdateQueue):  # what a killed run had not finished
+        replayed = await application.update_queue.replay(application.bot)
+    log.info("relay.ready bot=%s parked=%d replayed=%d", application.bot.username, parked, replayed)
 
 
-async def _post_shutdown(_: Application, relay: Relay) -> None:
+async def _post_shutdown(application: Application, relay: Relay) -> None:
     await relay.rasa.aclose()
     relay.outbox.close()
+    if isinstance(application.update_queue, DurableUpdateQueue):
+        application.update_queue.inbox.close()
 
 
 def run(settings: Settings) -> None:
     """Blocking: run the relay until SIGINT/SIGTERM."""
     configure_logging(settings)
     relay = build_relay(settings)
-    dedup = UpdateDeduplicator(settings.database_url)
-    application = build_application(settings, relay, dedup)
+    application = build_application(settings, relay, MessageClaims(settings.database_url))
     updates = Update.ALL_TYPES
     if settings.telegram_webhook_url:
         secret = str(settings.telegram_webhook_secret) if settings.telegram_webhook_secret else secrets.token_urlsafe(32)

@@ -59,9 +59,10 @@ class FakeTelegram:
         self._loop = asyncio.new_event_loop()
         self._updates: list[dict[str, Any]] = []
         self._confirmed = 0
-        # Like Telegram, update ids never repeat for a bot, even across fake servers (the relay
-        # drops an update id it has seen before).
+        # Distinct across fake servers by default; `restart_update_ids` starts them again, as
+        # Telegram does after a week without updates.
         self._update_ids = itertools.count(int(time.time() * 1000))
+        self._delivered: set[int] = set()  # id() of updates returned by getUpdates, not yet confirmed
         self._pushed: dict[int, dict[str, Any]] = {}
         self._message_ids = itertools.count(100_000)
         self._new_update: asyncio.Condition | None = None
@@ -138,6 +139,15 @@ class FakeTelegram:
     def push(self, payload: dict[str, Any]) -> int:
         """Queue one update (the `update_id` is added); returns the update id."""
         return int(self._call(self._push(payload)))
+
+    def restart_update_ids(self, start: int = 1) -> None:
+        """Number the next updates from `start` again (Telegram picks a new start at random after
+        a week without updates; message ids in a chat keep counting)."""
+        self._update_ids = itertools.count(start)
+
+    def unconfirmed(self) -> int:
+        """Updates queued for polling and not yet confirmed by the relay's next offset."""
+        return len(self._updates)
 
     def redeliver(self, update_id: int) -> None:
         """Send an update again with its id, as Telegram does after a failed webhook call."""
@@ -318,12 +328,15 @@ class FakeTelegram:
         limit = int(params.get("limit") or 100)
         assert self._new_update is not None
         async with self._new_update:
-            if offset:
-                self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            if offset:  # confirms what an earlier call returned below the offset; new updates stay
+                self._updates = [u for u in self._updates if not (id(u) in self._delivered and u["update_id"] < offset)]
+                self._delivered &= {id(u) for u in self._updates}
             if not self._updates and timeout:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._new_update.wait(), timeout)
-            return self._ok(self._updates[:limit])
+            batch = self._updates[:limit]
+            self._delivered.update(id(u) for u in batch)
+            return self._ok(batch)
 
     async def _api_sendMessage(self, params: dict[str, Any]) -> web.Response:  # noqa: N802
         message_id = next(self._message_ids)

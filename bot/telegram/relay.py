@@ -20,7 +20,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import ContextTypes
 
+from bot.telegram.dedup import RelayClaims, Verdict
 from bot.telegram.identity import sender_id
 from bot.telegram.ordering import ChatLocks
 from bot.telegram.outbox import Outbox
@@ -64,6 +65,7 @@ class Inbound:
     fallback: str | None = None  # what to answer if Rasa cannot (default: the fail-safe)
     received: float = field(default_factory=time.monotonic)
     answered: bool = False  # the patient already got a reply (fail-safe or Rasa's)
+    retry: bool = False  # Rasa may have it already (a copy taken over): do not process it twice
 
 
 class Relay:
@@ -86,8 +88,9 @@ class Relay:
         self._long_payloads: dict[str, str] = {}
         self._tasks: set[asyncio.Task] = set()
         self._retry_task: asyncio.Task | None = None
-        # update_id → True for the first relay instance to see it (bot/telegram/dedup.py)
-        self.claim: Callable[[int], Awaitable[bool]] | None = None
+        self._prune_task: asyncio.Task | None = None
+        # each message handled once across relay instances, never dropped unanswered (dedup.py)
+        self.claims: RelayClaims | None = None
 
     # ------------------------------------------------------------------ handlers
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -224,9 +227,7 @@ class Relay:
 
     async def _process(self, bot: Bot, item: Inbound) -> None:
         async with self._locks.hold(item.chat_id):
-            update_id = item.metadata.get("telegram", {}).get("update_id")
-            if self.claim is not None and update_id is not None and not await self.claim(update_id):
-                item.answered = True  # a copy of an update: the first one has (or gets) the answer
+            if not await self._claim(item):
                 return
             typing = self._spawn(self._keep_typing(bot, item.chat_id))
             try:
@@ -235,12 +236,14 @@ class Relay:
                     await self._park(bot, item, "earlier messages still waiting")
                     return
                 try:
-                    reply = await self.rasa.send(item.sender, item.text, item.message_id, item.metadata)
+                    reply = await self.rasa.send(item.sender, item.text, item.message_id, item.metadata, retry=item.retry)
                 except RasaUnavailable as exc:
                     await self._park(bot, item, str(exc))
                     return
                 late = item.answered
                 await self._deliver(bot, item.chat_id, reply.messages, reply_to=item.reply_to if late else None, item=item)
+                if not item.answered:  # Rasa had nothing to say (or had it already): never silent
+                    await self._fail_safe(bot, item)
                 log.info(
                     "relay.answered chat=%s replies=%d ms=%.0f late=%s",
                     log_ref(item.sender),
@@ -250,6 +253,22 @@ class Relay:
                 )
             finally:
                 typing.cancel()
+                if self.claims is not None and item.answered:
+                    await self.claims.answered(item.message_id)
+
+    async def _claim(self, item: Inbound) -> bool:
+        """True when this relay must answer the message; False for a copy already answered.
+        The caller holds the chat's lock."""
+        if self.claims is None:
+            return True
+        claim = await self.claims.check(item.message_id)
+        if claim.verdict is Verdict.FIRST:
+            return True
+        item.answered = True  # a copy: the original has (or gets) the answer, no fail-safe meanwhile
+        if claim.verdict is Verdict.ANSWERED or not await self.claims.wait_or_take_over(item.message_id, claim.claimed_at):
+            return False
+        item.answered, item.retry = False, True  # its first relay died unanswered: answer it here
+        return True
 
     async def _park(self, bot: Bot, item: Inbound, why: str) -> None:
         await self.outbox.park(item.chat_id, item.sender, item.message_id, item.text, item.metadata, item.reply_to)
@@ -259,6 +278,8 @@ class Relay:
 
     async def _fail_safe(self, bot: Bot, item: Inbound) -> None:
         item.answered = True
+        if self.claims is not None:
+            self._spawn(self.claims.answered(item.message_id))
         if item.fallback is not None:
             text = item.fallback
         elif self.is_emergency is not None and _safe_call(self.is_emergency, item.text):
@@ -295,11 +316,14 @@ class Relay:
 
     def start_retrying(self, bot: Bot) -> None:
         self._retry_task = asyncio.create_task(self.retry_forever(bot), name="relay-outbox-retry")
+        if self.claims is not None:
+            self._prune_task = asyncio.create_task(self.claims.prune_forever(), name="relay-dedup-prune")
 
     async def stop(self) -> None:
         """Stop retrying and let in-flight messages finish (they are parked if Rasa is gone)."""
-        if self._retry_task is not None:
-            self._retry_task.cancel()
+        for task in (self._retry_task, self._prune_task):
+            if task is not None:
+                task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.soft_timeout + 2)
 

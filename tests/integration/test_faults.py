@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 import sqlalchemy as sa
 
 from bot import PROJECT_ROOT
@@ -271,6 +272,9 @@ def _broken_then_restored(rig: FaultRig, lines: list[str], break_it, restore, hi
             assert "911" in reply.params["text"], "the fail-safe names the emergency signs and 911"
             assert time.monotonic() - t0 < rig.relay.settings.relay_rasa_timeout + 5
         wait_until(lambda: hint in log_text(rig.stack, "rasa")[log_offset:], timeout=40, what=f"'{hint}' in the Rasa log")
+        probe = {"sender": "rest-probe", "message": "hi"}
+        rest = requests.post(f"{rig.stack.settings.rasa_url}/webhooks/rest/webhook", json=probe, timeout=60)
+        assert rest.status_code == 500 and rest.json()["error"], "the REST channel says it failed instead of an empty 200"
         logged = log_text(rig.stack, "rasa")[log_offset:]
         assert not [line for line in lines if line in logged], "the error log carries no message text (bound parameters hidden)"
         assert rig.stack.procs["rasa"].poll() is None and rig.stack.procs["actions"].poll() is None, "no crash"

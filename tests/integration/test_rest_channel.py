@@ -77,10 +77,11 @@ def test_huge_message_with_buried_emergency(client: RestClient) -> None:
     assert "911" in texts(answer)
 
 
-def test_malformed_json_is_a_4xx(stack: Stack) -> None:
+@pytest.mark.parametrize("body", [b"{not json", b"[]", b'{"sender": "x"}', b'{"sender": 5, "message": "hi"}'])
+def test_malformed_body_is_a_400_with_a_json_error(stack: Stack, body: bytes) -> None:
     url = f"{stack.settings.rasa_url}/webhooks/rest/webhook"
-    r = requests.post(url, data=b"{not json", headers={"Content-Type": "application/json"}, timeout=10)
-    assert 400 <= r.status_code < 500
+    r = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400 and "sender" in r.json()["error"]
 
 
 def test_api_needs_the_token(stack: Stack) -> None:
