@@ -36,7 +36,7 @@ shell: $(MODEL)
 	$(RASA) shell --model $(MODEL) --endpoints endpoints.yml
 
 actions: .venv/.installed
-	$(RASA) run actions --actions actions
+	$(PY) -m bot actions --actions actions
 
 eval: $(MODEL)
 	$(PY) -m bot eval --cases $(CASES) --out $(OUT)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from bot.evaluate import RestClient, evaluate, format_summary
+from bot.secret_masking import install_from_environment as install_secret_masking
 from bot.servers import Stack, is_up
 from bot.settings import Settings, load_settings
 
@@ -196,6 +197,16 @@ def cmd_rasa(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_actions(args: argparse.Namespace) -> int:
+    """`rasa run actions …` in a process whose output masks the configured secrets (the action
+    server's only difference from calling `rasa run actions` directly)."""
+    from rasa.__main__ import main as rasa_main
+
+    sys.argv = ["rasa", "run", "actions", *[a for a in args.sdk_args if a != "--"]]
+    rasa_main()
+    return 0
+
+
 def cmd_soak(args: argparse.Namespace) -> int:
     from bot.benchmarks.soak import format_result, main
 
@@ -302,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     ra = sub.add_parser("rasa", help="check the model named by --model, then run `rasa …` with the same arguments")
     ra.add_argument("rasa_args", nargs=argparse.REMAINDER)
     ra.set_defaults(func=cmd_rasa)
+    ac = sub.add_parser("actions", help="run the action server (`rasa run actions …` with the same arguments)")
+    ac.add_argument("sdk_args", nargs=argparse.REMAINDER)
+    ac.set_defaults(func=cmd_actions)
     so = sub.add_parser("soak", help="30 msg/s for 30 min through the Telegram relay: loss, duplicates, latency drift, memory growth")
     so.add_argument("--minutes", type=float, default=30.0)
     so.add_argument("--rate", type=float, default=30.0, help="messages per second, open loop")
@@ -331,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     ho.add_argument("--config", action="append", help="a Rasa config file (repeatable); default config.yml")
     ho.add_argument("--show-errors", action="store_true")
     ho.set_defaults(func=cmd_nlu_heldout)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "actions":  # rasa_sdk's own options (--actions, --port) pass through
+        args.sdk_args = [*extra, *args.sdk_args]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    install_secret_masking()  # before any command runs: third-party messages and tracebacks too
     return int(args.func(args))
 
 

@@ -44,7 +44,7 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def actions_command(settings: Settings) -> list[str]:
-    return [RASA, "run", "actions", "--actions", "actions", "--port", str(settings.actions_port)]
+    return [sys.executable, "-m", "bot", "actions", "--actions", "actions", "--port", str(settings.actions_port)]
 
 
 def rasa_command(settings: Settings, model: Path = MODEL_PATH) -> list[str]:

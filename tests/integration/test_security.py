@@ -3,6 +3,7 @@ the logs show, what the API lets through."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from starlette.datastructures import Secret
 
 from bot.evaluate import RestClient
-from bot.servers import Stack
-from tests.integration.conftest import RelayRig, wait_until
+from bot.servers import Stack, free_port, isolated_settings
+from bot.telegram.fake_api import FakeTelegram
+from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +124,42 @@ def test_the_rasa_port_refuses_other_interfaces(stack: Stack) -> None:
             with socket.socket() as s:
                 s.settimeout(2)
                 assert s.connect_ex((address, port)) != 0, (address, port)
+
+
+def _all_output(log_dir: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(log_dir.glob("*.log")))
+
+
+def test_a_rejected_bot_token_is_never_printed(stack: Stack, tmp_path: Path) -> None:
+    """python-telegram-bot's InvalidToken message and traceback name the token: masked."""
+    fake = FakeTelegram(token=BOT_TOKEN).start()
+    rejected = "5555:rejected-token-NOT-FOR-LOGS"
+    settings = dataclasses.replace(relay_settings(stack, fake, tmp_path), telegram_bot_token=Secret(rejected))
+    relay_stack = Stack(settings, log_dir=tmp_path)
+    try:
+        with pytest.raises(RuntimeError, match="exited"):
+            relay_stack.start_relay(timeout=60)
+    finally:
+        relay_stack.stop()
+        fake.stop()
+    output = _all_output(tmp_path)
+    assert "rejected" in output.lower() or "unauthorized" in output.lower(), "the log says what went wrong"
+    assert rejected not in output and rejected.split(":")[1] not in output
+
+
+def test_a_bad_database_password_is_never_printed(stack: Stack, tmp_path: Path) -> None:
+    """The Rasa and action servers on a database that refuses them: their logs name the problem, not the password."""
+    password = "Bad-Passw0rd-NOT-FOR-LOGS"
+    settings = isolated_settings(tmp_path, database_url=f"postgresql://crs:{password}@127.0.0.1:{free_port()}/crs")
+    broken = Stack(settings, log_dir=tmp_path)
+    try:
+        broken.start()
+        probe = requests.post(
+            f"{settings.rasa_url}/webhooks/rest/webhook", json={"sender": "probe", "message": "I have a fever"}, timeout=60
+        )
+        assert probe.status_code == 500, "not an empty 200"
+    finally:
+        broken.stop()
+    output = _all_output(tmp_path)
+    assert "database" in output.lower()
+    assert password not in output
