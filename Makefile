@@ -11,7 +11,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml,$(wildca
 CASES ?= tests/cases/own.jsonl tests/cases/blind-a.jsonl tests/cases/blind-b.jsonl tests/cases/blind-c.jsonl tests/cases/blind-d.jsonl tests/cases/blind-e.jsonl tests/cases/blind-f.jsonl tests/cases/blind-g.jsonl tests/cases/blind-h.jsonl tests/cases/blind-i.jsonl tests/cases/blind-j.jsonl tests/cases/blind-k.jsonl tests/cases/blind-l.jsonl tests/cases/blind-m.jsonl tests/cases/blind-n.jsonl tests/cases/blind-o.jsonl tests/cases/blind-p.jsonl tests/cases/blind-q.jsonl tests/cases/blind-r.jsonl tests/cases/blind-s.jsonl tests/cases/blind-t.jsonl tests/cases/blind-u.jsonl tests/cases/blind-v.jsonl tests/cases/blind-w.jsonl data/examples/contrast.jsonl ../shared/cases/dev.jsonl ../shared/cases/real-accounts.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: properties run test eval user retention clinic browser bench bench-clinic bench-relay soak fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: properties run test eval user retention clinic browser bench bench-clinic bench-relay soak chaos fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt requirements/model.txt
@@ -78,6 +78,11 @@ audit: .venv/.installed
 # 30 msg/s for 30 minutes through the Telegram relay (SOAK_ARGS="--minutes 5" for a shorter run).
 soak: $(MODEL)
 	$(PY) -m bot soak $(SOAK_ARGS)
+
+# 20 msg/s for 10 minutes on PostgreSQL while parts are killed, frozen and starved at random
+# (CHAOS_ARGS="--minutes 2 --faults 7" for a shorter run; a 2-minute run is part of make test).
+chaos: $(MODEL)
+	$(PY) -m bot chaos $(CHAOS_ARGS)
 
 # Property tests at random with many more examples (make test runs them derandomized).
 properties: .venv/.installed

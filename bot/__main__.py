@@ -207,6 +207,14 @@ def cmd_actions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from bot.benchmarks.chaos import FAULT_KINDS, main
+
+    kinds = tuple(args.kinds.split(",")) if args.kinds else FAULT_KINDS
+    result = main(args.minutes, args.rate, args.faults, args.seed, kinds, echo=lambda line: sys.stdout.write(line + "\n"))
+    return 0 if result["ok"] else 1
+
+
 def cmd_soak(args: argparse.Namespace) -> int:
     from bot.benchmarks.soak import format_result, main
 
@@ -322,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("--warmup", type=float, default=5.0, help="minutes before latency and memory are compared")
     so.add_argument("--send-rate", type=float, help="the relay's TELEGRAM_SEND_RATE for the run, msg/s (default: soak.SEND_RATE)")
     so.set_defaults(func=cmd_soak)
+    ch = sub.add_parser("chaos", help="patients write while parts are killed, frozen and starved at random: loss, order, 911")
+    ch.add_argument("--minutes", type=float, default=10.0)
+    ch.add_argument("--rate", type=float, default=20.0, help="messages per second, open loop")
+    ch.add_argument("--faults", type=int, default=14, help="faults over the run (each kind once before any repeats)")
+    ch.add_argument("--seed", type=int, default=13)
+    ch.add_argument("--kinds", default="", help="comma-separated fault kinds to draw from (default: all)")
+    ch.set_defaults(func=cmd_chaos)
     bl = sub.add_parser("bench", help="open-loop load on the product and on a stock `rasa init` baseline")
     bl.add_argument("--rates", default="", help="comma-separated msg/s (default 10,30,60,100,150)")
     bl.add_argument("--seconds", type=float, default=20.0, help="seconds per rate")

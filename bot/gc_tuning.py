@@ -19,6 +19,9 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,6 +44,7 @@ def freezing_after(load: Callable[..., Awaitable[Any]], what: str) -> Callable[.
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = await load(*args, **kwargs)
         freeze_long_lived(what)
+        monitor_collections(what)
         return result
 
     return wrapper
@@ -56,3 +60,45 @@ def install_for_rasa_server() -> None:
     if not getattr(rasa.core.run.load_agent_on_start, "_freezes", False):
         rasa.core.run.load_agent_on_start = freezing_after(rasa.core.run.load_agent_on_start, "rasa model")
         rasa.core.run.load_agent_on_start._freezes = True  # type: ignore[attr-defined]
+
+
+SLOW_COLLECTION_MS = 100.0
+
+
+class CollectionMonitor:
+    """Times every generation-2 collection and logs the slow ones, so a tail-latency spike in a
+    server's log can be told apart from a slow database or model (`gc.slow` lines). With
+    `CRS_GC_DEBUG=1` it also names the most numerous object types the collection walked, which is
+    how one finds what to keep out of the collector's sight."""
+
+    def __init__(self, what: str, slow_ms: float = SLOW_COLLECTION_MS, debug: bool = False) -> None:
+        self.what, self.slow_ms, self.debug = what, slow_ms, debug
+        self._started = 0.0
+        self.slow: list[float] = []
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._started) * 1000
+        if ms < self.slow_ms:
+            return
+        self.slow.append(ms)
+        log.warning(
+            "gc.slow what=%s generation=2 ms=%.0f tracked=%d collected=%d", self.what, ms, len(gc.get_objects(2)), info.get("collected", 0)
+        )
+        if self.debug:
+            counts = Counter(type(o).__qualname__ for o in gc.get_objects(2))
+            log.warning("gc.slow.types what=%s top=%s", self.what, counts.most_common(12))
+
+
+def monitor_collections(what: str) -> CollectionMonitor:
+    """Install a `CollectionMonitor` once per process."""
+    for callback in gc.callbacks:
+        if isinstance(callback, CollectionMonitor):
+            return callback
+    monitor = CollectionMonitor(what, debug=os.environ.get("CRS_GC_DEBUG") == "1")
+    gc.callbacks.append(monitor)
+    return monitor

@@ -59,3 +59,26 @@ def test_installed_once_on_the_rasa_server_start_up() -> None:
         assert wrapped is not original and wrapped.__wrapped__ is original, "wrapped exactly once"
     finally:
         rasa.core.run.load_agent_on_start = original
+
+
+def test_slow_full_collections_are_logged_with_what_they_walked(caplog: pytest.LogCaptureFixture) -> None:
+    from bot.gc_tuning import CollectionMonitor
+
+    monitor = CollectionMonitor("test", slow_ms=0.0, debug=True)
+    quick = CollectionMonitor("quick", slow_ms=10_000.0)
+    gc.callbacks.extend([monitor, quick])
+    gc.disable()  # only the collections this test asks for
+    try:
+        kept = [{"n": [i]} for i in range(20_000)]
+        with caplog.at_level("WARNING", logger="bot.gc_tuning"):
+            gc.collect(1)  # a young collection is not timed
+            assert monitor.slow == []
+            gc.collect(2)
+    finally:
+        gc.enable()
+        gc.callbacks.remove(monitor)
+        gc.callbacks.remove(quick)
+    assert len(monitor.slow) == 1 and quick.slow == []
+    assert "gc.slow what=test generation=2" in caplog.text
+    assert "'dict'" in caplog.text and "'list'" in caplog.text, "the walked types are named"
+    assert len(kept) == 20_000

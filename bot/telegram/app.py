@@ -25,7 +25,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.gc_tuning import freeze_long_lived
+from bot.gc_tuning import freeze_long_lived, monitor_collections
 from bot.settings import Settings
 from bot.telegram.aiohttp_request import AiohttpRequest
 from bot.telegram.dedup import MessageClaims, RelayClaims
@@ -129,6 +129,7 @@ async def _post_init(application: Application, relay: Relay, claims: MessageClai
         # An unanswered claim older than the fail-safe's deadline (plus a margin) means its relay died.
         relay.claims = RelayClaims(claims, application.bot.id, takeover_after=relay.soft_timeout + 2.0)
     freeze_long_lived("relay")  # the spaCy pipeline and the knowledge base: no long GC pauses later
+    monitor_collections("relay")
     relay.start_retrying(application.bot)
     try:
         await application.bot.set_my_commands(COMMANDS)
