@@ -70,15 +70,14 @@ def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "cond
 
 
 def relay_settings(stack: Stack, fake: FakeTelegram, tmp: Path, **overrides: object) -> Settings:
-    return dataclasses.replace(
-        stack.settings,
-        telegram_bot_token=Secret(BOT_TOKEN),
-        telegram_api_base_url=fake.base_url,
-        relay_outbox_path=tmp / "outbox.db",
-        relay_rasa_timeout=3.0,
-        sender_id_key=Secret("test-sender-key"),
-        **overrides,
-    )
+    defaults: dict[str, object] = {
+        "telegram_bot_token": Secret(BOT_TOKEN),
+        "telegram_api_base_url": fake.base_url,
+        "relay_outbox_path": tmp / "outbox.db",
+        "relay_rasa_timeout": 3.0,
+        "sender_id_key": Secret("test-sender-key"),
+    }
+    return dataclasses.replace(stack.settings, **{**defaults, **overrides})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

@@ -79,7 +79,7 @@ def test_relay_killed_at_random_points_loses_nothing(stack: Stack, tmp_path: Pat
     """SIGKILL the relay three times while four patients write: every message reaches Rasa once,
     in its chat's order, and gets an answer; the emergencies get 911."""
     fake = FakeTelegram(token=BOT_TOKEN).start()
-    settings = relay_settings(stack, fake, tmp_path)
+    settings = relay_settings(stack, fake, tmp_path, telegram_api_base_url=f"{fake.base_url}/bot")  # SPEC's form of the URL
     relay_stack = Stack(settings, log_dir=tmp_path)
     rig = RelayRig(fake, relay_stack, settings)
     rng = random.Random(2026)

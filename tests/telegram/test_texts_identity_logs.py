@@ -55,3 +55,14 @@ def test_logs_are_json_and_never_show_the_token() -> None:
     assert token not in output and "AAAA-very-secret" not in output and "api-secret" not in output
     assert REDACTED in output
     assert len(lines) == 2, "httpx INFO request lines are not logged"
+
+
+def test_bot_api_base_url_is_accepted_as_root_or_as_ptb_base_url() -> None:
+    """SPEC gives TELEGRAM_API_BASE_URL as python-telegram-bot's base_url (ending in /bot);
+    earlier releases took the server root. Both forms give the same URLs."""
+    from bot.telegram.app import bot_api_urls
+
+    expected = ("http://127.0.0.1:8081/bot", "http://127.0.0.1:8081/file/bot")
+    for configured in ("http://127.0.0.1:8081", "http://127.0.0.1:8081/", "http://127.0.0.1:8081/bot", "http://127.0.0.1:8081/bot/"):
+        assert bot_api_urls(configured) == expected, configured
+    assert bot_api_urls("https://tg.example/api/bot")[0] == "https://tg.example/api/bot"
