@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import pickle
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ def _is_session_view(tracker: DialogueStateTracker) -> bool:
 
 @dataclass
 class _Cached:
-    tracker: DialogueStateTracker
+    blob: bytes  # the tracker as saved, pickled: one object the garbage collector need not walk
     events: int  # len(tracker.events) when it was stored
     stamp: tuple[Any, int]  # (max id, row count) of the sender's rows right after that
 
@@ -61,9 +62,12 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
     reused only while the database still holds exactly the rows it was saved with — the sender's
     highest event id and row count, one indexed query. Another replica writing to the same
     conversation, `/forget` or the retention job change that stamp, so the tracker is read again.
-    A tracker changed in memory but not saved (an error mid-message) has more events than it was
-    saved with and is read again too. Rasa's lock store serialises the messages of a conversation,
-    so no two requests share a cached tracker at once.
+
+    The cache keeps each tracker pickled (`pickle.loads` of a tracker takes ~0.1 ms): kept as
+    objects, a thousand trackers were ~270,000 objects (events, slots, parse dicts) that every
+    full garbage collection of the Rasa server walked, 120–150 ms each time and more on a busy
+    day (`make soak` with CRS_GC_DEBUG=1). A retrieve hands out a fresh copy, so a tracker changed
+    in memory but not saved (an error mid-message) never reaches the cache.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
         # an event broker is fed by comparing the stored tracker with the new one: no cache then
         self._cache_size = 0 if event_broker else int(cache_size)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._lent: dict[str, DialogueStateTracker] = {}  # the copy each cached conversation's request holds
         self._build_statements()
 
     def _use_pooled_sqlite_engine(self) -> None:
@@ -136,12 +141,14 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
         entry = self._cache.get(sender_id)
         if entry is None:
             return None
-        if len(entry.tracker.events) == entry.events:
-            with self.engine.connect() as connection:
-                if self._stamp(connection, sender_id) == entry.stamp:
-                    self._cache.move_to_end(sender_id)
-                    return entry.tracker
+        with self.engine.connect() as connection:
+            if self._stamp(connection, sender_id) == entry.stamp:
+                self._cache.move_to_end(sender_id)
+                tracker = pickle.loads(entry.blob)  # noqa: S301 - bytes this process pickled itself
+                self._lent[sender_id] = tracker
+                return tracker
         del self._cache[sender_id]
+        self._lent.pop(sender_id, None)
         return None
 
     def init_tracker(self, sender_id: str) -> DialogueStateTracker:
@@ -166,7 +173,7 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
 
     def _additional_events(self, connection: Connection, tracker: DialogueStateTracker) -> Iterator:
         entry = self._cache.get(tracker.sender_id)
-        if entry is not None and entry.tracker is tracker:
+        if entry is not None and self._lent.get(tracker.sender_id) is tracker:
             stored = entry.events  # _cached() checked the stamp when this request read it
         else:
             stored = connection.execute(self._count_current, {"sender_id": tracker.sender_id}).scalar_one()
@@ -174,13 +181,15 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
 
     def _remember(self, tracker: DialogueStateTracker, stamp: tuple[Any, int]) -> None:
         sender_id = tracker.sender_id
+        self._lent.pop(sender_id, None)
         if not self._cache_size or not _is_session_view(tracker):
             self._cache.pop(sender_id, None)  # read it back from the database next time
             return
-        self._cache[sender_id] = _Cached(tracker, len(tracker.events), stamp)
+        self._cache[sender_id] = _Cached(pickle.dumps(tracker, protocol=pickle.HIGHEST_PROTOCOL), len(tracker.events), stamp)
         self._cache.move_to_end(sender_id)
         while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+            evicted, _ = self._cache.popitem(last=False)
+            self._lent.pop(evicted, None)
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         """Store the events not stored yet, in one multi-row INSERT and one commit."""
@@ -210,6 +219,7 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
         Used by the patient's `/forget`; the caller holds the conversation lock."""
         events = self.SQLEvent.__table__
         self._cache.pop(sender_id, None)
+        self._lent.pop(sender_id, None)
         with self.session_scope() as session:
             deleted = session.execute(events.delete().where(events.c.sender_id == sender_id)).rowcount
             session.commit()

@@ -51,9 +51,26 @@ async def test_saved_tracker_is_reused_and_equals_the_database(stores: tuple) ->
     a, _, plain = stores
     tracker = await new_conversation(a)
     again = await a.retrieve(tracker.sender_id)
-    assert again is tracker, "served from the cache"
+    assert a._lent.get(tracker.sender_id) is again, "served from the cache"
+    assert again is not tracker, "a copy: what a request changes and does not save never reaches the cache"
     from_db = await plain.retrieve(tracker.sender_id)
     assert [e.as_dict() for e in from_db.events] == [e.as_dict() for e in again.events]
+    assert again.current_state() == from_db.current_state()
+    for event in turn("second"):
+        again.update(event)
+    await a.save(again)
+    assert stored_texts(await plain.retrieve(tracker.sender_id)) == ["first", "second"], "each event stored once"
+
+
+async def test_cached_trackers_are_not_objects_the_garbage_collector_walks(stores: tuple) -> None:
+    import gc
+
+    a, _, _ = stores
+    for _ in range(20):
+        await new_conversation(a)
+    referents = gc.get_referents(*a._cache.values())
+    assert not any(isinstance(r, DialogueStateTracker | list | dict) for r in referents), {type(r).__name__ for r in referents}
+    assert not any(gc.is_tracked(entry.blob) for entry in a._cache.values())
 
 
 async def test_events_saved_by_another_replica_are_seen(stores: tuple) -> None:
@@ -103,7 +120,8 @@ async def test_only_the_latest_session_is_served_and_cached(stores: tuple) -> No
     for event in turn("more"):
         served.update(event)
     await a.save(served)
-    assert await a.retrieve(tracker.sender_id) is served, "the latest session alone is cached"
+    cached = await a.retrieve(tracker.sender_id)
+    assert a._lent.get(tracker.sender_id) is cached and stored_texts(cached) == ["new session", "more"], "the latest session alone is cached"
     full = await a.retrieve_full_tracker(tracker.sender_id)
     assert stored_texts(full) == ["first", "new session", "more"]
     a._remember(full, (None, 0))  # a full-history tracker never becomes the cached session view
