@@ -80,7 +80,7 @@ soak: $(MODEL)
 	$(PY) -m bot soak $(SOAK_ARGS)
 
 # 20 msg/s for 10 minutes on PostgreSQL while parts are killed, frozen and starved at random
-# (CHAOS_ARGS="--minutes 2 --faults 7" for a shorter run; a 2-minute run is part of make test).
+# (CHAOS_ARGS="--minutes 2 --faults 8" for a shorter run; a 2-minute run is part of make test).
 chaos: $(MODEL)
 	$(PY) -m bot chaos $(CHAOS_ARGS)
 

@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     ch = sub.add_parser("chaos", help="patients write while parts are killed, frozen and starved at random: loss, order, 911")
     ch.add_argument("--minutes", type=float, default=10.0)
     ch.add_argument("--rate", type=float, default=20.0, help="messages per second, open loop")
-    ch.add_argument("--faults", type=int, default=14, help="faults over the run (each kind once before any repeats)")
+    ch.add_argument("--faults", type=int, default=16, help="faults over the run (each kind once before any repeats)")
     ch.add_argument("--seed", type=int, default=13)
     ch.add_argument("--kinds", default="", help="comma-separated fault kinds to draw from (default: all)")
     ch.set_defaults(func=cmd_chaos)

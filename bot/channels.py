@@ -91,7 +91,9 @@ class RelayInput(InputChannel):
             sender, message_id = body["sender"], body.get("message_id")
             metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
             if body.get("retry") and message_id:
-                stored = await _stored_replies(request, sender, str(message_id))
+                # Under the conversation's lock: a first attempt still being processed finishes first.
+                async with request.app.ctx.agent.lock_store.lock(sender):
+                    stored = await _stored_replies(request, sender, str(message_id))
                 if stored is not None:
                     return response.json({"messages": stored, "duplicate": True})
             collector = WholeMessages()

@@ -9,8 +9,11 @@ secret in everything written: every logger's handler writes through them, and so
 interpreter's traceback printer.
 
 The secrets are the settings' tokens and keys, the part of the bot token after its colon
-(python-telegram-bot prints it alone in some messages), and the passwords inside the database
-and Redis URLs. Values shorter than `MIN_CHARS` are not masked: they would garble the logs and
+(python-telegram-bot prints it alone in some messages), the passwords inside the database
+and Redis URLs, and the clinic's alert webhook URL and its path (chat and incident webhooks
+carry their secret there). They are read from the settings and from the raw environment, so a
+setting that fails to parse does not turn masking off. The relay adds the webhook secret it
+generates at start. Values shorter than `MIN_CHARS` are not masked: they would garble the logs and
 are not secrets worth the name.
 """
 
@@ -36,12 +39,47 @@ def secrets_of(settings: Any) -> list[str]:
     token = str(getattr(settings, "telegram_bot_token", None) or "")
     if ":" in token:
         values.append(token.split(":", 1)[1])
-    for name in ("database_url", "redis_url", "clinic_alert_webhook_url"):
+    for name in ("database_url", "redis_url"):
         url = getattr(settings, name, None)
         password = _password(str(url)) if url else None
         if password:
             values += [password, unquote(password)]
-    return sorted({v for v in values if len(v) >= MIN_CHARS}, key=len, reverse=True)
+    alert_url = getattr(settings, "clinic_alert_webhook_url", None)
+    if alert_url:  # a chat or incident webhook's secret is often its path
+        values += [str(alert_url), _path(str(alert_url))]
+    return _longest_first(values)
+
+
+# What `secrets_of` reads, by environment name: masked even when the settings cannot be loaded.
+SECRET_ENV = ("TELEGRAM_BOT_TOKEN", "RASA_API_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "SENDER_ID_KEY", "CLINIC_SECRET_KEY")
+SECRET_URL_ENV = ("DATABASE_URL", "REDIS_URL")
+
+
+def secrets_of_environment(environ: dict[str, str]) -> list[str]:
+    """The same secrets from the raw environment (a setting that fails to parse must not turn masking off)."""
+    values = [environ[name] for name in SECRET_ENV if environ.get(name)]
+    token = environ.get("TELEGRAM_BOT_TOKEN", "")
+    if ":" in token:
+        values.append(token.split(":", 1)[1])
+    for name in SECRET_URL_ENV:
+        password = _password(environ.get(name, ""))
+        if password:
+            values += [password, unquote(password)]
+    if environ.get("CLINIC_ALERT_WEBHOOK_URL"):
+        values += [environ["CLINIC_ALERT_WEBHOOK_URL"], _path(environ["CLINIC_ALERT_WEBHOOK_URL"])]
+    return _longest_first(values)
+
+
+def _longest_first(values: list[str]) -> list[str]:
+    return sorted({v for v in values if v and len(v) >= MIN_CHARS}, key=len, reverse=True)
+
+
+def _path(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return parts.path + (f"?{parts.query}" if parts.query else "") if parts.path not in ("", "/") else ""
 
 
 def _password(url: str) -> str | None:
@@ -119,12 +157,18 @@ def _stream_handlers() -> list[logging.StreamHandler]:
 
 
 def install_from_environment() -> None:
-    """`install` with the secrets of the settings this process runs on; settings that cannot be
-    read (a half-configured machine) mask nothing rather than keep the command from starting."""
+    """`install` with the secrets of the settings this process runs on, and of the raw
+    environment: settings that cannot be read (a half-configured machine) still mask what the
+    environment holds, and the command itself reports what is wrong."""
+    import os
+
     from bot.settings import load_settings
 
+    found = secrets_of_environment(dict(os.environ))
     try:
-        settings = load_settings()
-    except Exception:  # the command itself will report what is wrong with the configuration
+        found += secrets_of(load_settings())
+    except Exception as exc:
+        install(found)
+        sys.stderr.write(f"note: settings could not be read ({type(exc).__name__}); masking the secrets named in the environment\n")
         return
-    install(secrets_of(settings))
+    install(_longest_first(found))

@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import pickle
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,7 +101,9 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
         # an event broker is fed by comparing the stored tracker with the new one: no cache then
         self._cache_size = 0 if event_broker else int(cache_size)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._lent: dict[str, DialogueStateTracker] = {}  # the copy each cached conversation's request holds
+        # the copy a request holds of each cached conversation; weak, so a copy read and never saved
+        # (an API read, an error mid-message) is not kept alive here
+        self._lent: weakref.WeakValueDictionary[str, DialogueStateTracker] = weakref.WeakValueDictionary()
         self._build_statements()
 
     def _use_pooled_sqlite_engine(self) -> None:

@@ -57,3 +57,27 @@ def test_an_uncaught_exception_of_a_bot_command_is_masked(tmp_path) -> None:  # 
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert "token is" in output and "uncaught-secret-token" not in output and MASK in output
+
+
+def test_the_environment_is_masked_even_when_the_settings_cannot_be_read() -> None:
+    from bot.secret_masking import secrets_of_environment
+
+    env = {
+        "TELEGRAM_BOT_TOKEN": "777:env-only-token-part",
+        "DATABASE_URL": "postgresql://crs:env-db-password@db/crs",
+        "CLINIC_ALERT_WEBHOOK_URL": "https://chat.example/hooks/T000/B000/XXXXSECRET",
+        "TELEGRAM_SEND_RATE": "not-a-number",  # the kind of setting that makes load_settings fail
+    }
+    found = secrets_of_environment(env)
+    assert {"777:env-only-token-part", "env-only-token-part", "env-db-password", "/hooks/T000/B000/XXXXSECRET"} <= set(found)
+    assert "not-a-number" not in found
+
+
+def test_a_process_with_a_broken_setting_still_masks(tmp_path) -> None:  # noqa: ANN001
+    token = "98765:broken-settings-token"
+    code = "import os, bot.secret_masking as m; m.install_from_environment(); print('token is', os.environ['TELEGRAM_BOT_TOKEN'])"
+    env = {"PATH": "/usr/bin:/bin", "TELEGRAM_BOT_TOKEN": token, "TELEGRAM_SEND_RATE": "abc", "HOME": str(tmp_path)}
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "token is [secret]" in done.stdout, done.stdout + done.stderr
+    assert "broken-settings-token" not in done.stdout + done.stderr

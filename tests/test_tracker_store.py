@@ -121,7 +121,8 @@ async def test_only_the_latest_session_is_served_and_cached(stores: tuple) -> No
         served.update(event)
     await a.save(served)
     cached = await a.retrieve(tracker.sender_id)
-    assert a._lent.get(tracker.sender_id) is cached and stored_texts(cached) == ["new session", "more"], "the latest session alone is cached"
+    assert a._lent.get(tracker.sender_id) is cached, "the latest session alone is cached"
+    assert stored_texts(cached) == ["new session", "more"]
     full = await a.retrieve_full_tracker(tracker.sender_id)
     assert stored_texts(full) == ["first", "new session", "more"]
     a._remember(full, (None, 0))  # a full-history tracker never becomes the cached session view

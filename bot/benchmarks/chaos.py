@@ -9,13 +9,18 @@ each position of a conversation in turn. Meanwhile, at random times from a seede
   supervisor would (the harness plays the supervisor; issue 16 builds the real one);
 * `restart_postgres`: the database server stopped for a few seconds, then started;
 * `freeze_rasa`: SIGSTOP of the Rasa server for longer than the relay's timeout, then SIGCONT;
+* `kill_relay_rasa_frozen`: both at once: Rasa frozen until the relay has sent its fail-safes,
+  then the relay SIGKILLed and restarted, then Rasa thawed (the messages in flight had a reply
+  but were neither stored nor parked);
 * `outbox_disk_full`: the filesystem holding the relay's outbox and inbox filled to the last
   byte for a while (needs root to mount a small tmpfs; skipped and reported otherwise).
 
 Afterwards it checks, from the database and the fake Bot API's log:
 * every message reached Rasa once (none lost, none stored twice), in its chat's order;
 * every message got a reply (a fail-safe counts) within the relay's timeout plus `RECOVERY_S`;
-* every emergency message's replies name 911.
+* every emergency message's replies are emergency advice (🚨, 911), not the generic fail-safe;
+* and it counts messages answered more than once (a duplicate reply is better than none, so it
+  is a figure, not a failure).
 It prints these figures overall and per fault kind, writes var/bench/chaos.json, and exits 1
 on any loss, duplicate, reordering, unanswered message or emergency reply without 911.
 """
@@ -49,7 +54,17 @@ from bot.telegram.fake_api import FakeTelegram, Sent
 from bot.telegram.identity import sender_id
 
 TOKEN = "9100:chaos-token"
-FAULT_KINDS = ("kill_relay", "kill_rasa", "kill_actions", "kill_clinic", "restart_postgres", "freeze_rasa", "outbox_disk_full")
+FAULT_KINDS = (
+    "kill_relay",
+    "kill_rasa",
+    "kill_actions",
+    "kill_clinic",
+    "restart_postgres",
+    "freeze_rasa",
+    "kill_relay_rasa_frozen",
+    "outbox_disk_full",
+)
+EMERGENCY_MARK = "🚨"  # opens every emergency answer and the emergency fail-safe; the generic fail-safe lacks it
 RECOVERY_S = 90.0  # a message sent during a fault is answered within the relay timeout plus this
 PER_CHAT = 6
 EMERGENCY_EVERY = 4  # every fourth chat's third message is an emergency
@@ -94,6 +109,15 @@ class Rig:
             os.killpg(pid, signal.SIGSTOP)
             time.sleep(stack.settings.relay_rasa_timeout + 3)
             os.killpg(pid, signal.SIGCONT)
+        elif kind == "kill_relay_rasa_frozen":
+            pid = stack.procs["rasa"].pid
+            os.killpg(pid, signal.SIGSTOP)
+            try:
+                time.sleep(stack.settings.relay_rasa_timeout + 1)  # the fail-safes are out
+                stack.kill("relay")
+                stack.start_relay()
+            finally:
+                os.killpg(pid, signal.SIGCONT)
         elif kind == "outbox_disk_full":
             if self.outbox_mount is None:
                 return "needs root to mount a small tmpfs for the outbox"
@@ -184,7 +208,7 @@ def conversations(chats: int) -> tuple[list[list[str]], set[tuple[int, int]]]:
 
 
 def run(
-    minutes: float = 10.0, rate: float = 20.0, faults: int = 14, seed: int = 13, live: int = 120, kinds: tuple[str, ...] = FAULT_KINDS
+    minutes: float = 10.0, rate: float = 20.0, faults: int = 16, seed: int = 13, live: int = 120, kinds: tuple[str, ...] = FAULT_KINDS
 ) -> dict[str, Any]:
     """The chaos run; `faults` spread over the load (each kind once before any repeats)."""
     if pg_bin() is None:
@@ -277,7 +301,8 @@ def books(
     senders = [sender_id(FIRST_CHAT + c, str(settings.sender_id_key)) for c in range(len(convs))]
     sent_texts = _sent_texts(convs, pushes)
     delivered = delivery(stored, senders, sent_texts)
-    with_911 = {key for key in emergencies & pushes.keys() if any("911" in r.params.get("text", "") for r in matched[key])}
+    with_911 = {key for key in emergencies & pushes.keys() if any(_is_emergency_advice(r.params.get("text", "")) for r in matched[key])}
+    direct = {key: sum(1 for r in replies if not r.params.get("reply_parameters")) for key, replies in matched.items()}
     per_kind: dict[str, dict[str, Any]] = {}
     for kind in FAULT_KINDS:
         mine = [f for f in faults if f.kind == kind]
@@ -307,6 +332,7 @@ def books(
         "unanswered": len(late),
         "p50_reply_ms": round(percentile(answered, 0.5), 1),
         "p95_reply_ms": round(percentile(answered, 0.95), 1),
+        "answered_more_than_once": sum(1 for n in direct.values() if n > 1),
         "emergencies": len(emergencies & pushes.keys()),
         "emergencies_with_911": len(with_911),
         "processes_alive": alive,
@@ -315,6 +341,10 @@ def books(
     }
     result["ok"] = passed(result)
     return result
+
+
+def _is_emergency_advice(text: str) -> bool:
+    return EMERGENCY_MARK in text and "911" in text
 
 
 def passed(r: dict[str, Any]) -> bool:
@@ -335,7 +365,8 @@ def format_result(r: dict[str, Any]) -> str:
         f"chaos — {r['machine']}, {r['date']}, {r['database']}",
         f"{r['messages']} messages from {r['conversations']} chats at {r['rate_msg_s']:g} msg/s for {r['minutes']:g} min, "
         f"{sum(k['injected'] for k in r['per_kind'].values())} faults",
-        f"lost {r['lost']}, duplicated {r['duplicated']}, chats out of order {r['chats_out_of_order']}, unanswered {r['unanswered']}, "
+        f"lost {r['lost']}, duplicated {r['duplicated']}, chats out of order {r['chats_out_of_order']}, unanswered {r['unanswered']} "
+        f"(answered more than once {r['answered_more_than_once']}), "
         f"emergency replies with 911 {r['emergencies_with_911']}/{r['emergencies']} ({share:.0%}); "
         f"reply p50 {r['p50_reply_ms']} ms, p95 {r['p95_reply_ms']} ms; books settled {r.get('settled_after_load_s')} s after the load",
         f"{'fault':<18} {'injected':>8} {'back in s':>9} {'msgs during':>11} {'unanswered':>10} {'p95 ms':>8} {'911':>7}",

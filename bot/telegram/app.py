@@ -26,6 +26,7 @@ from telegram.ext import (
 )
 
 from bot.gc_tuning import freeze_long_lived, monitor_collections
+from bot.secret_masking import install as install_secret_masking
 from bot.settings import Settings
 from bot.telegram.aiohttp_request import AiohttpRequest
 from bot.telegram.dedup import MessageClaims, RelayClaims
@@ -126,8 +127,7 @@ def build_application(settings: Settings, relay: Relay, claims: MessageClaims | 
 async def _post_init(application: Application, relay: Relay, claims: MessageClaims | None) -> None:
     relay.is_emergency = await asyncio.to_thread(emergency_detector)
     if claims is not None:  # a copy of a message that reached another instance too is dropped
-        # An unanswered claim older than the fail-safe's deadline (plus a margin) means its relay died.
-        relay.claims = RelayClaims(claims, application.bot.id, takeover_after=relay.soft_timeout + 2.0)
+        relay.claims = RelayClaims(claims, application.bot.id)
     freeze_long_lived("relay")  # the spaCy pipeline and the knowledge base: no long GC pauses later
     monitor_collections("relay")
     relay.start_retrying(application.bot)
@@ -157,6 +157,7 @@ def run(settings: Settings) -> None:
     updates = Update.ALL_TYPES
     if settings.telegram_webhook_url:
         secret = str(settings.telegram_webhook_secret) if settings.telegram_webhook_secret else secrets.token_urlsafe(32)
+        install_secret_masking([secret])
         path = urlparse(settings.telegram_webhook_url).path.lstrip("/")
         log.info("relay.mode webhook listen=%s:%d", settings.telegram_webhook_listen, settings.telegram_webhook_port)
         application.run_webhook(

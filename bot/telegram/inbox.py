@@ -11,12 +11,13 @@ the row once the handlers are done, when the message is in Rasa's tracker or in 
 the next start the rows left are put back on the queue in order; the message claims
 (dedup.py) make sure a message that had been answered is not answered twice, and one that had
 not is. An update that fails `MAX_REPLAYS` starts in a row is logged and set aside, so one bad
-update cannot keep a relay from starting.
+update cannot keep a relay from starting (it is moved to `inbox_set_aside`, kept for an operator).
 
 SQLite in WAL mode, in the outbox's file, on its own connection with `synchronous=NORMAL`:
 a WAL commit survives the process being killed (the kill this guards against), at a fraction
 of the cost of an fsync per update. If the disk cannot take the row the update is handled
-anyway, from memory: a full disk must not stop the relay from answering.
+anyway, from memory: a full disk must not stop the relay from answering. The inbox runs on a
+thread of its own, so a database that hangs elsewhere (the claims) cannot hold up polling.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import logging
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,12 @@ CREATE TABLE IF NOT EXISTS inbox (
     update_json TEXT NOT NULL,
     received REAL NOT NULL,
     replays INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS inbox_set_aside (
+    id INTEGER PRIMARY KEY,
+    update_json TEXT NOT NULL,
+    received REAL NOT NULL,
+    set_aside REAL NOT NULL
 );
 """
 
@@ -74,10 +82,19 @@ class Inbox:
         with self._lock:
             rows = self._db.execute("SELECT id, update_json, replays FROM inbox ORDER BY id").fetchall()
             poisoned = [row_id for row_id, _, replays in rows if replays >= MAX_REPLAYS]
-            for row_id in poisoned:
-                log.error("relay.inbox.set_aside row=%d replays=%d (it failed every start)", row_id, MAX_REPLAYS)
-                self._db.execute("DELETE FROM inbox WHERE id = ?", (row_id,))
-            self._db.execute("UPDATE inbox SET replays = replays + 1")
+            try:
+                for row_id in poisoned:
+                    log.error("relay.inbox.set_aside row=%d replays=%d (it failed every start)", row_id, MAX_REPLAYS)
+                    self._db.execute("BEGIN")
+                    keep = "INSERT OR REPLACE INTO inbox_set_aside SELECT id, update_json, received, ? FROM inbox WHERE id = ?"
+                    self._db.execute(keep, (time.time(), row_id))
+                    self._db.execute("DELETE FROM inbox WHERE id = ?", (row_id,))
+                    self._db.execute("COMMIT")
+                self._db.execute("UPDATE inbox SET replays = replays + 1")
+            except sqlite3.Error as exc:  # e.g. a full disk: replay anyway, the counts stay as they were
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                log.error("relay.inbox.bookkeeping_failed type=%s (replaying anyway)", type(exc).__name__)
         return [(row_id, json.loads(text)) for row_id, text, replays in rows if replays < MAX_REPLAYS]
 
     def count(self) -> int:
@@ -95,18 +112,22 @@ class DurableUpdateQueue(asyncio.Queue):
         super().__init__()
         self.inbox = inbox
         self._rows: dict[int, int] = {}  # id(update) → inbox row
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-inbox")
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def put(self, item: Any) -> None:
         if isinstance(item, Update):
             try:
-                self._rows[id(item)] = await asyncio.to_thread(self.inbox.add, item.to_dict())
+                self._rows[id(item)] = await self._call(self.inbox.add, item.to_dict())
             except sqlite3.Error as exc:  # e.g. the disk is full: answer from memory rather than not at all
                 log.error("relay.inbox.unavailable type=%s (handling the update without a copy on disk)", type(exc).__name__)
         await super().put(item)
 
     async def replay(self, bot: Bot) -> int:
         """Put the updates an earlier run left unfinished back on the queue, oldest first."""
-        rows = await asyncio.to_thread(self.inbox.unfinished)
+        rows = await self._call(self.inbox.unfinished)
         for row_id, data in rows:
             update = Update.de_json(data, bot)
             self._rows[id(update)] = row_id
@@ -117,7 +138,7 @@ class DurableUpdateQueue(asyncio.Queue):
         row_id = self._rows.pop(id(update), None)
         if row_id is not None:
             try:
-                await asyncio.to_thread(self.inbox.done, row_id)
+                await self._call(self.inbox.done, row_id)
             except sqlite3.Error as exc:  # replayed at the next start; the claims drop it there
                 log.warning("relay.inbox.done_failed type=%s", type(exc).__name__)
 

@@ -227,19 +227,24 @@ class Relay:
 
     async def _process(self, bot: Bot, item: Inbound) -> None:
         async with self._locks.hold(item.chat_id):
-            if not await self._claim(item):
+            if not await self._claim(bot, item):
                 return
             typing = self._spawn(self._keep_typing(bot, item.chat_id))
+            alive = self._spawn(self.claims.keep_alive(item.message_id)) if self.claims is not None else None
+            done = False  # the message is safe: stored by Rasa or parked here
             try:
                 still_parked = await self._flush_chat(bot, item.chat_id)
                 if still_parked:
                     await self._park(bot, item, "earlier messages still waiting")
+                    done = True
                     return
                 try:
                     reply = await self.rasa.send(item.sender, item.text, item.message_id, item.metadata, retry=item.retry)
                 except RasaUnavailable as exc:
                     await self._park(bot, item, str(exc))
+                    done = True
                     return
+                done = True
                 late = item.answered
                 await self._deliver(bot, item.chat_id, reply.messages, reply_to=item.reply_to if late else None, item=item)
                 if not item.answered:  # Rasa had nothing to say (or had it already): never silent
@@ -253,22 +258,40 @@ class Relay:
                 )
             finally:
                 typing.cancel()
-                if self.claims is not None and item.answered:
-                    await self.claims.answered(item.message_id)
+                if alive is not None:
+                    alive.cancel()
+                if self.claims is not None:
+                    if item.answered:
+                        await self.claims.answered(item.message_id)
+                    if done:  # not before: a copy (or this relay's replay after a kill) finishes it
+                        await self.claims.done(item.message_id)
 
-    async def _claim(self, item: Inbound) -> bool:
-        """True when this relay must answer the message; False for a copy already answered.
-        The caller holds the chat's lock."""
+    async def _claim(self, bot: Bot, item: Inbound) -> bool:
+        """True when this relay must handle the message; False for a copy of one that is safe
+        (stored or parked) or that a live relay is finishing. The caller holds the chat's lock."""
         if self.claims is None:
             return True
         claim = await self.claims.check(item.message_id)
         if claim.verdict is Verdict.FIRST:
             return True
-        item.answered = True  # a copy: the original has (or gets) the answer, no fail-safe meanwhile
-        if claim.verdict is Verdict.ANSWERED or not await self.claims.wait_or_take_over(item.message_id, claim.claimed_at):
+        item.answered = True  # a copy: the holder answers; the handler's timer must not fail-safe it meanwhile
+        if claim.verdict is Verdict.DONE:
             return False
-        item.answered, item.retry = False, True  # its first relay died unanswered: answer it here
+        taken = await self.claims.wait_or_take_over(item.message_id, claim.claimed_at)
+        if taken is None:
+            return False
+        # Its holder died before the message was safe: Rasa may have it already (retry), and the
+        # patient may have had the fail-safe (then Rasa's answer follows as a late reply).
+        item.retry, item.answered = True, taken.answered
+        if not item.answered:  # never silent: a fresh fail-safe deadline for the taken-over message
+            self._spawn(self._fail_safe_after(bot, item, self.soft_timeout))
         return True
+
+    async def _fail_safe_after(self, bot: Bot, item: Inbound, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if not item.answered:
+            log.warning("relay.slow chat=%s waited=%.1fs taken_over=true", log_ref(item.sender), time.monotonic() - item.received)
+            await self._fail_safe(bot, item)
 
     async def _park(self, bot: Bot, item: Inbound, why: str) -> None:
         await self.outbox.park(item.chat_id, item.sender, item.message_id, item.text, item.metadata, item.reply_to)

@@ -60,6 +60,8 @@ def test_an_update_that_fails_every_start_is_set_aside(tmp_path: Path) -> None:
     for _ in range(MAX_REPLAYS):
         assert len(inbox.unfinished()) == 1
     assert inbox.unfinished() == [] and inbox.count() == 0
+    kept = inbox._db.execute("SELECT update_json FROM inbox_set_aside").fetchall()
+    assert len(kept) == 1 and "poison" in kept[0][0], "kept for an operator, not deleted"
 
 
 def test_a_full_or_broken_disk_does_not_stop_the_update(tmp_path: Path) -> None:
