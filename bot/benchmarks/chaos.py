@@ -75,6 +75,16 @@ EMERGENCIES = [
     "she just had a seizure",
     "crushing pain in my chest right now",
 ]
+BENIGN = [
+    "hello",
+    "I had my infusion last week",
+    "I feel a bit tired today",
+    "slight headache this morning",
+    "thanks",
+    "ok",
+    "no other symptoms",
+    "I am drinking plenty of water",
+]
 DOWN_S = {"restart_postgres": 4.0, "outbox_disk_full": 10.0}
 
 
@@ -96,7 +106,7 @@ class Rig:
     def inject(self, kind: str) -> str:
         """Break one part and bring it back; returns why it was skipped, or ''."""
         stack = self.stack
-        if kind.startswith("kill_"):
+        if kind.startswith("kill_") and kind != "kill_relay_rasa_frozen":
             name = kind.removeprefix("kill_")
             stack.kill(name)
             {"relay": stack.start_relay, "rasa": stack.start_rasa, "actions": stack.start_actions, "clinic": stack.start_clinic}[name]()
@@ -202,6 +212,9 @@ def conversations(chats: int) -> tuple[list[list[str]], set[tuple[int, int]]]:
     emergencies = set()
     for c in range(0, chats, EMERGENCY_EVERY):  # at every position in turn, so every fault meets some
         k = (c // EMERGENCY_EVERY) % PER_CHAT
+        # The rest of an emergency chat is plainly not one, so any emergency advice in that chat
+        # after the emergency was sent answers it, whichever order the replies came out in.
+        convs[c] = [BENIGN[(c + j) % len(BENIGN)] for j in range(PER_CHAT)]
         convs[c][k] = EMERGENCIES[(c // EMERGENCY_EVERY) % len(EMERGENCIES)]
         emergencies.add((c, k))
     return convs, emergencies
@@ -301,7 +314,16 @@ def books(
     senders = [sender_id(FIRST_CHAT + c, str(settings.sender_id_key)) for c in range(len(convs))]
     sent_texts = _sent_texts(convs, pushes)
     delivered = delivery(stored, senders, sent_texts)
-    with_911 = {key for key in emergencies & pushes.keys() if any(_is_emergency_advice(r.params.get("text", "")) for r in matched[key])}
+    advice_s = {}  # emergency → seconds to the first emergency advice in its chat after it was sent
+    for c, k in emergencies & pushes.keys():
+        times = [
+            r.at
+            for r in sent
+            if int(r.params["chat_id"]) == FIRST_CHAT + c and r.at >= pushes[(c, k)] and _is_emergency_advice(r.params.get("text", ""))
+        ]
+        if times:
+            advice_s[(c, k)] = min(times) - pushes[(c, k)]
+    with_911 = {key for key, seconds in advice_s.items() if seconds * 1000 <= bound_ms}
     direct = {key: sum(1 for r in replies if not r.params.get("reply_parameters")) for key, replies in matched.items()}
     per_kind: dict[str, dict[str, Any]] = {}
     for kind in FAULT_KINDS:
@@ -333,14 +355,28 @@ def books(
         "p50_reply_ms": round(percentile(answered, 0.5), 1),
         "p95_reply_ms": round(percentile(answered, 0.95), 1),
         "answered_more_than_once": sum(1 for n in direct.values() if n > 1),
+        "emergency_misses": [_timeline(c, k, convs, pushes, sent, start) for c, k in sorted((emergencies & pushes.keys()) - with_911)],
         "emergencies": len(emergencies & pushes.keys()),
         "emergencies_with_911": len(with_911),
+        "emergency_advice_p50_s": round(percentile(list(advice_s.values()), 0.5), 1),
+        "emergency_advice_max_s": round(max(advice_s.values(), default=0.0), 1),
         "processes_alive": alive,
         "faults": [asdict(f) for f in faults],
         "per_kind": per_kind,
     }
     result["ok"] = passed(result)
     return result
+
+
+def _timeline(c: int, k: int, convs: list[list[str]], pushes: dict[tuple[int, int], float], sent: list[Sent], start: float) -> dict:
+    """What happened in the chat of an emergency that got no emergency advice: its messages and
+    the replies, in time order (seconds from the start of the load), for the operator to read."""
+    events = [(pushes[(c, j)] - start, f"patient #{j}: {convs[c][j]}") for j in range(PER_CHAT) if (c, j) in pushes]
+    for r in sent:
+        if int(r.params["chat_id"]) == FIRST_CHAT + c:
+            threaded = " (threaded)" if r.params.get("reply_parameters") else ""
+            events.append((r.at - start, f"bot{threaded}: {r.params.get('text', '')[:70]}"))
+    return {"chat": c, "message": k, "events": [f"{t:7.1f} s {what}" for t, what in sorted(events)]}
 
 
 def _is_emergency_advice(text: str) -> bool:
@@ -367,7 +403,8 @@ def format_result(r: dict[str, Any]) -> str:
         f"{sum(k['injected'] for k in r['per_kind'].values())} faults",
         f"lost {r['lost']}, duplicated {r['duplicated']}, chats out of order {r['chats_out_of_order']}, unanswered {r['unanswered']} "
         f"(answered more than once {r['answered_more_than_once']}), "
-        f"emergency replies with 911 {r['emergencies_with_911']}/{r['emergencies']} ({share:.0%}); "
+        f"emergencies given emergency advice (🚨, 911) {r['emergencies_with_911']}/{r['emergencies']} ({share:.0%}, "
+        f"p50 {r['emergency_advice_p50_s']} s, max {r['emergency_advice_max_s']} s after sending); "
         f"reply p50 {r['p50_reply_ms']} ms, p95 {r['p95_reply_ms']} ms; books settled {r.get('settled_after_load_s')} s after the load",
         f"{'fault':<18} {'injected':>8} {'back in s':>9} {'msgs during':>11} {'unanswered':>10} {'p95 ms':>8} {'911':>7}",
     ]

@@ -127,7 +127,9 @@ def build_application(settings: Settings, relay: Relay, claims: MessageClaims | 
 async def _post_init(application: Application, relay: Relay, claims: MessageClaims | None) -> None:
     relay.is_emergency = await asyncio.to_thread(emergency_detector)
     if claims is not None:  # a copy of a message that reached another instance too is dropped
-        relay.claims = RelayClaims(claims, application.bot.id)
+        queue = application.update_queue
+        owner = queue.inbox.instance_id() if isinstance(queue, DurableUpdateQueue) else None
+        relay.claims = RelayClaims(claims, application.bot.id, owner=owner)
     freeze_long_lived("relay")  # the spaCy pipeline and the knowledge base: no long GC pauses later
     monitor_collections("relay")
     relay.start_retrying(application.bot)

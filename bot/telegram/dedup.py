@@ -74,6 +74,7 @@ class Claim:
     verdict: Verdict
     claimed_at: float = 0.0
     answered: bool = False
+    owner: str = ""
 
 
 class MessageClaims:
@@ -112,12 +113,14 @@ class MessageClaims:
     def state(self, bot_id: int, key: str) -> Claim | None:
         with self.engine.begin() as c:
             row = c.execute(
-                sa.select(MESSAGES.c.claimed_at, MESSAGES.c.answered_at, MESSAGES.c.done_at).where(self._where(bot_id, key))
+                sa.select(MESSAGES.c.claimed_at, MESSAGES.c.answered_at, MESSAGES.c.done_at, MESSAGES.c.owner).where(
+                    self._where(bot_id, key)
+                )
             ).first()
         if row is None:
             return None
         verdict = Verdict.DONE if row.done_at is not None else Verdict.PENDING
-        return Claim(verdict, float(row.claimed_at), row.answered_at is not None)
+        return Claim(verdict, float(row.claimed_at), row.answered_at is not None, str(row.owner))
 
     def heartbeat(self, bot_id: int, key: str, owner: str, now: float | None = None) -> bool:
         """Renew the holder's claim; False if it is no longer this owner's (taken over) or done."""
@@ -170,10 +173,14 @@ class RelayClaims:
         takeover_after: float = TAKEOVER_AFTER_S,
         poll: float = 0.25,
         heartbeat: float = HEARTBEAT_S,
+        owner: str | None = None,
     ) -> None:
         self.claims = claims
         self.bot_id = bot_id
-        self.owner = uuid.uuid4().hex
+        # The relay's lasting id (kept in its inbox file): a claim of its own from before this
+        # start was left by its previous life, which is dead, so it takes it over at once.
+        self.owner = owner or uuid.uuid4().hex
+        self.started = time.time()
         self.takeover_after, self.poll, self.heartbeat = takeover_after, poll, heartbeat
         self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="relay-claims")
 
@@ -191,11 +198,18 @@ class RelayClaims:
             log.info("relay.message.duplicate done=true")
         return claim
 
-    async def wait_or_take_over(self, key: str, claimed_at: float) -> Claim | None:
+    async def wait_or_take_over(self, key: str, claim: Claim) -> Claim | None:
         """For a copy of a message held elsewhere and not done: wait while the holder's heartbeat
         moves; None once the message is done (drop the copy), or the claim as it stood when this
         relay took it over (its `answered` says whether the patient already had a reply)."""
-        seen, deadline = claimed_at, time.monotonic() + self.takeover_after
+        if claim.owner == self.owner and claim.claimed_at < self.started:
+            try:
+                if await self._call(self.claims.take_over, self.bot_id, key, claim.claimed_at, self.owner):
+                    log.warning("relay.message.taken_over answered=%s previous_run=true", claim.answered)
+                    return claim
+            except (TimeoutError, SQLAlchemyError):
+                return claim
+        seen, deadline = claim.claimed_at, time.monotonic() + self.takeover_after
         while True:
             await asyncio.sleep(self.poll)
             try:

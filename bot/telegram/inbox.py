@@ -28,6 +28,7 @@ import logging
 import sqlite3
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     received REAL NOT NULL,
     replays INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS relay_instance (id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inbox_set_aside (
     id INTEGER PRIMARY KEY,
     update_json TEXT NOT NULL,
@@ -96,6 +98,16 @@ class Inbox:
                     self._db.execute("ROLLBACK")
                 log.error("relay.inbox.bookkeeping_failed type=%s (replaying anyway)", type(exc).__name__)
         return [(row_id, json.loads(text)) for row_id, text, replays in rows if replays < MAX_REPLAYS]
+
+    def instance_id(self) -> str:
+        """This relay's lasting id, made once per inbox file: the message claims (dedup.py) tell
+        their own previous run's claims by it."""
+        with self._lock:
+            row = self._db.execute("SELECT id FROM relay_instance").fetchone()
+            if row is None:
+                row = (uuid.uuid4().hex,)
+                self._db.execute("INSERT INTO relay_instance (id) VALUES (?)", row)
+            return str(row[0])
 
     def count(self) -> int:
         with self._lock:

@@ -227,7 +227,7 @@ class Relay:
 
     async def _process(self, bot: Bot, item: Inbound) -> None:
         async with self._locks.hold(item.chat_id):
-            if not await self._claim(bot, item):
+            if not await self._claim(item):
                 return
             typing = self._spawn(self._keep_typing(bot, item.chat_id))
             alive = self._spawn(self.claims.keep_alive(item.message_id)) if self.claims is not None else None
@@ -266,7 +266,7 @@ class Relay:
                     if done:  # not before: a copy (or this relay's replay after a kill) finishes it
                         await self.claims.done(item.message_id)
 
-    async def _claim(self, bot: Bot, item: Inbound) -> bool:
+    async def _claim(self, item: Inbound) -> bool:
         """True when this relay must handle the message; False for a copy of one that is safe
         (stored or parked) or that a live relay is finishing. The caller holds the chat's lock."""
         if self.claims is None:
@@ -274,24 +274,20 @@ class Relay:
         claim = await self.claims.check(item.message_id)
         if claim.verdict is Verdict.FIRST:
             return True
-        item.answered = True  # a copy: the holder answers; the handler's timer must not fail-safe it meanwhile
         if claim.verdict is Verdict.DONE:
+            item.answered = True
             return False
-        taken = await self.claims.wait_or_take_over(item.message_id, claim.claimed_at)
+        # Held and not done. If the patient had no reply yet, the handler's timer gives the
+        # fail-safe while this copy waits (a duplicate reply beats a silent wait).
+        item.answered = item.answered or claim.answered
+        taken = await self.claims.wait_or_take_over(item.message_id, claim)
         if taken is None:
+            item.answered = True
             return False
-        # Its holder died before the message was safe: Rasa may have it already (retry), and the
-        # patient may have had the fail-safe (then Rasa's answer follows as a late reply).
-        item.retry, item.answered = True, taken.answered
-        if not item.answered:  # never silent: a fresh fail-safe deadline for the taken-over message
-            self._spawn(self._fail_safe_after(bot, item, self.soft_timeout))
+        # Its holder died before the message was safe: Rasa may have it already (retry); if the
+        # patient had a reply, Rasa's answer follows as a late reply threaded to the message.
+        item.retry, item.answered = True, item.answered or taken.answered
         return True
-
-    async def _fail_safe_after(self, bot: Bot, item: Inbound, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        if not item.answered:
-            log.warning("relay.slow chat=%s waited=%.1fs taken_over=true", log_ref(item.sender), time.monotonic() - item.received)
-            await self._fail_safe(bot, item)
 
     async def _park(self, bot: Bot, item: Inbound, why: str) -> None:
         await self.outbox.park(item.chat_id, item.sender, item.message_id, item.text, item.metadata, item.reply_to)

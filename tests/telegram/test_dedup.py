@@ -86,7 +86,7 @@ def test_a_copy_waits_while_the_holder_lives_then_drops(tmp_path: Path) -> None:
         assert claim.verdict is Verdict.PENDING
         asyncio.get_running_loop().call_later(1.0, claims.mark, 1, "c:1", "done_at")  # slow, but alive
         try:
-            return await copy.wait_or_take_over("c:1", claim.claimed_at)
+            return await copy.wait_or_take_over("c:1", claim)
         finally:
             beating.cancel()
 
@@ -104,8 +104,22 @@ def test_a_copy_of_a_message_whose_holder_died_after_the_fail_safe_takes_it_over
     async def run() -> object:
         claim = await copy.check("c:2")
         assert claim.verdict is Verdict.PENDING
-        return await copy.wait_or_take_over("c:2", claim.claimed_at)
+        return await copy.wait_or_take_over("c:2", claim)
 
     taken = asyncio.run(run())
     assert taken is not None and taken.answered, "taken over, and it knows the patient had the fail-safe"
     assert claims.heartbeat(1, "c:2", copy.owner) is True, "the copy holds it now"
+
+
+def test_a_relay_takes_over_its_own_previous_runs_claims_at_once(tmp_path: Path) -> None:
+    claims = MessageClaims(shared(tmp_path))
+    claims.claim(1, "c:3", "relay-1", now=time.time() - 1)  # then the relay was killed and restarted
+    restarted = RelayClaims(claims, 1, owner="relay-1", takeover_after=30)
+
+    async def run() -> object:
+        claim = await restarted.check("c:3")
+        return await restarted.wait_or_take_over("c:3", claim)
+
+    t0 = time.monotonic()
+    assert asyncio.run(run()) is not None
+    assert time.monotonic() - t0 < 2, "no heartbeat wait for a claim of its own previous run"

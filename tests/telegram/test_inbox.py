@@ -75,3 +75,9 @@ def test_a_full_or_broken_disk_does_not_stop_the_update(tmp_path: Path) -> None:
         return got.message.text
 
     assert asyncio.run(run()) == "my chest hurts"
+
+
+def test_the_instance_id_lasts_across_starts(tmp_path: Path) -> None:
+    first = Inbox(tmp_path / "relay.db").instance_id()
+    assert Inbox(tmp_path / "relay.db").instance_id() == first
+    assert Inbox(tmp_path / "other.db").instance_id() != first
