@@ -69,6 +69,7 @@ class FakeTelegram:
         self._sent_cond = threading.Condition()
         self._webhook: dict[str, Any] | None = None
         self._faults: list[_Fault] = []
+        self._delays: list[list[Any]] = []  # [method, seconds, remaining]
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-telegram", daemon=True)
 
@@ -253,6 +254,10 @@ class FakeTelegram:
         """Answer the next `times` calls of `method` with an error."""
         self._faults.append(_Fault(method, status, retry_after, times))
 
+    def slow_next(self, method: str, seconds: float, times: int = 1) -> None:
+        """Answer the next `times` calls of `method` only after `seconds` (a congested Bot API)."""
+        self._delays.append([method, seconds, times])
+
     # ------------------------------------------------------------------ the Bot API
     @staticmethod
     def _ok(result: Any) -> web.Response:
@@ -293,6 +298,11 @@ class FakeTelegram:
                 if fault.retry_after is not None:
                     body["parameters"] = {"retry_after": fault.retry_after}
                 return web.json_response(body, status=fault.status)
+        for delay in self._delays:
+            if delay[0] == method and delay[2] > 0:
+                delay[2] -= 1
+                await asyncio.sleep(delay[1])
+                break
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
             return web.json_response({"ok": False, "error_code": 404, "description": f"Not Found: {method}"}, status=404)

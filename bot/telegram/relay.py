@@ -66,6 +66,7 @@ class Inbound:
     received: float = field(default_factory=time.monotonic)
     answered: bool = False  # the patient already got a reply (fail-safe or Rasa's)
     retry: bool = False  # Rasa may have it already (a copy taken over): do not process it twice
+    reply_ready: bool = False  # Rasa has answered; the reply may still wait for Telegram's send budget
 
 
 class Relay:
@@ -220,7 +221,9 @@ class Relay:
 
     async def _answer_in_time(self, bot: Bot, item: Inbound, work: asyncio.Task) -> None:
         done, _ = await asyncio.wait({work}, timeout=self.soft_timeout)
-        if not done and not item.answered:
+        # Rasa's reply ready but queued for Telegram's send budget: a fail-safe would queue behind
+        # it and double the sends, so that a backlog (after an outage) could never drain.
+        if not done and not item.answered and not item.reply_ready:
             log.warning("relay.slow chat=%s waited=%.1fs", log_ref(item.sender), time.monotonic() - item.received)
             await self._fail_safe(bot, item)
         await work
@@ -244,7 +247,7 @@ class Relay:
                     await self._park(bot, item, str(exc))
                     done = True
                     return
-                done = True
+                done = item.reply_ready = True
                 late = item.answered
                 await self._deliver(bot, item.chat_id, reply.messages, reply_to=item.reply_to if late else None, item=item)
                 if not item.answered:  # Rasa had nothing to say (or had it already): never silent

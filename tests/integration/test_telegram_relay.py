@@ -111,6 +111,17 @@ def test_relay_killed_at_random_points_loses_nothing(stack: Stack, tmp_path: Pat
         fake.stop()
 
 
+def test_a_reply_held_up_by_telegram_gets_no_extra_fail_safe(relay: RelayRig) -> None:
+    """Rasa answered in time, Telegram is slow to take the reply: a fail-safe would queue behind
+    it and double the sends (after an outage the backlog then never drains: found by make chaos)."""
+    chat = new_chat()
+    relay.fake.slow_next("sendMessage", relay.settings.relay_rasa_timeout + 1)  # within the HTTP timeout (5 s)
+    relay.fake.push_text(chat, "I have a mild headache since this morning")
+    relay.fake.wait_sent(chat, 1, timeout=30)
+    time.sleep(relay.settings.relay_rasa_timeout + 1)
+    assert len(relay.fake.sent(chat)) == 1, [c.params["text"][:40] for c in relay.fake.sent(chat)]
+
+
 def test_button_tap_reaches_rasa_as_payload_and_clears_keyboard(relay: RelayRig) -> None:
     chat = new_chat()
     relay.fake.push_text(chat, "I have a fever of 38.5")
