@@ -77,17 +77,15 @@ class RelayInput(InputChannel):
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         relay = Blueprint("relay_webhook", __name__)
 
-        @relay.route("/", methods=["GET"])
-        async def health(_: Request) -> HTTPResponse:
-            return response.json({"status": "ok"})
+        relay.add_route(_health, "/", methods=["GET"])
 
         @relay.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
             if not self._authorised(request):
                 return response.json({"error": "unauthorised"}, status=401)
-            body = self._body(request)
-            if body is None or not isinstance(body.get("sender"), str) or not isinstance(body.get("message"), str):
-                return response.json({"error": "expected a JSON object with string 'sender' and 'message'"}, status=400)
+            body = _message_body(request)
+            if body is None:
+                return _malformed()
             sender, message_id = body["sender"], body.get("message_id")
             metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
             if body.get("retry") and message_id:
@@ -132,6 +130,22 @@ class RelayInput(InputChannel):
 REPLY_KEYS = ("buttons", "image", "custom", "attachment", "elements", "quick_replies")
 
 
+def _malformed() -> HTTPResponse:
+    return response.json({"error": "expected a JSON object with string 'sender' and 'message'"}, status=400)
+
+
+async def _health(_: Request) -> HTTPResponse:
+    return response.json({"status": "ok"})
+
+
+def _message_body(request: Request) -> dict[str, Any] | None:
+    """The JSON body of a message post, or None when it lacks a string sender and message."""
+    body = RelayInput._body(request)
+    if body is None or not isinstance(body.get("sender"), str) or not isinstance(body.get("message"), str):
+        return None
+    return body
+
+
 class RestChannel(RestInput):
     """Rasa's REST channel (`/webhooks/rest/webhook`, the documented way to try the bot and what
     `make eval` uses), except that a failure is not an empty 200 that reads as "no reply":
@@ -144,15 +158,13 @@ class RestChannel(RestInput):
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         rest = Blueprint("rest_webhook", __name__)
 
-        @rest.route("/", methods=["GET"])
-        async def health(_: Request) -> HTTPResponse:
-            return response.json({"status": "ok"})
+        rest.add_route(_health, "/", methods=["GET"])
 
         @rest.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
-            body = RelayInput._body(request)
-            if body is None or not isinstance(body.get("sender"), str) or not isinstance(body.get("message"), str):
-                return response.json({"error": "expected a JSON object with string 'sender' and 'message'"}, status=400)
+            body = _message_body(request)
+            if body is None:
+                return _malformed()
             metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
             collector = CollectingOutputChannel()
             try:

@@ -15,6 +15,9 @@ from bot.gc_tuning import freeze_long_lived, freezing_after, install_for_rasa_se
 def _unfreeze() -> Iterator[None]:
     yield
     gc.unfreeze()
+    from bot.gc_tuning import CollectionMonitor
+
+    gc.callbacks[:] = [c for c in gc.callbacks if not isinstance(c, CollectionMonitor)]  # installed by freezing_after
 
 
 async def test_freezes_what_the_load_made_after_it_returns() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -28,6 +27,7 @@ import requests
 import sqlalchemy as sa
 
 from bot import PROJECT_ROOT
+from bot.benchmarks.chaos import fill
 from bot.evaluate import RestClient
 from bot.model_check import ModelError, check_model
 from bot.pgcluster import PgCluster
@@ -241,20 +241,6 @@ def fault_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
         subprocess.run([UMOUNT, "-l", str(mount)], capture_output=True)
 
 
-def _fill(mount: Path) -> Path:
-    """Write zeros until the filesystem is full, down to the last byte."""
-    filler = mount / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 20, 4096, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"\0" * size)
-    finally:
-        os.close(fd)
-    return filler
-
-
 def _broken_then_restored(rig: FaultRig, lines: list[str], break_it, restore, hint: str, readable: bool = True) -> None:  # noqa: ANN001
     """Break the database, have one patient write, check fail-safes and the log, restore, check rows."""
     chat = next(_chats)
@@ -293,7 +279,7 @@ def test_disk_full(fault_rig: FaultRig) -> None:
     _broken_then_restored(
         fault_rig,
         ["my lips are turning blue", "and I have a fever"],
-        break_it=lambda: filler.append(_fill(fault_rig.mount)),
+        break_it=lambda: filler.append(fill(fault_rig.mount)),
         restore=lambda: [f.unlink() for f in filler],
         hint="the disk holding the tracker database is full",
     )
