@@ -86,11 +86,10 @@ class CollectionMonitor:
         if ms < self.slow_ms:
             return
         self.slow.append(ms)
-        log.warning(
-            "gc.slow what=%s generation=2 ms=%.0f tracked=%d collected=%d", self.what, ms, len(gc.get_objects(2)), info.get("collected", 0)
-        )
+        walked = gc.get_objects(2)
+        log.warning("gc.slow what=%s generation=2 ms=%.0f tracked=%d collected=%d", self.what, ms, len(walked), info.get("collected", 0))
         if self.debug:
-            counts = Counter(type(o).__qualname__ for o in gc.get_objects(2))
+            counts = Counter(type(o).__qualname__ for o in walked)
             log.warning("gc.slow.types what=%s top=%s", self.what, counts.most_common(12))
 
 

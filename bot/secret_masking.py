@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
@@ -29,44 +30,41 @@ MASK = "[secret]"
 MIN_CHARS = 6
 
 
+# Where each secret lives: (environment variable, settings field).
+PLAIN_SECRETS = (
+    ("TELEGRAM_BOT_TOKEN", "telegram_bot_token"),
+    ("RASA_API_TOKEN", "rasa_api_token"),
+    ("TELEGRAM_WEBHOOK_SECRET", "telegram_webhook_secret"),
+    ("SENDER_ID_KEY", "sender_id_key"),
+    ("CLINIC_SECRET_KEY", "clinic_secret_key"),
+)
+URLS_WITH_PASSWORD = (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url"))
+ALERT_WEBHOOK = ("CLINIC_ALERT_WEBHOOK_URL", "clinic_alert_webhook_url")
+
+
 def secrets_of(settings: Any) -> list[str]:
     """Every secret value in `settings` worth masking, longest first (a token before its part)."""
-    values: list[str] = []
-    for name in ("telegram_bot_token", "rasa_api_token", "telegram_webhook_secret", "sender_id_key", "clinic_secret_key"):
-        value = getattr(settings, name, None)
-        if value:
-            values.append(str(value))
-    token = str(getattr(settings, "telegram_bot_token", None) or "")
-    if ":" in token:
-        values.append(token.split(":", 1)[1])
-    for name in ("database_url", "redis_url"):
-        url = getattr(settings, name, None)
-        password = _password(str(url)) if url else None
-        if password:
-            values += [password, unquote(password)]
-    alert_url = getattr(settings, "clinic_alert_webhook_url", None)
-    if alert_url:  # a chat or incident webhook's secret is often its path
-        values += [str(alert_url), _path(str(alert_url))]
-    return _longest_first(values)
-
-
-# What `secrets_of` reads, by environment name: masked even when the settings cannot be loaded.
-SECRET_ENV = ("TELEGRAM_BOT_TOKEN", "RASA_API_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "SENDER_ID_KEY", "CLINIC_SECRET_KEY")
-SECRET_URL_ENV = ("DATABASE_URL", "REDIS_URL")
+    return _collect(lambda _variable, field: str(getattr(settings, field, None) or ""))
 
 
 def secrets_of_environment(environ: dict[str, str]) -> list[str]:
     """The same secrets from the raw environment (a setting that fails to parse must not turn masking off)."""
-    values = [environ[name] for name in SECRET_ENV if environ.get(name)]
-    token = environ.get("TELEGRAM_BOT_TOKEN", "")
+    return _collect(lambda variable, _field: environ.get(variable, ""))
+
+
+def _collect(value: Callable[[str, str], str]) -> list[str]:
+    """The secrets, each read by `value(environment variable, settings field)`."""
+    values = [value(*where) for where in PLAIN_SECRETS]
+    token = value(*PLAIN_SECRETS[0])
     if ":" in token:
         values.append(token.split(":", 1)[1])
-    for name in SECRET_URL_ENV:
-        password = _password(environ.get(name, ""))
+    for where in URLS_WITH_PASSWORD:
+        password = _password(value(*where))
         if password:
             values += [password, unquote(password)]
-    if environ.get("CLINIC_ALERT_WEBHOOK_URL"):
-        values += [environ["CLINIC_ALERT_WEBHOOK_URL"], _path(environ["CLINIC_ALERT_WEBHOOK_URL"])]
+    alert_url = value(*ALERT_WEBHOOK)
+    if alert_url:  # a chat or incident webhook's secret is often its path
+        values += [alert_url, _path(alert_url)]
     return _longest_first(values)
 
 

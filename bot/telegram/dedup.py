@@ -143,15 +143,20 @@ class MessageClaims:
             )
         return bool(result.rowcount)
 
-    def mark(self, bot_id: int, key: str, column: str, now: float | None = None) -> None:
-        """Set `answered_at` (the patient got a reply) or `done_at` (the message is safe)."""
+    def mark(self, bot_id: int, key: str, *columns: str, now: float | None = None) -> None:
+        """Set `answered_at` (the patient got a reply) and/or `done_at` (the message is safe), in
+        one UPDATE; a time already set is kept."""
         try:
             self._ensure_table()
+            stamp = now or time.time()
             with self.engine.begin() as c:
-                unset = MESSAGES.c[column].is_(None)
-                c.execute(MESSAGES.update().where(self._where(bot_id, key), unset).values({column: now or time.time()}))
+                c.execute(
+                    MESSAGES.update()
+                    .where(self._where(bot_id, key))
+                    .values({col: sa.func.coalesce(MESSAGES.c[col], stamp) for col in columns})
+                )
         except SQLAlchemyError as exc:
-            log.warning("relay.dedup.unavailable type=%s (%s not recorded)", type(exc).__name__, column)
+            log.warning("relay.dedup.unavailable type=%s (%s not recorded)", type(exc).__name__, ", ".join(columns))
 
     def prune(self, now: float | None = None) -> int:
         self._ensure_table()
@@ -242,17 +247,12 @@ class RelayClaims:
             except (TimeoutError, SQLAlchemyError) as exc:
                 log.warning("relay.dedup.heartbeat_failed type=%s", type(exc).__name__)
 
-    async def answered(self, key: str) -> None:
-        await self._mark(key, "answered_at")
-
-    async def done(self, key: str) -> None:
-        await self._mark(key, "done_at")
-
-    async def _mark(self, key: str, column: str) -> None:
+    async def mark(self, key: str, *columns: str) -> None:
+        """`MessageClaims.mark` for this relay's bot: `answered_at`, `done_at` or both at once."""
         try:
-            await self._call(self.claims.mark, self.bot_id, key, column)
+            await self._call(self.claims.mark, self.bot_id, key, *columns)
         except TimeoutError:
-            log.warning("relay.dedup.slow (%s not recorded)", column)
+            log.warning("relay.dedup.slow (%s not recorded)", ", ".join(columns))
 
     async def prune_forever(self, interval: float = PRUNE_INTERVAL) -> None:
         while True:

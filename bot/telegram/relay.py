@@ -263,11 +263,10 @@ class Relay:
                 typing.cancel()
                 if alive is not None:
                     alive.cancel()
-                if self.claims is not None:
-                    if item.answered:
-                        await self.claims.answered(item.message_id)
-                    if done:  # not before: a copy (or this relay's replay after a kill) finishes it
-                        await self.claims.done(item.message_id)
+                # done not before the message is safe: a copy (or this relay's replay after a kill) finishes it
+                columns = [column for column, now in (("answered_at", item.answered), ("done_at", done)) if now]
+                if self.claims is not None and columns:
+                    await self.claims.mark(item.message_id, *columns)
 
     async def _claim(self, item: Inbound) -> bool:
         """True when this relay must handle the message; False for a copy of one that is safe
@@ -301,7 +300,7 @@ class Relay:
     async def _fail_safe(self, bot: Bot, item: Inbound) -> None:
         item.answered = True
         if self.claims is not None:
-            self._spawn(self.claims.answered(item.message_id))
+            self._spawn(self.claims.mark(item.message_id, "answered_at"))
         if item.fallback is not None:
             text = item.fallback
         elif self.is_emergency is not None and _safe_call(self.is_emergency, item.text):
