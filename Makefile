@@ -39,7 +39,7 @@ actions: .venv/.installed
 	$(PY) -m bot actions --actions actions
 
 eval: $(MODEL)
-	$(PY) -m bot eval --cases $(CASES) --out $(OUT)
+	$(PY) -m bot eval --cases $(CASES) --out $(OUT) $(if $(URL),--url $(URL))
 
 user: .venv/.installed
 	@test -n "$(NAME)" || (echo "usage: make user NAME=alice [ROLE=admin|viewer]"; exit 2)

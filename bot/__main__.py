@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.evaluate import RestClient, evaluate, format_summary
 from bot.secret_masking import install_from_environment as install_secret_masking
-from bot.servers import Stack, is_up
+from bot.servers import Stack, isolated_settings
 from bot.settings import Settings, load_settings
 
 
@@ -83,21 +83,17 @@ def cmd_relay(args: argparse.Namespace) -> int:
 def cmd_clinic(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bot.clinic.alerts import AlertConfig
+    from bot.clinic.alerts import alert_config_of
     from bot.clinic.web import create_app
     from bot.db import create_db_engine
 
     settings = load_settings()
-    alert_config = AlertConfig(
-        levels=settings.clinic_alert_levels,
-        webhook_url=settings.clinic_alert_webhook_url,
-        telegram_chat_id=settings.clinic_alert_chat_id,
-        telegram_token=str(settings.telegram_bot_token) if settings.telegram_bot_token else None,
-        telegram_api=settings.telegram_api_base_url or "https://api.telegram.org",
-        public_url=settings.clinic_public_url or settings.clinic_url,
-    )
+    alert_config = alert_config_of(settings)
     engine = create_db_engine(settings.database_url)
-    app = create_app(engine, str(settings.clinic_secret_key), settings.clinic_https_only, alert_config=alert_config)
+    app = create_app(
+        engine, str(settings.clinic_secret_key), settings.clinic_https_only, alert_config=alert_config,
+        fhir_identifier_system=settings.fhir_identifier_system,
+    )  # fmt: skip
     # uvicorn: the reference ASGI server for Starlette; loopback unless --host, put TLS in front. No
     # websockets (Rasa pins an old `websockets` that uvicorn cannot use, and the app needs none).
     # Behind a reverse proxy, --forwarded-allow-ips names it so login limits see client addresses.
@@ -130,9 +126,14 @@ def cmd_users(args: argparse.Namespace) -> int:
         elif args.action == "unlock":
             accounts.unlock(engine, args.name)
             sys.stdout.write(f"unlocked {args.name}\n")
+        elif args.action in ("disable", "enable"):
+            accounts.set_disabled(engine, args.name, args.action == "disable")
+            sys.stdout.write(f"{args.action}d {args.name}" + (" and ended its sessions\n" if args.action == "disable" else "\n"))
+        elif args.action == "logout":
+            sys.stdout.write(f"ended {accounts.end_sessions(engine, args.name)} session(s) of {args.name}\n")
         else:
-            for name, role, locked in accounts.list_users(engine):
-                sys.stdout.write("\t".join([name, role, "LOCKED" if locked else ""]).rstrip() + "\n")
+            for name, role, state in accounts.list_users(engine):
+                sys.stdout.write("\t".join([name, role, state]).rstrip() + "\n")
     except accounts.AccountError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -247,23 +248,30 @@ CASE_KINDS = {
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """Cases run on a throw-away stack (its own SQLite file, no alert channel) unless `--url`
+    points at a server on purpose; either way every conversation is tagged as test traffic."""
+    import tempfile
+
     settings = load_settings()
-    stack = Stack(settings)
-    try:
-        if not is_up(f"{settings.actions_url}/health"):
-            stack.start_actions()
-        if not is_up(f"{settings.rasa_url}/"):
-            stack.start_rasa()
-        client = RestClient(settings.rasa_url, str(settings.rasa_api_token))
-        files = [Path(c) for c in args.cases if Path(c).exists() or len(args.cases) == 1]
-        out = Path(args.out)
-        summaries = []
-        for cases in files:
-            # one case file: OUT as given; several: one results file per case file beside OUT
-            target = out if len(files) == 1 else out.parent / f"{cases.stem}.jsonl"
-            summaries.append((cases, target, evaluate(client, cases, target)))
-    finally:
-        stack.stop()
+    summaries = []
+    with tempfile.TemporaryDirectory(prefix="crs-eval-") as tmp:
+        stack = Stack(isolated_settings(Path(tmp)), log_dir=Path(tmp))
+        try:
+            if args.url:
+                client = RestClient(args.url.rstrip("/"), str(settings.rasa_api_token))
+            else:
+                sys.stderr.write("starting a throw-away stack for the evaluation (pass --url to use a running server)…\n")
+                stack.start_actions()
+                stack.start_rasa()
+                client = RestClient(stack.settings.rasa_url, str(stack.settings.rasa_api_token))
+            files = [Path(c) for c in args.cases if Path(c).exists() or len(args.cases) == 1]
+            out = Path(args.out)
+            for cases in files:
+                # one case file: OUT as given; several: one results file per case file beside OUT
+                target = out if len(files) == 1 else out.parent / f"{cases.stem}.jsonl"
+                summaries.append((cases, target, evaluate(client, cases, target)))
+        finally:
+            stack.stop()
     for cases, target, summary in summaries:
         kind = CASE_KINDS.get(cases.stem.split("-")[0], "sample")
         sys.stdout.write(f"== {cases} — {kind}; results in {target}\n{format_summary(summary)}\n")
@@ -303,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")
     cl.add_argument("--forwarded-allow-ips", default="", help="reverse proxy addresses whose X-Forwarded-For is trusted")
     cl.set_defaults(func=cmd_clinic)
-    us = sub.add_parser("users", help="clinic staff accounts: add, passwd, unlock, list")
-    us.add_argument("action", choices=["add", "passwd", "unlock", "list"])
+    us = sub.add_parser("users", help="clinic staff accounts: add, passwd, unlock, disable, enable, logout (end all sessions), list")
+    us.add_argument("action", choices=["add", "passwd", "unlock", "disable", "enable", "logout", "list"])
     us.add_argument("name", nargs="?", default="")
     us.add_argument("--role", choices=["viewer", "admin"], default="viewer")
     us.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
@@ -351,8 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     bc.add_argument("--events-per", type=int, default=20)
     bc.add_argument("--requests", type=int, default=300)
     bc.set_defaults(func=cmd_bench_clinic)
-    ev = sub.add_parser("eval", help="score a case file through the live stack")
+    ev = sub.add_parser("eval", help="score case files on a throw-away stack (same model, actions and rules as the live bot)")
     ev.add_argument("--cases", required=True, nargs="+", help="one or more case files, each scored apart")
+    ev.add_argument("--url", help="score against this running Rasa server instead (its conversations are tagged as test traffic)")
     ev.add_argument("--out", required=True)
     ev.add_argument("--show-misses", action="store_true")
     ev.set_defaults(func=cmd_eval)

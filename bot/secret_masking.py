@@ -39,7 +39,10 @@ PLAIN_SECRETS = (
     ("CLINIC_SECRET_KEY", "clinic_secret_key"),
 )
 URLS_WITH_PASSWORD = (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url"))
-ALERT_WEBHOOK = ("CLINIC_ALERT_WEBHOOK_URL", "clinic_alert_webhook_url")
+ALERT_WEBHOOKS = (
+    ("CLINIC_ALERT_WEBHOOK_URL", "clinic_alert_webhook_url"),
+    ("CLINIC_ESCALATION_WEBHOOK_URL", "clinic_escalation_webhook_url"),
+)
 
 
 def secrets_of(settings: Any) -> list[str]:
@@ -62,9 +65,10 @@ def _collect(value: Callable[[str, str], str]) -> list[str]:
         password = _password(value(*where))
         if password:
             values += [password, unquote(password)]
-    alert_url = value(*ALERT_WEBHOOK)
-    if alert_url:  # a chat or incident webhook's secret is often its path
-        values += [alert_url, _path(alert_url)]
+    for where in ALERT_WEBHOOKS:
+        alert_url = value(*where)
+        if alert_url:  # a chat or incident webhook's secret is often its path
+            values += [alert_url, _path(alert_url)]
     return _longest_first(values)
 
 

@@ -21,13 +21,18 @@ from starlette.datastructures import Secret
 
 from bot import PROJECT_ROOT
 from bot.model_check import check_model
-from bot.settings import MODEL_PATH, Settings, load_settings
+from bot.settings import ENV_VARIABLES, MODEL_PATH, Settings, load_settings
 
 RASA = str(Path(sys.executable).with_name("rasa"))
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
+    """The environment of a child process: exactly `settings`, whatever this process inherited.
+
+    Every variable the settings read is first removed: an alert webhook or chat id set in the
+    shell that starts an evaluation must not reach its throw-away stack (it would page the care
+    team for every emergency case)."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARIABLES}
     env.update(settings.as_env())
     env.update(
         PYTHONPATH=str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),

@@ -20,6 +20,39 @@ MODEL_PATH = PROJECT_ROOT / "models" / "crs.tar.gz"
 DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'crs.db'}"
 
 
+# Each environment variable and the setting it fills (as_env, and child_env in bot/servers.py).
+ENV_VARIABLES: dict[str, str] = {
+    "DATABASE_URL": "database_url",
+    "RASA_PORT": "rasa_port",
+    "ACTIONS_PORT": "actions_port",
+    "CLINIC_PORT": "clinic_port",
+    "RASA_API_TOKEN": "rasa_api_token",
+    "TELEGRAM_BOT_TOKEN": "telegram_bot_token",
+    "TELEGRAM_API_BASE_URL": "telegram_api_base_url",
+    "TELEGRAM_WEBHOOK_URL": "telegram_webhook_url",
+    "TELEGRAM_WEBHOOK_SECRET": "telegram_webhook_secret",
+    "TELEGRAM_WEBHOOK_LISTEN": "telegram_webhook_listen",
+    "TELEGRAM_WEBHOOK_PORT": "telegram_webhook_port",
+    "RELAY_RASA_TIMEOUT": "relay_rasa_timeout",
+    "TELEGRAM_SEND_RATE": "telegram_send_rate",
+    "RELAY_OUTBOX_PATH": "relay_outbox_path",
+    "SENDER_ID_KEY": "sender_id_key",
+    "CLINIC_SECRET_KEY": "clinic_secret_key",
+    "CLINIC_HTTPS_ONLY": "clinic_https_only",
+    "CLINIC_ALERT_WEBHOOK_URL": "clinic_alert_webhook_url",
+    "CLINIC_ALERT_CHAT_ID": "clinic_alert_chat_id",
+    "CLINIC_ALERT_LEVELS": "clinic_alert_levels",
+    "CLINIC_PUBLIC_URL": "clinic_public_url",
+    "CLINIC_ESCALATION_WEBHOOK_URL": "clinic_escalation_webhook_url",
+    "CLINIC_ESCALATION_CHAT_ID": "clinic_escalation_chat_id",
+    "CLINIC_ESCALATE_AFTER": "clinic_escalate_after",
+    "FHIR_IDENTIFIER_SYSTEM": "fhir_identifier_system",
+    "RETENTION_DAYS": "retention_days",
+    "REDIS_URL": "redis_url",
+    "RELAY_RASA_URL": "relay_rasa_url",
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -43,39 +76,26 @@ class Settings:
     clinic_alert_chat_id: str | None = None
     clinic_alert_levels: tuple[str, ...] = ("emergency",)
     clinic_public_url: str | None = None
+    clinic_escalation_webhook_url: str | None = None
+    clinic_escalation_chat_id: str | None = None
+    clinic_escalate_after: str | None = None  # minutes, "emergency=10,urgent=60" (bot/clinic/worklist.py)
+    fhir_identifier_system: str | None = None
     retention_days: float = 365.0
     redis_url: Secret | None = None
     relay_rasa_url: str | None = None
 
     def as_env(self) -> dict[str, str]:
         """These settings as the environment variables `load_settings` reads (for child processes)."""
-        values: dict[str, object | None] = {
-            "DATABASE_URL": self.database_url,
-            "RASA_PORT": self.rasa_port,
-            "ACTIONS_PORT": self.actions_port,
-            "CLINIC_PORT": self.clinic_port,
-            "RASA_API_TOKEN": self.rasa_api_token,
-            "TELEGRAM_BOT_TOKEN": self.telegram_bot_token,
-            "TELEGRAM_API_BASE_URL": self.telegram_api_base_url,
-            "TELEGRAM_WEBHOOK_URL": self.telegram_webhook_url,
-            "TELEGRAM_WEBHOOK_SECRET": self.telegram_webhook_secret,
-            "TELEGRAM_WEBHOOK_LISTEN": self.telegram_webhook_listen,
-            "TELEGRAM_WEBHOOK_PORT": self.telegram_webhook_port,
-            "RELAY_RASA_TIMEOUT": self.relay_rasa_timeout,
-            "TELEGRAM_SEND_RATE": self.telegram_send_rate,
-            "RELAY_OUTBOX_PATH": self.relay_outbox_path,
-            "SENDER_ID_KEY": self.sender_id_key,
-            "CLINIC_SECRET_KEY": self.clinic_secret_key,
-            "CLINIC_HTTPS_ONLY": "1" if self.clinic_https_only else None,
-            "CLINIC_ALERT_WEBHOOK_URL": self.clinic_alert_webhook_url,
-            "CLINIC_ALERT_CHAT_ID": self.clinic_alert_chat_id,
-            "CLINIC_ALERT_LEVELS": ",".join(self.clinic_alert_levels),
-            "CLINIC_PUBLIC_URL": self.clinic_public_url,
-            "RETENTION_DAYS": self.retention_days,
-            "REDIS_URL": self.redis_url,
-            "RELAY_RASA_URL": self.relay_rasa_url,
-        }
-        return {key: str(value) for key, value in values.items() if value is not None}
+        env = {}
+        for name, attribute in ENV_VARIABLES.items():
+            value = getattr(self, attribute)
+            if isinstance(value, bool):
+                value = "1" if value else None
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            if value is not None:
+                env[name] = str(value)
+        return env
 
     @property
     def rasa_url(self) -> str:
@@ -139,6 +159,12 @@ def load_settings(env_file: Path | None = None) -> Settings:
         ),
         # How alert messages link to a conversation (the clinic app as staff reach it).
         clinic_public_url=config("CLINIC_PUBLIC_URL", default=None),
+        # Where an item nobody acknowledged in time goes (once); the alert channels again if unset.
+        clinic_escalation_webhook_url=config("CLINIC_ESCALATION_WEBHOOK_URL", default=None),
+        clinic_escalation_chat_id=config("CLINIC_ESCALATION_CHAT_ID", default=None),
+        clinic_escalate_after=config("CLINIC_ESCALATE_AFTER", default=None),
+        # The URI under which FHIR exports identify patients (your organisation's, e.g. its MRN system).
+        fhir_identifier_system=config("FHIR_IDENTIFIER_SYSTEM", default=None),
         retention_days=config("RETENTION_DAYS", cast=float, default=365.0),
         # Several Rasa replicas: their conversation locks in Redis (bot/lock_store.py).
         redis_url=config("REDIS_URL", cast=Secret, default=None) or None,

@@ -1,12 +1,15 @@
-"""Alerts to the care team when a conversation first reaches `emergency` (and optionally `urgent`).
+"""Notices to the care team: the first alert of each worklist item, and its escalation.
 
-Raised from the summary refresh (bot/clinic/conversations.py), at most once per conversation,
-level and channel (a unique constraint, so a re-index or a second app instance cannot send
-twice). Channels: an HTTP webhook (JSON POST) and/or a Telegram chat of the care team, sent
-through the Bot API with the bot's token. A failed send is retried with exponential backoff
-(up to 5 minutes apart) until it goes through; status, attempts and the last error are shown
-on the Alerts page. Alerts carry the patient label or pseudonym, the level, the symptoms and a
-link to the conversation, never the patient's own words.
+Notices are queued with their worklist item (bot/clinic/worklist.py), in the transaction that
+opens or raises it, at most once per item, level, kind and channel (a unique constraint, so a
+re-index or a second clinic instance cannot send twice). Alert channels: an HTTP webhook (JSON
+POST) and/or a Telegram chat of the care team, through the Bot API with the bot's token. An
+item nobody acknowledged within `CLINIC_ESCALATE_AFTER` is sent once more to the escalation
+channels (`CLINIC_ESCALATION_WEBHOOK_URL` / `CLINIC_ESCALATION_CHAT_ID`; the alert channels
+again if none is set). A failed send is retried with exponential backoff (up to 5 minutes
+apart) until it goes through; status, attempts and the last error are on the Alerts page.
+Notices carry the patient label or pseudonym, the level, the symptoms and a link, never the
+patient's own words.
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
+from bot.clinic import worklist
 from bot.clinic.conversations import load_conversation, symptom_label
 from bot.clinic.schema import ALERTS
 
@@ -37,6 +40,9 @@ class AlertConfig:
     telegram_token: str | None = None
     telegram_api: str = "https://api.telegram.org"
     public_url: str = ""
+    escalation_webhook_url: str | None = None
+    escalation_chat_id: str | None = None
+    escalate_after: dict[str, float] = field(default_factory=lambda: dict(worklist.DEFAULT_ESCALATE_AFTER))  # minutes
 
     @property
     def channels(self) -> list[str]:
@@ -47,27 +53,44 @@ class AlertConfig:
             found.append("telegram")
         return found
 
+    @property
+    def escalation_channels(self) -> list[str]:
+        """The second channel when one is set; else the first again (an escalation is never dropped)."""
+        found = []
+        if self.escalation_webhook_url:
+            found.append("escalation-webhook")
+        if self.escalation_chat_id and self.telegram_token:
+            found.append("escalation-telegram")
+        return found or self.channels
 
-def raise_alerts(engine: Engine, config: AlertConfig, reached: list[tuple[str, str]]) -> int:
-    """Queue one alert per (conversation, level, channel) for levels that alert; returns how many."""
-    queued = 0
-    now = time.time()
-    for sender_id, level in reached:
-        if level not in config.levels:
-            continue
-        for channel in config.channels:
-            try:
-                with engine.begin() as conn:
-                    conn.execute(
-                        sa.insert(ALERTS).values(
-                            sender_id=sender_id, level=level, channel=channel, status="pending", attempts=0,
-                            last_error="", created_at=now, next_try_at=now,
-                        )
-                    )  # fmt: skip
-                queued += 1
-            except IntegrityError:
-                pass  # already raised once
-    return queued
+    @property
+    def tracking(self) -> worklist.Tracking:
+        return worklist.Tracking(levels=self.levels, channels=tuple(self.channels))
+
+    def destination(self, channel: str) -> tuple[str, str | None]:
+        """("webhook", url) or ("telegram", chat id) for a notice's channel."""
+        return {
+            "webhook": ("webhook", self.webhook_url),
+            "telegram": ("telegram", self.telegram_chat_id),
+            "escalation-webhook": ("webhook", self.escalation_webhook_url),
+            "escalation-telegram": ("telegram", self.escalation_chat_id),
+        }.get(channel, ("webhook", None))
+
+
+def alert_config_of(settings: Any) -> AlertConfig:
+    """The alert configuration of `bot.settings.Settings` (raises ValueError on a bad CLINIC_ESCALATE_AFTER)."""
+    api = (settings.telegram_api_base_url or "https://api.telegram.org").rstrip("/")
+    return AlertConfig(
+        levels=settings.clinic_alert_levels,
+        webhook_url=settings.clinic_alert_webhook_url,
+        telegram_chat_id=settings.clinic_alert_chat_id,
+        telegram_token=str(settings.telegram_bot_token) if settings.telegram_bot_token else None,
+        telegram_api=api.removesuffix("/bot"),
+        public_url=settings.clinic_public_url or settings.clinic_url,
+        escalation_webhook_url=settings.clinic_escalation_webhook_url,
+        escalation_chat_id=settings.clinic_escalation_chat_id,
+        escalate_after=worklist.parse_escalate_after(settings.clinic_escalate_after),
+    )
 
 
 def due(engine: Engine, now: float | None = None) -> list[dict[str, Any]]:
@@ -99,8 +122,11 @@ def _payload(engine: Engine, config: AlertConfig, alert: dict[str, Any]) -> dict
     patient = conv.patient if conv else "unknown"
     symptoms = [symptom_label(s) for s in (conv.symptoms if conv else [])]
     link = f"{config.public_url.rstrip('/')}/conversations/{alert['sender_id']}" if config.public_url else ""
+    escalation = alert["kind"] == "escalation"
     return {
-        "event": "crs.triage_alert",
+        "event": "crs.triage_escalation" if escalation else "crs.triage_alert",
+        "item": alert["item_id"],
+        "not_acknowledged_for_min": round(config.escalate_after.get(alert["level"], 0)) if escalation else None,
         "level": alert["level"],
         "patient": patient,
         "therapy": conv.therapy if conv else "",
@@ -111,19 +137,26 @@ def _payload(engine: Engine, config: AlertConfig, alert: dict[str, Any]) -> dict
 
 
 async def _send(session: aiohttp.ClientSession, config: AlertConfig, channel: str, payload: dict[str, Any]) -> None:
-    if channel == "webhook":
-        async with session.post(config.webhook_url, json=payload) as response:  # type: ignore[arg-type]
+    kind, target = config.destination(channel)
+    if not target:
+        raise RuntimeError(f"channel {channel} is no longer configured")
+    if kind == "webhook":
+        async with session.post(target, json=payload) as response:
             if response.status >= 300:
                 raise RuntimeError(f"webhook answered HTTP {response.status}")
         return
-    headline = "🚨 EMERGENCY" if payload["level"] == "emergency" else "⚠️ URGENT"
+    headline = (
+        "🚨 EMERGENCY" if payload["level"] == "emergency" else "⚠️ URGENT" if payload["level"] == "urgent" else "ℹ️ " + payload["level"]
+    )
+    if payload["not_acknowledged_for_min"] is not None:
+        headline = f"⏰ NOT ACKNOWLEDGED after {payload['not_acknowledged_for_min']} min — {headline}"
     text = (
         f"{headline}: {payload['patient']}"
         + (f" ({payload['therapy']})" if payload["therapy"] else "")
         + f"\nSymptoms: {', '.join(payload['symptoms']) or 'see conversation'}\n{payload['conversation']}"
     )
     url = f"{config.telegram_api.rstrip('/')}/bot{config.telegram_token}/sendMessage"
-    async with session.post(url, json={"chat_id": config.telegram_chat_id, "text": text}) as response:
+    async with session.post(url, json={"chat_id": target, "text": text}) as response:
         if response.status != 200:
             raise RuntimeError(f"Telegram answered HTTP {response.status}")  # never the URL: it holds the token
 
@@ -137,10 +170,12 @@ async def deliver_due(engine: Engine, config: AlertConfig, session: aiohttp.Clie
             await _send(session, config, alert["channel"], payload)
         except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
             error = str(exc) if isinstance(exc, RuntimeError) else type(exc).__name__
-            log.warning("clinic.alert.retry channel=%s attempts=%d error=%s", alert["channel"], alert["attempts"] + 1, error)
+            log.warning(
+                "clinic.alert.retry kind=%s channel=%s attempts=%d error=%s", alert["kind"], alert["channel"], alert["attempts"] + 1, error
+            )
             await asyncio.to_thread(_mark, engine, alert["id"], error, alert["attempts"] + 1)
             continue
         await asyncio.to_thread(_mark, engine, alert["id"], None, alert["attempts"] + 1)
-        log.info("clinic.alert.sent channel=%s level=%s", alert["channel"], alert["level"])
+        log.info("clinic.alert.sent kind=%s channel=%s level=%s", alert["kind"], alert["channel"], alert["level"])
         sent += 1
     return sent

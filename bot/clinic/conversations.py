@@ -20,11 +20,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bot.clinic.schema import ENROLMENTS, EVENTS, STATE, SUMMARIES
+from bot.clinic.worklist import Episodes, Tracking
 from bot.nlu.knowledge import LEVEL_RANK, load_knowledge_base
 
 LEVELS_BY_SEVERITY = sorted(LEVEL_RANK, key=LEVEL_RANK.get, reverse=True)  # emergency first
 BATCH = 5000
 PAGE_SIZE = 50
+# Set to "test" in a user message's metadata by an authenticated caller (bot/channels.py): the
+# conversation is evaluation or benchmark traffic, hidden from the clinic and never alerted.
+TRAFFIC_KEY = "traffic"
 
 
 def pseudonym(sender_id: str) -> str:
@@ -49,14 +53,17 @@ class _Summary:
     symptoms: str = ""
     therapy: str = ""
     messages: int = 0
+    test: bool = False
     new: bool = True
 
     def row(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "new"}
 
 
-def refresh(engine: Engine) -> list[tuple[str, str]]:
-    """Fold new events into the summaries; returns (sender_id, level) for each level reached."""
+def refresh(engine: Engine, tracking: Tracking | None = None) -> list[tuple[str, str]]:
+    """Fold new events into the summaries and, with `tracking`, open and raise worklist items
+    and queue their alerts in the same transaction; returns (sender_id, level) for each new
+    highest level a conversation reached."""
     reached: list[tuple[str, str]] = []
     while True:
         with engine.begin() as conn:
@@ -69,7 +76,7 @@ def refresh(engine: Engine) -> list[tuple[str, str]]:
             ).all()
             if not rows:
                 return reached
-            reached += _fold(conn, rows)
+            reached += _fold(conn, rows, tracking)
             last = rows[-1].id
             if mark:
                 conn.execute(sa.update(STATE).where(STATE.c.key == "events_id").values(value=last))
@@ -79,11 +86,13 @@ def refresh(engine: Engine) -> list[tuple[str, str]]:
             return reached
 
 
-def _fold(conn: Connection, rows: list[Any]) -> list[tuple[str, str]]:
+def _fold(conn: Connection, rows: list[Any], tracking: Tracking | None = None) -> list[tuple[str, str]]:
     senders = {r.sender_id for r in rows}
     summaries: dict[str, _Summary] = {}
     for row in conn.execute(sa.select(SUMMARIES).where(SUMMARIES.c.sender_id.in_(senders))).mappings():
         summaries[row["sender_id"]] = _Summary(**dict(row), new=False)
+    episodes = Episodes(conn, tracking, senders) if tracking and tracking.levels else None
+    current: dict[str, str] = {}  # the level each conversation is at now, as far as this batch tells
     reached = []
     for r in rows:
         s = summaries.setdefault(r.sender_id, _Summary(r.sender_id))
@@ -93,14 +102,24 @@ def _fold(conn: Connection, rows: list[Any]) -> list[tuple[str, str]]:
         data = _json(r.data)
         if r.type_name == "user":
             s.messages += 1
-            code = ((data.get("metadata") or {}).get("telegram") or {}).get("enrolment_code")
+            metadata = data.get("metadata") or {}
+            code = (metadata.get("telegram") or {}).get("enrolment_code")
             if code:
                 s.enrolment_code = str(code).strip().upper()[:64]
+            if metadata.get(TRAFFIC_KEY) == "test":
+                s.test = True  # once test, always: one tagged message marks the whole conversation
         elif r.type_name == "slot":
             name, value = data.get("name"), data.get("value")
-            if name == "triage_level" and value in LEVEL_RANK and LEVEL_RANK[value] > s.level_rank:
-                s.level_rank, s.level = LEVEL_RANK[value], value
-                reached.append((r.sender_id, value))
+            if name == "triage_level" and value in LEVEL_RANK:
+                current[r.sender_id] = value
+                if episodes and not s.test:
+                    episodes.level(r.sender_id, value, r.timestamp or time.time())
+                if LEVEL_RANK[value] > s.level_rank:
+                    s.level_rank, s.level = LEVEL_RANK[value], value
+                    reached.append((r.sender_id, value))
+            elif name == "triage_reasons" and episodes and not s.test and isinstance(value, list):
+                level_now = current.get(r.sender_id, s.level)
+                episodes.reasons(r.sender_id, [str(v) for v in value], level_now, r.timestamp or time.time())
             elif name == "symptoms":
                 s.symptoms = " ".join(value or [])
             elif name == "therapy":
@@ -130,6 +149,7 @@ class Filters:
     symptom: str = ""
     therapy: str = ""
     page: int = 1
+    traffic: str = ""  # "" patients only, "test" evaluation/benchmark traffic only, "all" both
 
     @classmethod
     def parse(cls, params: Any) -> Filters:
@@ -151,6 +171,7 @@ class Filters:
             symptom=params.get("symptom", "")[:60],
             therapy=params.get("therapy", "")[:60],
             page=page,
+            traffic=params.get("traffic", "") if params.get("traffic", "") in ("test", "all") else "",
         )
 
     def query(self, page: int | None = None) -> dict[str, str]:
@@ -162,17 +183,20 @@ class Filters:
             "symptom": self.symptom,
             "therapy": self.therapy,
             "page": str(page) if page and page > 1 else "",
+            "traffic": self.traffic,
         }
         return {k: v for k, v in values.items() if v}
 
     def where(self) -> list[Any]:
         conditions: list[Any] = []
+        if self.traffic != "all":
+            conditions.append(SUMMARIES.c.test.is_(sa.true() if self.traffic == "test" else sa.false()))
         if self.level:
             conditions.append(SUMMARIES.c.level == self.level)
         if self.date_from:
-            conditions.append(SUMMARIES.c.last_at >= _epoch(self.date_from))
+            conditions.append(SUMMARIES.c.last_at >= utc_midnight(self.date_from))
         if self.date_to:
-            conditions.append(SUMMARIES.c.first_at < _epoch(self.date_to) + 86400)
+            conditions.append(SUMMARIES.c.first_at < utc_midnight(self.date_to) + 86400)
         if self.symptom:
             padded = sa.literal(" ") + SUMMARIES.c.symptoms + sa.literal(" ")
             conditions.append(padded.contains(f" {self.symptom} ", autoescape=True))
@@ -186,7 +210,7 @@ class Filters:
         return conditions
 
 
-def _epoch(day: date) -> float:
+def utc_midnight(day: date) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
@@ -260,12 +284,14 @@ def iter_conversations(engine: Engine, filters: Filters, chunk: int = 2000) -> A
 def level_counts(engine: Engine, now: float | None = None) -> dict[str, dict[str, int]]:
     """Conversations per highest level, active today (UTC) and in the last 7 days."""
     now = now or time.time()
-    today = _epoch(datetime.fromtimestamp(now, UTC).date())
+    today = utc_midnight(datetime.fromtimestamp(now, UTC).date())
     counts: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
         for name, since in (("today", today), ("week", today - 6 * 86400)):
             result = conn.execute(
-                sa.select(SUMMARIES.c.level, sa.func.count()).where(SUMMARIES.c.last_at >= since).group_by(SUMMARIES.c.level)
+                sa.select(SUMMARIES.c.level, sa.func.count())
+                .where(SUMMARIES.c.last_at >= since, SUMMARIES.c.test.is_(sa.false()))
+                .group_by(SUMMARIES.c.level)
             )
             found = dict(result.all())
             counts[name] = {level: int(found.get(level, 0)) for level in LEVELS_BY_SEVERITY}
@@ -283,6 +309,11 @@ class Turn:
     hypothetical: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)  # escalations decided after this message
     level: str | None = None
+    # Readings the patient gave in this message (bot/nlu/vitals.py via the `vital` entity): dicts with
+    # kind (temperature | pulse | blood_pressure | spo2), value (as written: °C or °F for a temperature,
+    # systolic for blood pressure), unit (C | F | /min | mmHg | %), value_c (temperature in °C),
+    # diastolic (blood pressure, or None) and text (the patient's words).
+    vitals: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -296,6 +327,7 @@ class Conversation:
     turns: list[Turn]
     symptoms: list[str]
     denied: list[str]
+    therapy_id: str = ""  # the knowledge-base therapy id (enrolment, else the `therapy` slot), "" if none
 
 
 def load_conversation(engine: Engine, sender_id: str) -> Conversation | None:
@@ -319,7 +351,9 @@ def load_conversation(engine: Engine, sender_id: str) -> Conversation | None:
         if e.type_name == "user":
             turn = Turn(e.timestamp, "patient", str(data.get("text") or ""))
             for entity in (data.get("parse_data") or {}).get("entities") or []:
-                if entity.get("entity") == "symptom":
+                if entity.get("entity") == "vital" and entity.get("role") != "hypothetical":
+                    turn.vitals.append(vital_reading(entity))
+                elif entity.get("entity") == "symptom":
                     role = entity.get("role")
                     target = {"present": turn.present, "absent": turn.denied, "hypothetical": turn.hypothetical}.get(role)
                     if target is not None and entity.get("value") not in target:
@@ -350,17 +384,32 @@ def load_conversation(engine: Engine, sender_id: str) -> Conversation | None:
         turns=turns,
         symptoms=list(slots.get("symptoms") or []),
         denied=list(slots.get("denied_symptoms") or []),
+        therapy_id=summary.enrolled_therapy or str(slots.get("therapy") or ""),
     )
+
+
+def vital_reading(entity: dict[str, Any]) -> dict[str, Any]:
+    """A stored `vital` entity as the reading the transcript, chart and FHIR export show."""
+    return {
+        "kind": str(entity.get("kind") or ""),
+        "value": entity.get("value"),
+        "unit": str(entity.get("unit") or ""),
+        "value_c": entity.get("value_c"),
+        "diastolic": entity.get("diastolic"),
+        "text": str(entity.get("text") or ""),
+    }
 
 
 # ---------------------------------------------------------------------- trends
 def levels_per_day(engine: Engine, days: int = 30, now: float | None = None) -> list[tuple[date, dict[str, int]]]:
     """Conversations by highest level, per day of their last message (UTC)."""
     now = now or time.time()
-    start = _epoch(datetime.fromtimestamp(now, UTC).date()) - (days - 1) * 86400
+    start = utc_midnight(datetime.fromtimestamp(now, UTC).date()) - (days - 1) * 86400
     per_day: dict[date, Counter] = {}
     with engine.connect() as conn:
-        for last_at, level in conn.execute(sa.select(SUMMARIES.c.last_at, SUMMARIES.c.level).where(SUMMARIES.c.last_at >= start)):
+        for last_at, level in conn.execute(
+            sa.select(SUMMARIES.c.last_at, SUMMARIES.c.level).where(SUMMARIES.c.last_at >= start, SUMMARIES.c.test.is_(sa.false()))
+        ):
             per_day.setdefault(datetime.fromtimestamp(last_at, UTC).date(), Counter())[level] += 1
     first = datetime.fromtimestamp(start, UTC).date()
     return [
@@ -372,7 +421,9 @@ def levels_per_day(engine: Engine, days: int = 30, now: float | None = None) -> 
 def top_symptoms(engine: Engine, limit: int = 12) -> list[tuple[str, int]]:
     counts: Counter = Counter()
     with engine.connect() as conn:
-        for (symptoms,) in conn.execute(sa.select(SUMMARIES.c.symptoms).where(SUMMARIES.c.symptoms != "")):
+        for (symptoms,) in conn.execute(
+            sa.select(SUMMARIES.c.symptoms).where(SUMMARIES.c.symptoms != "", SUMMARIES.c.test.is_(sa.false()))
+        ):
             counts.update(symptoms.split())
     return counts.most_common(limit)
 
@@ -382,3 +433,20 @@ def patient_timeline(engine: Engine, code: str) -> list[Row]:
     filters_query = _list_query(Filters()).where(SUMMARIES.c.enrolment_code == code).order_by(None).order_by(SUMMARIES.c.first_at)
     with engine.connect() as conn:
         return _rows(conn.execute(filters_query))
+
+
+def vital_text(v: dict[str, Any]) -> str:
+    """A reading as a nurse writes it: "39.2 °C", "102.5 °F (39.2 °C)", "BP 85/50 mmHg"."""
+    kind, value = v.get("kind"), v.get("value")
+    if kind == "temperature":
+        shown = f"{value:g} °{v.get('unit') or 'C'}"
+        if v.get("unit") == "F" and v.get("value_c") is not None:
+            shown += f" ({v['value_c']:.1f} °C)"
+        return shown
+    if kind == "pulse":
+        return f"pulse {value:g}/min"
+    if kind == "blood_pressure":
+        return f"BP {value:g}/{v['diastolic']:g} mmHg" if v.get("diastolic") else f"BP {value:g} systolic"
+    if kind == "spo2":
+        return f"SpO2 {value:g} %"
+    return str(v.get("text") or "")

@@ -23,6 +23,20 @@ STAFF = sa.Table(
     sa.Column("failed_logins", sa.Integer, nullable=False, default=0),
     sa.Column("locked_until", sa.Float),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Server-side sessions: the signed cookie only names a row here, so logging out, disabling an
+# account or changing its password ends its sessions at once (a signed cookie alone cannot be
+# revoked before it expires). Only a hash of the session id is stored.
+SESSIONS = sa.Table(
+    "clinic_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(80), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
 )
 
 AUDIT = sa.Table(
@@ -59,6 +73,9 @@ SUMMARIES = sa.Table(
     sa.Column("symptoms", sa.Text, nullable=False, default=""),  # space-separated ids, for filtering
     sa.Column("therapy", sa.String(120), nullable=False, default=""),
     sa.Column("messages", sa.Integer, nullable=False, default=0),
+    # Evaluation, benchmark and demo traffic (tagged by an authenticated caller): hidden from the
+    # clinic's lists and counts by default, never on the worklist, never alerted.
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false(), index=True),
 )
 
 STATE = sa.Table(
@@ -68,20 +85,47 @@ STATE = sa.Table(
     sa.Column("value", sa.Float, nullable=False),
 )
 
-ALERTS = sa.Table(
-    "clinic_alerts",
+# The care team's worklist: one item per episode of a conversation at a level that alerts
+# (CLINIC_ALERT_LEVELS). Open until a nurse closes it with an outcome; acknowledged on the way.
+WORKLIST = sa.Table(
+    "clinic_worklist",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sender_id", sa.String(255), nullable=False, index=True),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("level_rank", sa.Integer, nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False, default=""),  # newline-separated
+    sa.Column("opened_at", sa.Float, nullable=False, index=True),  # when the conversation first reached it
+    sa.Column("level_at", sa.Float, nullable=False),  # when it reached its present level (escalation clock)
+    sa.Column("acked_at", sa.Float),
+    sa.Column("acked_by", sa.String(80)),
+    sa.Column("closed_at", sa.Float, index=True),
+    sa.Column("closed_by", sa.String(80)),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.Column("escalated_at", sa.Float),
+)
+
+# Every notice sent to the care team about a worklist item: the first alert at each level and at
+# most one escalation per level, per channel (the unique constraint: a re-index or a second
+# clinic instance cannot send twice). Replaces `clinic_alerts` (one alert per conversation and
+# level, ever), which a patient's second emergency weeks later could not raise.
+ALERTS = sa.Table(
+    "clinic_notices",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("item_id", sa.Integer, nullable=False, index=True),
     sa.Column("sender_id", sa.String(255), nullable=False),
     sa.Column("level", sa.String(16), nullable=False),
-    sa.Column("channel", sa.String(16), nullable=False),  # webhook | telegram
-    sa.Column("status", sa.String(16), nullable=False),  # pending | sent | failed
+    sa.Column("kind", sa.String(16), nullable=False),  # alert | escalation
+    sa.Column("channel", sa.String(24), nullable=False),  # webhook | telegram | escalation-webhook | escalation-telegram
+    sa.Column("status", sa.String(16), nullable=False),  # pending | retrying | sent
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.String(255), nullable=False, default=""),
     sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("next_try_at", sa.Float, nullable=False),
+    sa.Column("next_try_at", sa.Float, nullable=False, index=True),
     sa.Column("sent_at", sa.Float),
-    sa.UniqueConstraint("sender_id", "level", "channel", name="clinic_alert_once"),
+    sa.UniqueConstraint("item_id", "level", "kind", "channel", name="clinic_notice_once"),
 )
 
 RETENTION_RUNS = sa.Table(
@@ -110,6 +154,36 @@ EVENTS = sa.Table(
 
 
 def create_tables(engine: sa.engine.Engine) -> None:
-    """Our tables, and Rasa's `events` if Rasa has not started yet (same definition as Rasa's)."""
+    """Our tables, and Rasa's `events` if Rasa has not started yet (same definition as Rasa's);
+    columns added since a table was created are added to it (see `add_missing_columns`)."""
     metadata.create_all(engine)
     _rasa.create_all(engine)
+    add_missing_columns(engine, metadata)
+
+
+def add_missing_columns(engine: sa.engine.Engine, meta: sa.MetaData) -> list[str]:
+    """`ALTER TABLE … ADD COLUMN` for each column of `meta` a table in the database lacks.
+
+    Our schema only ever grows by nullable columns or columns with a server default, which both
+    SQLite and PostgreSQL add in place; a full migration tool (Alembic) would be one more thing
+    to run by hand for that. Returns "table.column" for each column added."""
+    added = []
+    inspector = sa.inspect(engine)
+    for table in meta.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = ""
+            if column.server_default is not None:
+                default = " DEFAULT " + str(column.server_default.arg.compile(dialect=engine.dialect))
+            null = "" if column.nullable or default else " NOT NULL"
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}{null}'))
+                if column.index:
+                    conn.execute(sa.text(f'CREATE INDEX IF NOT EXISTS ix_{table.name}_{column.name} ON {table.name} ("{column.name}")'))
+            added.append(f"{table.name}.{column.name}")
+    return added

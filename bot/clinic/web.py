@@ -18,6 +18,7 @@ import secrets
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -35,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bot.clinic import accounts, alerts, conversations, enrolments, exports, retention
+from bot.clinic import accounts, alerts, charts, conversations, enrolments, exports, retention, worklist
 from bot.clinic.conversations import LEVELS_BY_SEVERITY, Filters
 from bot.clinic.schema import create_tables
 
@@ -45,6 +46,10 @@ TEMPLATES.env.filters["when"] = lambda ts: exports.iso(ts).replace("T", " ").rep
 TEMPLATES.env.filters["label"] = conversations.symptom_label
 TEMPLATES.env.globals["LEVELS"] = LEVELS_BY_SEVERITY
 TEMPLATES.env.globals["therapy_name"] = conversations.therapy_name
+TEMPLATES.env.globals["duration"] = worklist.duration
+TEMPLATES.env.globals["OUTCOMES"] = worklist.OUTCOMES
+TEMPLATES.env.globals["STATUSES"] = worklist.STATUSES
+TEMPLATES.env.globals["vital"] = conversations.vital_text
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -98,8 +103,19 @@ def _safe_next(target: str | None) -> str:
 
 
 def _staff(request: Request) -> accounts.Staff | None:
-    user = request.session.get("user")
-    return accounts.Staff(user["name"], user["role"]) if isinstance(user, dict) else None
+    """The signed-in account, as `_signed_in` found it for this request (None before)."""
+    return getattr(request.state, "staff", None)
+
+
+async def _signed_in(request: Request) -> accounts.Staff | None:
+    """Check the cookie's session against the database: a session ended by logging out, a
+    disabled account or a new password is refused from the next request on."""
+    if not hasattr(request.state, "staff"):
+        sid = request.session.get("sid")
+        request.state.staff = await asyncio.to_thread(accounts.session_staff, _engine(request), sid) if sid else None
+        if request.state.staff is None and sid:
+            request.session.clear()
+    return request.state.staff
 
 
 def _csrf(request: Request) -> str:
@@ -118,7 +134,10 @@ async def _checked_form(request: Request) -> FormData | None:
 
 
 def page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
-    context = {"staff": _staff(request), "csrf": _csrf(request), **context}
+    staff = _staff(request)
+    # the open-item count in the menu: one indexed count, on every page a nurse sees
+    open_items = worklist.open_count(_engine(request)) if staff else 0
+    context = {"staff": staff, "csrf": _csrf(request), "open_items": open_items, **context}
     return TEMPLATES.TemplateResponse(request, template, context, status_code=status)
 
 
@@ -128,7 +147,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 def login_required(admin: bool = False) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            staff = _staff(request)
+            staff = await _signed_in(request)
             if staff is None:
                 return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", status_code=303)
             if admin and not staff.is_admin:
@@ -171,8 +190,9 @@ async def login(request: Request) -> Response:
         message = "This account is locked after repeated failures; try again later." if why == "locked" else "Wrong username or password."
         return page(request, "login.html", next=target, error=message, status=401)
     request.session.clear()  # new session on login (no fixation)
-    request.session["user"] = {"name": staff.username, "role": staff.role}
+    request.session["sid"] = await asyncio.to_thread(accounts.start_session, _engine(request), staff.username)
     request.session["csrf"] = secrets.token_urlsafe(32)
+    request.state.staff = staff
     await _audit(request, "login")
     return RedirectResponse(target, status_code=303)
 
@@ -182,8 +202,34 @@ async def logout(request: Request) -> Response:
     if await _checked_form(request) is None:
         return page(request, "error.html", message="Invalid form.", status=400)
     await _audit(request, "logout")
+    # every session of the account, not only this browser's: a phone left signed in is signed out too
+    await asyncio.to_thread(accounts.end_sessions, _engine(request), _staff(request).username)  # type: ignore[union-attr]
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
+
+
+@login_required()
+async def password_page(request: Request) -> Response:
+    """Change one's own password; every other session of the account ends, this one goes on."""
+    message, error, status = "", "", 200
+    if request.method == "POST":
+        form = await _checked_form(request)
+        if form is None:
+            return page(request, "error.html", message="Invalid form.", status=400)
+        username = _staff(request).username  # type: ignore[union-attr]
+        current, new, again = (str(form.get(k, ""))[:1000] for k in ("current", "new", "again"))
+        try:
+            if new != again:
+                raise accounts.AccountError("The two new passwords differ.")
+            await asyncio.to_thread(accounts.change_own_password, _engine(request), username, current, new)
+        except accounts.AccountError as exc:
+            error, status = str(exc), 400
+            await _audit(request, "password-change-failed")
+        else:
+            request.session["sid"] = await asyncio.to_thread(accounts.start_session, _engine(request), username)
+            await _audit(request, "password-changed")
+            message = "Password changed. Your other sessions have been signed out."
+    return page(request, "password.html", message=message, error=error, status=status)
 
 
 # ---------------------------------------------------------------------- pages
@@ -229,14 +275,24 @@ def _conversation_route(action: str, render: Callable[[Request, conversations.Co
     return handler
 
 
-conversation_page = _conversation_route("view-conversation", lambda request, conv: page(request, "conversation.html", conv=conv))
+def _conversation_page(request: Request, conv: conversations.Conversation) -> Response:
+    items = worklist.for_conversation(_engine(request), conv.sender_id)
+    return page(request, "conversation.html", conv=conv, items=items, back=request.url.path)
+
+
+conversation_page = _conversation_route("view-conversation", _conversation_page)
 export_conversation_csv = _conversation_route(
     "export-conversation-csv", lambda _, conv: _download(exports.conversation_csv(conv), f"conversation-{conv.patient}.csv")
 )
 export_conversation_fhir = _conversation_route(
     "export-conversation-fhir",
-    lambda _, conv: JSONResponse(
-        exports.fhir_bundle(conv, time.time()),
+    lambda request, conv: JSONResponse(
+        exports.fhir_bundle(
+            conv,
+            time.time(),
+            identifier_system=request.app.state.fhir_identifier_system,
+            bundle_type="transaction" if request.query_params.get("type") == "transaction" else "collection",
+        ),
         media_type="application/fhir+json",
         headers={"Content-Disposition": f'attachment; filename="conversation-{conv.patient}.fhir.json"'},
     ),
@@ -252,19 +308,85 @@ async def export_list_csv(request: Request) -> Response:
 
 @login_required()
 async def trends(request: Request) -> Response:
-    from bot.clinic import charts
-
     engine = _engine(request)
     days = await asyncio.to_thread(conversations.levels_per_day, engine)
     top = await asyncio.to_thread(conversations.top_symptoms, engine)
+    response_times = await asyncio.to_thread(worklist.response_times, engine, LEVELS_BY_SEVERITY)
     await _audit(request, "view-trends")
     return page(
         request,
         "trends.html",
+        response_times=[r for r in response_times if r["items"] or r["level"] in request.app.state.alert_config.levels],
         levels_svg=await asyncio.to_thread(charts.levels_per_day_svg, days),
         symptoms_svg=await asyncio.to_thread(charts.top_symptoms_svg, top),
         top=top,
     )
+
+
+# ---------------------------------------------------------------------- worklist
+@login_required()
+async def worklist_page(request: Request) -> Response:
+    return await _worklist(request)
+
+
+async def _worklist(request: Request, error: str = "", status_code: int = 200) -> Response:
+    params = request.query_params
+    status = params.get("status", "open") if params.get("status") in worklist.STATUSES else "open"
+    level = params.get("level", "") if params.get("level") in LEVELS_BY_SEVERITY else ""
+    items, total = await asyncio.to_thread(worklist.items, _engine(request), status, level)
+    await _audit(request, "view-worklist", "", urlencode({"status": status, "level": level}))
+    config: alerts.AlertConfig = request.app.state.alert_config
+    query = urlencode({k: v for k, v in (("status", status), ("level", level)) if v})
+    return page(
+        request, "worklist.html", status_code, items=items, total=total, item_status=status, filter_level=level, now=time.time(),
+        levels=config.levels, escalate_after=[(lv, config.escalate_after[lv]) for lv in config.levels if lv in config.escalate_after],
+        escalation_channels=config.escalation_channels, error=error, query=query, back=f"/worklist?{query}",
+    )  # fmt: skip
+
+
+def _item_action(action: str) -> Handler:
+    """POST /worklist/{id}/ack|close: check the form, act as the signed-in nurse, audit, go back."""
+
+    @login_required()
+    async def handler(request: Request) -> Response:
+        form = await _checked_form(request)
+        if form is None:
+            return page(request, "error.html", message="Your session expired; please try again.", status=400)
+        item_id, engine, staff = request.path_params["item_id"], _engine(request), _staff(request)
+        item = await asyncio.to_thread(worklist.item, engine, item_id)
+        if item is None:
+            return page(request, "error.html", message="No such worklist item.", status=404)
+        back = _safe_next(str(form.get("back", "/worklist")))
+        try:
+            if action == "ack":
+                done = await asyncio.to_thread(worklist.acknowledge, engine, item_id, staff.username)  # type: ignore[union-attr]
+                await _audit(request, "ack-item" if done else "ack-item-again", item.patient, f"item={item_id} level={item.level}")
+            else:
+                outcome, note = str(form.get("outcome", "")), str(form.get("note", ""))
+                await asyncio.to_thread(worklist.close, engine, item_id, staff.username, outcome, note)  # type: ignore[union-attr]
+                await _audit(request, "close-item", item.patient, f"item={item_id} level={item.level} outcome={outcome}")
+        except worklist.WorklistError as exc:
+            return await _worklist(request, error=str(exc), status_code=400)
+        return RedirectResponse(f"{back}#item-{item_id}" if back.startswith("/worklist") else back, status_code=303)
+
+    return handler
+
+
+@login_required()
+async def export_worklist_csv(request: Request) -> Response:
+    params = request.query_params
+    status = params.get("status", "all") if params.get("status") in worklist.STATUSES else "all"
+    level = params.get("level", "") if params.get("level") in LEVELS_BY_SEVERITY else ""
+    items, _ = await asyncio.to_thread(worklist.items, _engine(request), status, level, 100_000)
+    await _audit(request, "export-worklist-csv", "", urlencode({"status": status, "level": level}))
+    return _download(exports.worklist_csv(items), "worklist.csv")
+
+
+@login_required()
+async def export_response_times_csv(request: Request) -> Response:
+    table = await asyncio.to_thread(worklist.response_times, _engine(request), LEVELS_BY_SEVERITY)
+    await _audit(request, "export-response-times-csv")
+    return _download(exports.response_times_csv(table), "response-times.csv")
 
 
 @login_required(admin=True)
@@ -302,9 +424,20 @@ async def patient_page(request: Request) -> Response:
     if enrolment is None:
         return page(request, "error.html", message="No such patient.", status=404)
     timeline = await asyncio.to_thread(conversations.patient_timeline, engine, enrolment.code)
-    convs = [await asyncio.to_thread(conversations.load_conversation, engine, row.sender_id) for row in timeline]
+    convs = [c for row in timeline if (c := await asyncio.to_thread(conversations.load_conversation, engine, row.sender_id))]
+    readings = [(turn.at, v) for conv in convs for turn in conv.turns if turn.at for v in turn.vitals]
     await _audit(request, "view-patient", enrolment.label)
-    return page(request, "patient.html", enrolment=enrolment, conversations=[c for c in convs if c is not None])
+    start = _infusion_start(enrolment)
+    t = conversations.load_knowledge_base().thresholds["temperature"]
+    chart = charts.vitals_chart(readings, start, t["fever_c"], t["high_fever_c"])
+    return page(request, "patient.html", enrolment=enrolment, conversations=convs, readings=readings, chart=chart, chart_start=start)
+
+
+def _infusion_start(enrolment: enrolments.Enrolment) -> float | None:
+    """Day 0 of the chart: the infusion date, midnight UTC like every date in this app."""
+    with contextlib.suppress(ValueError, TypeError):
+        return conversations.utc_midnight(date.fromisoformat(enrolment.infusion_date or ""))
+    return None
 
 
 @login_required()
@@ -324,23 +457,22 @@ async def audit_page(request: Request) -> Response:
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
-    if _staff(request) is None:
+    if await _signed_in(request) is None:
         return RedirectResponse("/login", status_code=303)
     return page(request, "error.html", message="Not found.", status=404)
 
 
 # ---------------------------------------------------------------------- app
 async def _keep_summaries_fresh(app: Starlette, interval: float) -> None:
-    """Fold new events into the summaries, raise alerts for levels reached, send due alerts."""
+    """Fold new events into the summaries (opening worklist items and queueing their alerts),
+    escalate items nobody acknowledged in time, send due notices."""
     engine, config = app.state.engine, app.state.alert_config
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         while True:
             try:
-                reached = await asyncio.to_thread(conversations.refresh, engine)
-                if reached and config.channels:
-                    await asyncio.to_thread(alerts.raise_alerts, engine, config, reached)
-                if config.channels:
-                    await alerts.deliver_due(engine, config, session)
+                await asyncio.to_thread(conversations.refresh, engine, config.tracking)
+                await asyncio.to_thread(worklist.escalate_due, engine, config.escalate_after, config.escalation_channels)
+                await alerts.deliver_due(engine, config, session)
             except Exception as exc:  # keep serving; the next round retries
                 log.error("clinic.refresh.failed type=%s", type(exc).__name__)
             await asyncio.sleep(interval)
@@ -352,6 +484,7 @@ def create_app(
     https_only: bool = False,
     refresh_interval: float = 1.0,
     alert_config: alerts.AlertConfig | None = None,
+    fhir_identifier_system: str | None = None,
 ) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -366,12 +499,18 @@ def create_app(
             Route("/login", login_page, methods=["GET"]),
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
+            Route("/account/password", password_page, methods=["GET", "POST"]),
             Route("/", conversation_list),
             Route("/export/conversations.csv", export_list_csv),
             Route("/conversations/{sender_id:str}", conversation_page),
             Route("/conversations/{sender_id:str}/export.csv", export_conversation_csv),
             Route("/conversations/{sender_id:str}/fhir.json", export_conversation_fhir),
             Route("/trends", trends),
+            Route("/worklist", worklist_page),
+            Route("/worklist/{item_id:int}/ack", _item_action("ack"), methods=["POST"]),
+            Route("/worklist/{item_id:int}/close", _item_action("close"), methods=["POST"]),
+            Route("/export/worklist.csv", export_worklist_csv),
+            Route("/export/response-times.csv", export_response_times_csv),
             Route("/admin/audit", audit_page),
             Route("/alerts", alerts_page),
             Route("/admin/enrolments", enrolments_page, methods=["GET", "POST"]),
@@ -384,7 +523,7 @@ def create_app(
                 SessionMiddleware,
                 secret_key=secret_key,
                 session_cookie="crs_clinic",
-                max_age=8 * 3600,
+                max_age=accounts.SESSION_SECONDS,
                 same_site="strict",
                 https_only=https_only,
             ),
@@ -394,5 +533,10 @@ def create_app(
     )
     app.state.engine = engine
     app.state.alert_config = alert_config or alerts.AlertConfig(levels=())
+    # FHIR identifiers: the clinic's own system (FHIR_IDENTIFIER_SYSTEM), else one under this
+    # app's address, never a placeholder domain.
+    app.state.fhir_identifier_system = (
+        fhir_identifier_system or f"{app.state.alert_config.public_url.rstrip('/') or 'urn:crs-clinic'}/fhir/patient-id"
+    )
     app.state.login_limiter = LoginLimiter(LOGIN_ATTEMPTS_PER_MINUTE)
     return app

@@ -216,6 +216,9 @@ class Findings:
     therapies: list[TherapyMention] = field(default_factory=list)
     worsening: list[str] = field(default_factory=list)
     vitals: list[Vital] = field(default_factory=list)
+    # per reading in `vitals`: "measured", or the context that makes it no reading of the patient
+    # now (hypothetical, past, not_patient): "what if it hits 39.5" is not a temperature to chart
+    vital_contexts: list[str] = field(default_factory=list)
     questions: list[Question] = field(default_factory=list)
     truncated: bool = False
 
@@ -324,6 +327,7 @@ class SymptomExtractor:
         findings.mentions = self._phrase_mentions(doc, said, scopes, questions)
         findings.vitals = self.vitals.parse(text)
         findings.mentions += self._vital_mentions(doc, findings.vitals, scopes, questions)
+        findings.vital_contexts = [self._reading_context(doc, v, scopes) for v in findings.vitals]
         detector_candidates: list[Question] = []  # every present clause near an emergency, for the detector
         if self.semantic is not None:
             covered = [(m.start, m.end, m.symptom) for m in findings.mentions] + [(v.start, v.end, v.symptom) for v in findings.vitals]
@@ -581,6 +585,14 @@ class SymptomExtractor:
                     assertion = decided[0]
             mentions.append(SymptomMention(v.symptom, assertion, v.text, v.start, v.end, "vital", v.evidence))
         return mentions
+
+    def _reading_context(self, doc: Doc, v: Vital, scopes: ContextScopes) -> str:
+        """Whether a reading is the patient's, now (see Findings.vital_contexts)."""
+        span = doc.char_span(v.start, v.end, alignment_mode="expand")
+        if span is None:
+            return "measured"
+        decided = self._context_assertion(scopes.modifiers((span.start, span.end)), span.start, doc, scopes, set(), v.symptom or "fever")
+        return decided[0] if decided is not None and decided[0] in (HYPOTHETICAL, PAST, NOT_PATIENT) else "measured"
 
     def _semantic_mentions(
         self, doc: Doc, covered: list[tuple[int, int, str | None]], scopes: ContextScopes, questions: set[int], vitals: list[Vital] = ()

@@ -47,6 +47,8 @@ class Symptom:
     gives_way_to: dict[str, frozenset[str]] = field(default_factory=dict)
     descriptions: tuple[str, ...] = ()  # how people describe it, for the semantic layer
     ask: str = ""  # the yes/no question asked when the semantic layer is unsure
+    # (SNOMED CT concept id, preferred term): how the FHIR export codes it; required when loading, so every symptom is mapped
+    snomed: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Therapy:
     kind: str
     names: tuple[str, ...]
     source: str = "article"
+    rxnorm: tuple[str, str] | None = None  # (RxNorm ingredient RxCUI, name), only where known; the FHIR export falls back to text
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,16 @@ def _str_list(value: Any, where: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
+def _coded(value: Any, where: str) -> tuple[str, str]:
+    """A `{code: ..., display: ...}` entry as (code, display): numeric codes only (SNOMED CT ids, RxCUIs), so a typo fails here."""
+    if not isinstance(value, dict) or set(value) != {"code", "display"}:
+        raise KnowledgeBaseError(f"{where}: expected {{code: ..., display: ...}}, got {value!r}")
+    code, display = str(value["code"]).strip(), str(value["display"] or "").strip()
+    if not code.isdigit() or not display:
+        raise KnowledgeBaseError(f"{where}: code must be digits and display non-empty, got {value!r}")
+    return code, display
+
+
 def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> KnowledgeBase:
     """Validate the YAML structure and build the typed knowledge base."""
     where = str(path)
@@ -168,6 +181,7 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
             },
             descriptions=_str_list(entry.get("descriptions"), f"symptom {sid}.descriptions"),
             ask=str(entry.get("ask") or ""),
+            snomed=_coded(_require(entry, "snomed", f"{where}: symptom {sid}"), f"{where}: symptom {sid}.snomed"),
         )
         if cls == "emergency" and symptoms[sid].descriptions and not symptoms[sid].ask:
             raise KnowledgeBaseError(f"{where}: emergency symptom {sid} has descriptions but no `ask` question")
@@ -209,6 +223,7 @@ def parse_knowledge_base(raw: dict[str, Any], path: Path = DEFAULT_KB_PATH) -> K
                 kind=kind,
                 names=_str_list(_require(t, "names", f"{where}: therapy {tid}"), f"therapy {tid}"),
                 source=str(t.get("source", "article")),
+                rxnorm=_coded(t["rxnorm"], f"{where}: therapy {tid}.rxnorm") if t.get("rxnorm") is not None else None,
             )
         )
     return KnowledgeBase(

@@ -1,7 +1,8 @@
 """Rasa 3 graph component: runs the SymptomExtractor on every message.
 
 It adds `symptom` entities (role = present / absent / hypothetical, plus the evidence), a
-`therapy` entity per immunotherapy mention and a `worsening` entity, and — because a missed
+`therapy` entity per immunotherapy mention, a `vital` entity per reading (temperature, pulse,
+blood pressure, SpO2 with its unit: the clinic charts them) and a `worsening` entity, and — because a missed
 emergency is the worst bug — it routes the message by what was found, whatever the intent
 classifier guessed: any present/denied symptom or worsening → `report_symptoms`; therapy words
 only → `inform_therapy` (unless the classifier chose a CRS question); only hypothetical symptoms ("what if my heart races?") →
@@ -82,6 +83,16 @@ def findings_to_entities(findings: Findings) -> list[dict[str, Any]]:
                 "extractor": EXTRACTOR_NAME,
             }
         )
+    for v, context in zip(findings.vitals, findings.vital_contexts or ["measured"] * len(findings.vitals), strict=True):
+        # the reading itself, kept with the message so the clinic can chart it (role: measured,
+        # or hypothetical / past / not_patient when it is no reading of the patient now)
+        entities.append(
+            {
+                "entity": "vital", "value": v.value, "role": context, "kind": v.kind, "unit": v.unit, "value_c": v.value_c,
+                "diastolic": v.diastolic, "start": v.start, "end": v.end, "text": v.text,
+                "confidence_entity": 1.0, "extractor": EXTRACTOR_NAME,
+            }
+        )  # fmt: skip
     for cue in findings.worsening:
         entities.append({"entity": "worsening", "value": cue, "confidence_entity": 1.0, "extractor": EXTRACTOR_NAME})
     return entities

@@ -135,6 +135,14 @@ class Vital:
     symptom: str | None = None
     assertion: str | None = None  # present | absent | None (in between: says nothing)
     evidence: str = ""
+    diastolic: float | None = None  # blood pressure only
+
+    @property
+    def value_c(self) -> float | None:
+        """A temperature in °C whatever unit the patient used (the clinic charts °C)."""
+        if self.kind != "temperature":
+            return None
+        return round((self.value - 32) * 5 / 9, 2) if self.unit == "F" else self.value
 
 
 def _f(number: str) -> float:
@@ -187,13 +195,12 @@ class VitalsParser:
         if not _in(systolic, s["plausible"]):
             return None
         shown = f"blood pressure {systolic:g}/{diastolic:g}" if diastolic else f"systolic pressure {systolic:g}"
+        reading = Vital("blood_pressure", systolic, "mmHg", text, start, end, evidence=shown, diastolic=diastolic)
         if systolic < s["low_below"]:
-            why = f"{shown} (systolic < {s['low_below']:g})"
-            return Vital("blood_pressure", systolic, "mmHg", text, start, end, "low_blood_pressure", "present", why)
+            return replace(reading, symptom="low_blood_pressure", assertion="present", evidence=f"{shown} (systolic < {s['low_below']:g})")
         if "normal_from" in s and systolic >= s["normal_from"]:
-            why = f"{shown} (systolic ≥ {s['normal_from']:g})"
-            return Vital("blood_pressure", systolic, "mmHg", text, start, end, "low_blood_pressure", "absent", why)
-        return Vital("blood_pressure", systolic, "mmHg", text, start, end, evidence=shown)
+            return replace(reading, symptom="low_blood_pressure", assertion="absent", evidence=f"{shown} (systolic ≥ {s['normal_from']:g})")
+        return reading
 
     def spo2(self, value: float, text: str, start: int, end: int) -> Vital | None:
         o = self.t["spo2"]

@@ -26,7 +26,7 @@ def _requests(client: TestClient) -> list[tuple[str, str]]:
     found = []
     for route in client.app.routes:  # type: ignore[attr-defined]
         if isinstance(route, Route):
-            path = route.path.replace("{sender_id:str}", "P-1234").replace("{code:str}", "ABC")
+            path = route.path.replace("{sender_id:str}", "P-1234").replace("{code:str}", "ABC").replace("{item_id:int}", "1")
             found += [(method, path) for method in sorted(route.methods or {"GET"}) if method != "HEAD"]
         else:
             assert isinstance(route, Mount) and route.path == "/static", f"unexpected mount {route.path}"

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -23,6 +24,7 @@ from fhir.resources.bundle import Bundle
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from bot.evaluate import RestClient
+from bot.nlu.knowledge import load_knowledge_base
 from bot.servers import Stack, child_env, isolated_settings
 from bot.settings import Settings
 from tests.integration.conftest import wait_until
@@ -35,14 +37,16 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 ADMIN, VIEWER, PASSWORD = "nurse.admin", "dr.viewer", "correct horse battery"
 XSS = "<script>alert('xss')</script> and '; DROP TABLE events; -- my lips are blue"
+ESCALATE_AFTER_S = 6  # CLINIC_ESCALATE_AFTER for emergencies, in seconds, so a test can wait for it
 
 
 class AlertReceiver(http.server.ThreadingHTTPServer):
-    """A clinic's alert endpoint on loopback: records each POST; the first one fails (HTTP 500)."""
+    """A clinic's alert endpoint on loopback: records each POST; the first one fails (HTTP 500)
+    unless `fail_first` is False."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail_first: bool = True) -> None:
         self.received: list[dict] = []
-        self.failed_once = False
+        self.failed_once = not fail_first
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -75,7 +79,8 @@ class Clinic:
     xss_sender: str
     log_dir: Path
     alerts: AlertReceiver
-    client: RestClient
+    client: RestClient  # a stand-in patient: not tagged as test traffic
+    escalations: AlertReceiver
 
 
 def add_user(settings: Settings, name: str, role: str) -> None:
@@ -97,7 +102,7 @@ def clinic(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         settings = isolated_settings(tmp, database_url=cluster.create_database("clinic"))
         own_stack = Stack(settings, log_dir=tmp)
         own_stack.start()
-    client = RestClient(settings.rasa_url, str(settings.rasa_api_token))
+    client = RestClient(settings.rasa_url, str(settings.rasa_api_token), test_traffic=False)
     for name, role in ((ADMIN, "admin"), (VIEWER, "viewer")):
         add_user(settings, name, role)
     mild = f"clinic-mild-{uuid.uuid4().hex[:6]}"
@@ -108,13 +113,19 @@ def clinic(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     client.send(emergency, "I had Kymriah 3 days ago")
     client.send(emergency, "my oxygen sats are 88% on the home monitor")
     log_dir = tmp_path_factory.mktemp("clinic")
-    receiver = AlertReceiver()
-    clinic_settings = dataclasses.replace(settings, clinic_alert_webhook_url=receiver.url)
+    receiver, escalations = AlertReceiver(), AlertReceiver(fail_first=False)
+    clinic_settings = dataclasses.replace(
+        settings,
+        clinic_alert_webhook_url=receiver.url,
+        clinic_escalation_webhook_url=escalations.url,
+        clinic_escalate_after=f"emergency={ESCALATE_AFTER_S / 60}",
+    )
     clinic_stack = Stack(clinic_settings, log_dir=log_dir)
     clinic_stack.start_clinic()
-    yield Clinic(settings, settings.clinic_url, emergency, xss, log_dir, receiver, client)
+    yield Clinic(settings, settings.clinic_url, emergency, xss, log_dir, receiver, client, escalations)
     clinic_stack.stop()
     receiver.shutdown()
+    escalations.shutdown()
     if own_stack is not None:
         own_stack.stop()
 
@@ -181,10 +192,11 @@ def test_emergency_first_reason_shown_and_exports(page: Page, clinic: Clinic) ->
     resources = [e["resource"] for e in bundle_json["entry"]]
     observations = [r for r in resources if r["resourceType"] == "Observation"]
     present = {o["code"]["coding"][0]["code"] for o in observations if o.get("valueBoolean") is True}
-    assert "difficulty_breathing" in present
-    triage = next(o for o in observations if "valueCodeableConcept" in o)
-    assert triage["valueCodeableConcept"]["coding"][0]["code"] == "emergency"
-    assert any("88" in n["text"] for n in triage["note"])
+    breathing = load_knowledge_base().symptoms["difficulty_breathing"].snomed
+    assert breathing is not None and breathing[0] in present, "coded in SNOMED CT from data/symptoms.yml"
+    risk = next(r for r in resources if r["resourceType"] == "RiskAssessment")
+    assert risk["prediction"][0]["outcome"]["text"] == "emergency"
+    assert any("88" in n["text"] for n in risk["note"])
 
 
 def test_list_csv_export_follows_filters(page: Page, clinic: Clinic) -> None:
@@ -281,7 +293,18 @@ def test_emergency_alert_is_sent_exactly_once_after_a_failure(page: Page, clinic
     wait_until(lambda: len(for_seeded()) == 1, what="alert delivered")
     alert = for_seeded()[0]
     assert alert["level"] == "emergency" and "difficulty breathing" in " ".join(alert["symptoms"]).lower()
-    assert set(alert) == {"event", "level", "patient", "therapy", "symptoms", "conversation", "raised_at"}
+    assert set(alert) == {
+        "event",
+        "item",
+        "not_acknowledged_for_min",
+        "level",
+        "patient",
+        "therapy",
+        "symptoms",
+        "conversation",
+        "raised_at",
+    }
+    assert alert["event"] == "crs.triage_alert" and alert["not_acknowledged_for_min"] is None
     words = json.dumps(alert).lower()
     assert "sats" not in words and "home monitor" not in words, "no patient words in the alert"
     clinic.client.send(clinic.emergency_sender, "and now I am confused too")  # still emergency: no second alert
@@ -337,3 +360,168 @@ def test_logout_ends_the_session(page: Page, clinic: Clinic) -> None:
     assert page.url.endswith("/login")
     page.goto(f"{clinic.url}/")
     assert page.url.startswith(f"{clinic.url}/login"), "the old session no longer opens pages"
+
+
+# ---------------------------------------------------------------------- worklist, chart, sessions, test traffic
+def relay_post(settings: Settings, sender: str, text: str, message_id: str, code: str | None = None) -> dict:
+    """A patient's message as the Telegram relay hands it to Rasa (with the deep-link code, if any)."""
+    metadata = {"telegram": {"enrolment_code": code}} if code else {}
+    return requests.post(
+        f"{settings.rasa_url}/webhooks/relay/webhook",
+        json={"sender": sender, "message": text, "message_id": message_id, "metadata": metadata},
+        headers={"Authorization": f"Bearer {settings.rasa_api_token}"},
+        timeout=30,
+    ).json()
+
+
+def item_row(page: Page, sender: str) -> Any:
+    return page.locator(f'#worklist tbody tr:has(a[href="/conversations/{sender}"])')
+
+
+def test_worklist_item_escalates_once_then_a_nurse_acknowledges_and_closes_it(page: Page, clinic: Clinic) -> None:
+    sender = f"clinic-worklist-{uuid.uuid4().hex[:8]}"
+    clinic.client.send(sender, "I had CAR-T 4 days ago and my husband says my lips look blue")
+    log_in(page, clinic)
+
+    def listed() -> bool:
+        page.goto(f"{clinic.url}/worklist")
+        return item_row(page, sender).count() == 1
+
+    wait_until(listed, timeout=20, what="an emergency conversation opens a worklist item")
+    row = item_row(page, sender)
+    assert row.locator("td.level").inner_text() == "emergency" and "skin_discoloration" in row.inner_text()
+    assert row.locator("button.ack").count() == 1, "not acknowledged yet"
+
+    def escalations() -> list[dict]:
+        return [e for e in clinic.escalations.received if e["conversation"].endswith(sender)]
+
+    wait_until(lambda: len(escalations()) == 1, timeout=ESCALATE_AFTER_S + 20, what="escalation to the second channel")
+    assert escalations()[0]["event"] == "crs.triage_escalation" and escalations()[0]["level"] == "emergency"
+    assert not [a for a in clinic.alerts.received if a["conversation"].endswith(sender) and a["event"] != "crs.triage_alert"]
+    time.sleep(3)
+    assert len(escalations()) == 1, "escalated once, not every round"
+    page.reload()
+    assert "escalated" in item_row(page, sender).inner_text()
+
+    item_row(page, sender).locator("button.ack").click()
+    page.wait_for_load_state()
+    assert f"Acknowledged by {ADMIN}" in item_row(page, sender).inner_text()
+    item_row(page, sender).locator("select[name=outcome]").select_option("sent_to_ed")
+    item_row(page, sender).locator("input[name=note]").fill("Husband driving her to ED, called ahead")
+    item_row(page, sender).locator("form.close button").click()
+    page.wait_for_load_state()
+    assert item_row(page, sender).count() == 0, "a closed item leaves the open list"
+    page.goto(f"{clinic.url}/worklist?status=closed")
+    closed = item_row(page, sender).inner_text()
+    assert "Sent to the emergency department" in closed and "called ahead" in closed and ADMIN in closed
+
+    page.goto(f"{clinic.url}/trends")
+    week = page.locator("#response-times tbody tr", has_text="7 days").filter(has_text="emergency").locator("td")
+    assert int(week.nth(2).inner_text()) >= 1, "items opened this week"
+    assert all(week.nth(i).inner_text() != "–" for i in (4, 5, 6, 7)), "acknowledge and close p50/p90 shown"
+    with page.expect_download() as download:
+        page.click("#response-times-export")
+    times = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    emergency = next(r for r in times if r["level"] == "emergency" and r["window_days"] == "7")
+    assert int(emergency["items"]) >= 1 and float(emergency["ack_p50_s"]) >= 0 and float(emergency["close_p90_s"]) >= 0
+
+    page.goto(f"{clinic.url}/worklist?status=closed")
+    with page.expect_download() as download:
+        page.click("text=Export CSV")
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    mine = next(r for r in rows if "Husband driving" in r["note"])
+    assert mine["outcome"] == "sent_to_ed" and mine["acknowledged_by"] == ADMIN
+    assert int(mine["seconds_to_acknowledge"]) >= ESCALATE_AFTER_S, "acknowledged after it escalated"
+    assert int(mine["seconds_to_close"]) >= int(mine["seconds_to_acknowledge"]) and mine["escalated_utc"]
+    page.goto(f"{clinic.url}/admin/audit")
+    audit = page.locator("#audit").inner_text()
+    assert "ack-item" in audit and "close-item" in audit and "outcome=sent_to_ed" in audit
+
+
+def test_patient_page_charts_temperature_in_celsius_and_pulse_by_day_since_infusion(page: Page, clinic: Clinic) -> None:
+    log_in(page, clinic)
+    page.goto(f"{clinic.url}/admin/enrolments")
+    page.fill("input[name=label]", "Bed 7 — chart test")
+    page.select_option("select[name=therapy]", "blinatumomab")
+    infusion = time.gmtime(time.time() - 3 * 86400)
+    page.fill("input[name=infusion_date]", time.strftime("%Y-%m-%d", infusion))
+    page.click("text=Create code")
+    code = page.locator("#created .code").inner_text()
+    sender = f"tg-chart-{uuid.uuid4().hex[:8]}"
+    relay_post(clinic.settings, sender, "/greet", "1", code)
+    relay_post(clinic.settings, sender, "temp 102.5F this morning, feel awful", "2", code)
+    relay_post(clinic.settings, sender, "pulse is 128 now. what if it gets to 104F?", "3", code)
+
+    def charted() -> bool:
+        page.goto(f"{clinic.url}/patients/{code}")
+        return page.locator("#vitals-chart rect.pulse").count() == 1
+
+    wait_until(charted, timeout=20, what="readings on the patient's chart")
+    temps = page.locator("#vitals-chart circle.temperature")
+    assert temps.count() == 1, "the hypothetical 104F is no reading"
+    assert temps.first.get_attribute("data-celsius") == "39.17", "102.5 °F is 39.17 °C"
+    assert 3.0 <= float(temps.first.get_attribute("data-day") or 0) < 4.0, "day 3 after the infusion"
+    assert page.locator("#vitals-chart rect.pulse").first.get_attribute("data-per-min") == "128.0"
+    assert page.locator("#vitals-chart line.threshold").count() == 2, "fever and high-fever lines from data/"
+    readings = page.locator("#readings").inner_text()
+    assert "102.5 °F (39.2 °C)" in readings and "pulse 128/min" in readings
+    page.goto(f"{clinic.url}/conversations/{sender}")
+    assert "102.5 °F (39.2 °C)" in page.locator(".transcript .vitals").first.inner_text()
+
+
+def test_sessions_end_server_side_on_logout_and_when_an_account_is_disabled(browser: Browser, clinic: Clinic) -> None:
+    name = f"nurse{uuid.uuid4().hex[:6]}"
+    add_user(clinic.settings, name, "viewer")
+    desk, phone = (browser.new_context().new_page() for _ in range(2))
+    for p in (desk, phone):
+        log_in(p, clinic, name)
+        assert p.locator("#conversations").count() == 1
+    desk.click("text=Log out")
+    phone.goto(f"{clinic.url}/")
+    assert phone.url.startswith(f"{clinic.url}/login"), "logging out on the desk ended the phone's session"
+
+    log_in(phone, clinic, name)
+    assert phone.locator("#conversations").count() == 1
+    subprocess.run([sys.executable, "-m", "bot", "users", "disable", name], check=True, env=child_env(clinic.settings), capture_output=True)
+    phone.goto(f"{clinic.url}/worklist")
+    assert phone.url.startswith(f"{clinic.url}/login"), "a disabled account's session is refused at once"
+    log_in(phone, clinic, name)
+    assert "Wrong username or password" in phone.inner_text("body")
+    for p in (desk, phone):
+        p.context.close()
+
+
+def test_test_traffic_and_evaluations_add_nothing_to_the_clinic_and_page_nobody(page: Page, clinic: Clinic, tmp_path: Path) -> None:
+    tagged = RestClient(clinic.settings.rasa_url, str(clinic.settings.rasa_api_token))  # what `make eval` sends
+    test_sender = f"eval-tagged-{uuid.uuid4().hex[:8]}"
+    assert "911" in " ".join(m.get("text", "") for m in tagged.send(test_sender, "I can't breathe and my lips are blue"))
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(
+        json.dumps({"id": "e1", "messages": ["my husband is confused and slurring"], "expect": {"triage": "emergency"}}) + "\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "bot", "eval", "--url", clinic.settings.rasa_url, "--cases", str(cases), "--out", str(tmp_path / "o.jsonl")],
+        env=child_env(dataclasses.replace(clinic.settings, clinic_alert_webhook_url=clinic.alerts.url)),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "emergency sensitivity" in run.stdout.lower() or "triage" in run.stdout.lower()
+    marker = f"clinic-after-eval-{uuid.uuid4().hex[:8]}"
+    clinic.client.send(marker, "I had Kymriah and I feel ok today")  # a patient, written after both
+
+    log_in(page, clinic)
+
+    def marker_listed() -> bool:
+        page.goto(f"{clinic.url}/?traffic=all")
+        return marker in page.content()
+
+    wait_until(marker_listed, timeout=20, what="the indexer passed the test traffic")
+    everything = page.content()
+    assert test_sender in everything, "test traffic is stored, and shown when asked for"
+    page.goto(f"{clinic.url}/")
+    assert test_sender not in page.content() and "eval-e1-" not in page.content(), "hidden from the clinic's list"
+    page.goto(f"{clinic.url}/worklist?status=all")
+    assert test_sender not in page.content() and "eval-e1-" not in page.content(), "no worklist item"
+    time.sleep(2)
+    paged = [a for a in clinic.alerts.received + clinic.escalations.received if "eval-" in a["conversation"]]
+    assert paged == [], "nobody paged for an evaluation"

@@ -124,3 +124,32 @@ def test_a_clinic_can_make_a_normal_pulse_or_pressure_deny_again(kb: KnowledgeBa
 )
 def test_numbers_said_loosely(parser: VitalsParser, text: str, kind: str, value: float, symptom: str) -> None:
     assert [(v.kind, v.value, v.symptom) for v in parser.parse(text)] == [(kind, value, symptom)]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # (kind, value, unit, value_c, diastolic, role) per reading, kept with the message for the clinic's chart
+        (
+            "temp 102.5F, pulse 128 and bp 85/50, sat 89%",
+            [
+                ("temperature", 102.5, "F", 39.17, None, "measured"),
+                ("pulse", 128.0, "/min", None, None, "measured"),
+                ("blood_pressure", 85.0, "mmHg", None, 50.0, "measured"),
+                ("spo2", 89.0, "%", None, None, "measured"),
+            ],
+        ),
+        ("37.8 this morning, a bit warm", [("temperature", 37.8, "C", 37.8, None, "measured")]),
+        ("what if it reaches 39.5?", [("temperature", 39.5, "C", 39.5, None, "hypothetical")]),
+        ("bp 60/95", [("blood_pressure", 95.0, "mmHg", None, 60.0, "measured")]),
+    ],
+)
+def test_every_reading_becomes_a_vital_entity_with_its_unit_and_context(text: str, expected: list[tuple]) -> None:
+    from bot.nlu.extractor import SymptomExtractor
+    from bot.nlu.knowledge import load_knowledge_base, load_language_rules
+    from bot.nlu.rasa_component import findings_to_entities
+
+    extractor = SymptomExtractor(load_knowledge_base(), load_language_rules())
+    vitals = [e for e in findings_to_entities(extractor(text)) if e["entity"] == "vital"]
+    assert [(e["kind"], e["value"], e["unit"], e["value_c"], e["diastolic"], e["role"]) for e in vitals] == expected
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in vitals)
