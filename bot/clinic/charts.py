@@ -97,7 +97,7 @@ def vitals_chart(readings: list[tuple[float, dict]], start: float | None, fever_
         return None
     since = "infusion" if start is not None else "first reading"
     start = start if start is not None else min(at for at, _ in temps + pulses)
-    width, height, left, right, top, bottom = 760, 300, 52, 52, 16, 40
+    width, height, left, right, top, bottom = 760, 310, 52, 64, 28, 40
     days = [(at - start) / 86400 for at, _ in temps + pulses]
     d0, d1 = min(0.0, min(days)), max(max(days), 1.0)
     t0, t1 = min([35.5] + [v["value_c"] for _, v in temps]), max([high_fever_c + 0.6] + [v["value_c"] for _, v in temps])
