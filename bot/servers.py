@@ -29,11 +29,11 @@ RASA = str(Path(sys.executable).with_name("rasa"))
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment of a child process: exactly `settings`, whatever this process inherited.
 
-    Every variable the settings read is first removed: an alert webhook or chat id set in the
-    shell that starts an evaluation must not reach its throw-away stack (it would page the care
-    team for every emergency case)."""
+    Every variable the settings read is first removed, and `.env` is not read by the child: an
+    alert webhook or chat id set in the shell or `.env` of whoever starts an evaluation must not
+    reach its throw-away stack (it would page the care team for every emergency case)."""
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARIABLES}
-    env.update(settings.as_env())
+    env.update(settings.as_env(), CRS_ENV_FILE="")  # every setting is here: no `.env` adds one
     env.update(
         PYTHONPATH=str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         TF_CPP_MIN_LOG_LEVEL="3",

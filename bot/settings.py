@@ -6,6 +6,7 @@ then `.env`, with typed casts; `Secret` keeps the API token out of reprs and log
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,8 +127,15 @@ def _file_secret(name: str, configured: str | None) -> str:
 
 
 def load_settings(env_file: Path | None = None) -> Settings:
-    env_file = env_file or PROJECT_ROOT / ".env"
-    config = Config(env_file if env_file.exists() else None)
+    """Settings from the environment, then from `.env` in the project (or `$CRS_ENV_FILE`; empty:
+    none, which is how child processes run: their parent hands them every setting explicitly,
+    so a `.env` cannot add an alert channel to a throw-away stack)."""
+    named = os.environ.get("CRS_ENV_FILE")
+    if env_file is None and named is not None:
+        env_file = Path(named) if named else None
+    elif env_file is None:
+        env_file = PROJECT_ROOT / ".env"
+    config = Config(env_file if env_file is not None and env_file.exists() else None)
     telegram = config("TELEGRAM_BOT_TOKEN", default=None)
     return Settings(
         database_url=config("DATABASE_URL", default=DEFAULT_DATABASE_URL),

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot.clinic.conversations import pseudonym
-from bot.clinic.schema import ALERTS, AUDIT, SUMMARIES, create_tables
+from bot.clinic.schema import AUDIT, create_tables, delete_clinic_rows
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,7 @@ def forget_clinic_rows(engine: Engine, sender_id: str) -> None:
     try:
         create_tables(engine)
         with engine.begin() as conn:
-            conn.execute(sa.delete(SUMMARIES).where(SUMMARIES.c.sender_id == sender_id))
-            conn.execute(sa.delete(ALERTS).where(ALERTS.c.sender_id == sender_id))
+            delete_clinic_rows(conn, [sender_id])
             conn.execute(
                 sa.insert(AUDIT).values(at=time.time(), username="patient", action="forget", target=pseudonym(sender_id), detail="")
             )

@@ -1,6 +1,6 @@
 """Retention: delete conversations whose last message is older than the clinic's period.
 
-`python -m bot retention` (or `make retention`) deletes their events, summary rows and alerts
+`python -m bot retention` (or `make retention`) deletes their events, summary rows, worklist items and alerts
 in one transaction and records the run (when, cutoff, how many) in `clinic_retention_runs`,
 shown to admins. Run it daily (cron or a systemd timer). Nothing of the content is kept.
 """
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot.clinic.conversations import refresh
-from bot.clinic.schema import ALERTS, EVENTS, RETENTION_RUNS, SUMMARIES, create_tables
+from bot.clinic.schema import EVENTS, RETENTION_RUNS, SUMMARIES, create_tables, delete_clinic_rows
 from bot.db import scrub_deleted
 
 
@@ -38,8 +38,7 @@ def apply_retention(engine: Engine, days: float, now: float | None = None) -> Re
         for start in range(0, len(old), 500):
             chunk = old[start : start + 500]
             events += conn.execute(sa.delete(EVENTS).where(EVENTS.c.sender_id.in_(chunk))).rowcount or 0
-            conn.execute(sa.delete(ALERTS).where(ALERTS.c.sender_id.in_(chunk)))
-            conn.execute(sa.delete(SUMMARIES).where(SUMMARIES.c.sender_id.in_(chunk)))
+            delete_clinic_rows(conn, chunk)
         conn.execute(sa.insert(RETENTION_RUNS).values(at=now, cutoff=cutoff, conversations=len(old), events=events))
     if old:
         scrub_deleted(engine)

@@ -138,6 +138,20 @@ RETENTION_RUNS = sa.Table(
     sa.Column("events", sa.Integer, nullable=False),
 )
 
+# Before the worklist, alerts lived here (one per conversation and level). Never created now;
+# kept so that forgetting a conversation and retention also clear it in an older database.
+_legacy = sa.MetaData()
+OLD_ALERTS = sa.Table("clinic_alerts", _legacy, sa.Column("id", sa.Integer, primary_key=True), sa.Column("sender_id", sa.String(255)))
+
+
+def delete_clinic_rows(conn: sa.engine.Connection, sender_ids: list[str]) -> None:
+    """Everything the clinic keeps about these conversations (their events are Rasa's)."""
+    for table in (SUMMARIES, ALERTS, WORKLIST):
+        conn.execute(sa.delete(table).where(table.c.sender_id.in_(sender_ids)))
+    if sa.inspect(conn).has_table(OLD_ALERTS.name):
+        conn.execute(sa.delete(OLD_ALERTS).where(OLD_ALERTS.c.sender_id.in_(sender_ids)))
+
+
 # Rasa's table (rasa.core.tracker_store.SQLTrackerStore.SQLEvent), read here, created by Rasa.
 _rasa = sa.MetaData()
 EVENTS = sa.Table(

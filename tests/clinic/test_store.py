@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from bot.clinic import accounts, conversations, retention
+from bot.clinic.alerts import AlertConfig
 from bot.clinic.conversations import Filters
 from bot.clinic.forget import forget_clinic_rows
-from bot.clinic.schema import AUDIT, EVENTS, RETENTION_RUNS, SUMMARIES, create_tables
+from bot.clinic.schema import ALERTS, AUDIT, EVENTS, OLD_ALERTS, RETENTION_RUNS, SUMMARIES, WORKLIST, create_tables
 from bot.db import create_db_engine
 
 DAY = 86400
@@ -89,10 +90,17 @@ def test_retention_leaves_no_copy_in_the_database_files(engine: sa.engine.Engine
 
 def test_forget_removes_clinic_rows_and_leaves_a_content_free_trace(engine: sa.engine.Engine) -> None:
     add_events(engine, "tg-x", time.time(), "urgent", ["fever"], text="my secret words")
-    conversations.refresh(engine)
+    conversations.refresh(engine, AlertConfig(levels=("urgent",), webhook_url="http://127.0.0.1:9/").tracking)
+    with engine.begin() as conn:  # an alert table from before the worklist, as an older database has it
+        OLD_ALERTS.create(conn)
+        conn.execute(sa.insert(OLD_ALERTS).values(sender_id="tg-x"))
+    for table in (WORKLIST, ALERTS, OLD_ALERTS):
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(table).where(table.c.sender_id == "tg-x")).first() is not None, table.name
     forget_clinic_rows(engine, "tg-x")
     with engine.connect() as conn:
-        assert conn.execute(sa.select(SUMMARIES).where(SUMMARIES.c.sender_id == "tg-x")).first() is None
+        for table in (SUMMARIES, WORKLIST, ALERTS, OLD_ALERTS):
+            assert conn.execute(sa.select(table).where(table.c.sender_id == "tg-x")).first() is None, table.name
         trace = conn.execute(sa.select(AUDIT).where(AUDIT.c.action == "forget")).mappings().one()
     assert trace["target"] == conversations.pseudonym("tg-x") and "secret" not in json.dumps(dict(trace))
 

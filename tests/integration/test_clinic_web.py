@@ -506,8 +506,14 @@ def test_test_traffic_and_evaluations_add_nothing_to_the_clinic_and_page_nobody(
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "emergency sensitivity" in run.stdout.lower() or "triage" in run.stdout.lower()
+    untrusted = f"clinic-self-tagged-{uuid.uuid4().hex[:8]}"  # a tag without the API token is dropped
+    requests.post(
+        f"{clinic.settings.rasa_url}/webhooks/rest/webhook",
+        json={"sender": untrusted, "message": "my lips are blue", "metadata": {"traffic": "test"}},
+        timeout=30,
+    ).raise_for_status()
     marker = f"clinic-after-eval-{uuid.uuid4().hex[:8]}"
-    clinic.client.send(marker, "I had Kymriah and I feel ok today")  # a patient, written after both
+    clinic.client.send(marker, "I had Kymriah and I feel ok today")  # a patient, written after all of them
 
     log_in(page, clinic)
 
@@ -520,6 +526,7 @@ def test_test_traffic_and_evaluations_add_nothing_to_the_clinic_and_page_nobody(
     assert test_sender in everything, "test traffic is stored, and shown when asked for"
     page.goto(f"{clinic.url}/")
     assert test_sender not in page.content() and "eval-e1-" not in page.content(), "hidden from the clinic's list"
+    assert untrusted in page.content(), "nobody without the token can hide a conversation from the clinic"
     page.goto(f"{clinic.url}/worklist?status=all")
     assert test_sender not in page.content() and "eval-e1-" not in page.content(), "no worklist item"
     time.sleep(2)
