@@ -445,7 +445,10 @@ async def alerts_page(request: Request) -> Response:
     rows = await asyncio.to_thread(alerts.all_alerts, _engine(request))
     await _audit(request, "view-alerts")
     config = request.app.state.alert_config
-    return page(request, "alerts.html", rows=rows, channels=config.channels, levels=config.levels, pseudonym=conversations.pseudonym)
+    return page(
+        request, "alerts.html", rows=rows, channels=config.channels, escalation_channels=config.escalation_channels,
+        levels=config.levels, pseudonym=conversations.pseudonym,
+    )  # fmt: skip
 
 
 @login_required(admin=True)

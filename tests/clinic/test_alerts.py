@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import sqlalchemy as sa
 
-from bot.clinic import alerts, conversations
+from bot.clinic import alerts, conversations, worklist
 from bot.clinic.schema import ALERTS, EVENTS, create_tables
 from bot.db import create_db_engine
 from bot.telegram.fake_api import FakeTelegram
@@ -57,5 +57,34 @@ def test_telegram_alert_goes_out_once_after_a_retry(tmp_path: Path) -> None:
         assert "my lips" not in text, "symptom labels, not the patient's words"
         row = alerts.all_alerts(engine)[0]
         assert (row["status"], row["attempts"]) == ("sent", 2) and row["last_error"] == ""
+    finally:
+        fake.stop()
+
+
+def test_an_escalation_goes_to_the_on_call_chat_once_saying_how_long_it_waited(tmp_path: Path) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'alerts.db'}")
+    create_tables(engine)
+    opened = time.time() - 3600
+    slot = {"event": "slot", "name": "triage_level", "value": "emergency", "timestamp": opened}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(EVENTS).values(sender_id="tg-b", type_name="slot", timestamp=opened, data=json.dumps(slot)))
+    fake = FakeTelegram(token=TOKEN).start()
+    try:
+        config = alerts.AlertConfig(
+            levels=("emergency",), telegram_chat_id="-100200", telegram_token=TOKEN, telegram_api=fake.base_url,
+            escalation_chat_id="-100300", escalate_after={"emergency": 10.0},
+        )  # fmt: skip
+        conversations.refresh(engine, config.tracking)
+        assert worklist.escalate_due(engine, config.escalate_after, config.escalation_channels) != []
+        assert worklist.escalate_due(engine, config.escalate_after, config.escalation_channels) == []
+
+        async def deliver() -> int:
+            async with aiohttp.ClientSession() as session:
+                return await alerts.deliver_due(engine, config, session) + await alerts.deliver_due(engine, config, session)
+
+        assert asyncio.run(deliver()) == 2, "the alert and the escalation, each once"
+        assert len(fake.sent(-100200)) == 1
+        [escalation] = fake.sent(-100300)
+        assert "NOT ACKNOWLEDGED after 10 min" in escalation.params["text"] and "EMERGENCY" in escalation.params["text"]
     finally:
         fake.stop()
