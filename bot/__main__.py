@@ -134,6 +134,14 @@ def cmd_users(args: argparse.Namespace) -> int:
         else:
             for name, role, state in accounts.list_users(engine):
                 sys.stdout.write("\t".join([name, role, state]).rstrip() + "\n")
+        if args.action != "list":  # who changed which account from the command line, in the clinic's audit log
+            accounts.audit(
+                engine,
+                f"cli:{getpass.getuser()}"[:80],
+                f"user-{args.action}",
+                args.name,
+                f"role={args.role}" if args.action == "add" else "",
+            )
     except accounts.AccountError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -141,12 +149,13 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
+    from bot.clinic.alerts import alert_config_of
     from bot.clinic.retention import apply_retention
     from bot.db import create_db_engine
 
     settings = load_settings()
     days = args.days if args.days is not None else settings.retention_days
-    run = apply_retention(create_db_engine(settings.database_url), days)
+    run = apply_retention(create_db_engine(settings.database_url), days, tracking=alert_config_of(settings).tracking)
     sys.stdout.write(
         f"retention {days:g} days: deleted {run.conversations} conversations ({run.events} events) last active before the cutoff\n"
     )
@@ -252,6 +261,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     points at a server on purpose; either way every conversation is tagged as test traffic."""
     import tempfile
 
+    import requests
+
     settings = load_settings()
     summaries = []
     with tempfile.TemporaryDirectory(prefix="crs-eval-") as tmp:
@@ -270,6 +281,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 # one case file: OUT as given; several: one results file per case file beside OUT
                 target = out if len(files) == 1 else out.parent / f"{cases.stem}.jsonl"
                 summaries.append((cases, target, evaluate(client, cases, target)))
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else "?"
+            sys.stderr.write(f"the server refused the evaluation (HTTP {status}); with --url, RASA_API_TOKEN must be that server's token\n")
+            return 2
         finally:
             stack.stop()
     for cases, target, summary in summaries:

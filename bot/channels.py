@@ -153,8 +153,9 @@ class RestChannel(RestInput):
     a malformed body answers 400 and an internal error 500, both with a JSON error.
 
     `metadata.traffic = "test"` marks evaluation and benchmark traffic, which the clinic hides
-    and never alerts on; it is kept only from a caller holding the Rasa API token (`?token=` or
-    a bearer token), so nobody else can hide a real patient's conversation from the clinic."""
+    and never alerts on. Only a caller holding the Rasa API token (`?token=` or a bearer token)
+    may send it; anyone else gets 403 and nothing is stored, so nobody can hide a real patient's
+    conversation from the clinic, and a test run with a wrong token pages nobody."""
 
     def __init__(self, token: str | None = None) -> None:
         super().__init__()
@@ -180,7 +181,9 @@ class RestChannel(RestInput):
                 return _malformed()
             metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
             if metadata and TRAFFIC_KEY in metadata and not self._may_tag(request):
-                metadata = {k: v for k, v in metadata.items() if k != TRAFFIC_KEY}
+                # refused, not stored untagged: an evaluation pointed at a server with the wrong
+                # token would otherwise be filed as real patients and page the care team
+                return response.json({"error": "metadata.traffic needs the Rasa API token (Authorization: Bearer …)"}, status=403)
             collector = CollectingOutputChannel()
             try:
                 await on_new_message(

@@ -29,6 +29,7 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import sessionmaker
 
 from bot.clinic.forget import forget_clinic_rows
+from bot.clinic.schema import rewind_events_mark
 from bot.db import create_db_engine, database_url, scrub_deleted
 from bot.rasa_speedups import dumps
 
@@ -225,6 +226,7 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
         self._lent.pop(sender_id, None)
         with self.session_scope() as session:
             deleted = session.execute(events.delete().where(events.c.sender_id == sender_id)).rowcount
+            rewind_events_mark(session.connection())  # same transaction: see its docstring
             session.commit()
         forget_clinic_rows(self.engine, sender_id)
         if not scrub_deleted(self.engine):

@@ -93,12 +93,33 @@ def alert_config_of(settings: Any) -> AlertConfig:
     )
 
 
+SEND_LEASE_S = 60.0  # a claimed notice is this instance's to send; after a crash, another's
+
+
 def due(engine: Engine, now: float | None = None) -> list[dict[str, Any]]:
+    """Notices due for sending (not sent, not cancelled, their retry time reached)."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(ALERTS).where(ALERTS.c.status != "sent", ALERTS.c.next_try_at <= (now or time.time())).order_by(ALERTS.c.id)
+            sa.select(ALERTS)
+            .where(ALERTS.c.status.not_in(("sent", "cancelled")), ALERTS.c.next_try_at <= (now or time.time()))
+            .order_by(ALERTS.c.id)
         ).mappings()
         return [dict(r) for r in rows]
+
+
+def claim(engine: Engine, alert: dict[str, Any], now: float | None = None) -> bool:
+    """Take a due notice for this instance (two clinic instances never both send it): its retry
+    time moves SEND_LEASE_S ahead, only if no other instance moved it first."""
+    with engine.begin() as conn:
+        return bool(
+            conn.execute(
+                sa.update(ALERTS)
+                .where(
+                    ALERTS.c.id == alert["id"], ALERTS.c.next_try_at == alert["next_try_at"], ALERTS.c.status.not_in(("sent", "cancelled"))
+                )
+                .values(next_try_at=(now or time.time()) + SEND_LEASE_S)
+            ).rowcount
+        )
 
 
 def all_alerts(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
@@ -165,6 +186,8 @@ async def deliver_due(engine: Engine, config: AlertConfig, session: aiohttp.Clie
     """Send every alert that is due; returns how many went out."""
     sent = 0
     for alert in await asyncio.to_thread(due, engine):
+        if not await asyncio.to_thread(claim, engine, alert):
+            continue  # another clinic instance is sending it, or it was handled meanwhile
         payload = await asyncio.to_thread(_payload, engine, config, alert)
         try:
             await _send(session, config, alert["channel"], payload)

@@ -4,19 +4,32 @@
 an EHR's FHIR endpoint). Each resource type is the one an EHR files that fact under:
 
 - Patient: the subject everything points at, identified under the clinic's own identifier system
-  (the enrolment label, else the pseudonym), and created conditionally so a re-export does not
-  make a second patient.
-- Observation, category `survey`, SNOMED CT code, `valueBoolean`: a symptom the patient reported
-  (true) or denied (false) is a patient-reported finding; SNOMED CT is what problem lists and
-  clinical decision support read, and a `false` keeps "denied" apart from "never asked".
+  by the enrolment code (unique to one patient), else by the unlinked chat's pseudonym. Never by
+  the clinic's label: "Ward 7 bed 3" is not unique and passes to the next patient in that bed, so
+  matching on it would file one patient's findings in another's chart; it is only the reference's
+  `display`, and not a `name` (a bed is not a name).
+- Observation, category `survey`, the symptom's SNOMED CT finding code, and as its value the SNOMED
+  CT qualifier value Present (52101004) or Absent (2667000): a symptom the patient reported or
+  denied is a patient-reported finding; SNOMED CT is what problem lists and clinical decision
+  support read. An EHR that indexes Observations by code alone would list a denied symptom as
+  present if "denied" were only a `valueBoolean: false` next to the finding code; a coded Absent is
+  what problem-list and decision-support rules test for, and keeps "denied" apart from "never asked".
 - Observation, category `vital-signs` (US Core / FHIR vital-signs profiles, LOINC, UCUM): the
   readings the patient typed land in the EHR's vitals flowsheet only when coded that way.
 - MedicationStatement: the immunotherapy is what the patient or the enrolment says they had, not
   an order the clinic placed through this tool; RxNorm where the knowledge base has the code.
 - RiskAssessment: the triage level is a judgement of risk with reasons, not a measurement of the
-  patient; its qualitative risk uses HL7's risk-probability codes, its basis the findings.
+  patient; its qualitative risk uses HL7's risk-probability codes, its basis the present findings.
 - Communication (+ one Device): each message of the transcript, so the chart shows what was
-  said and by whom; the assistant is software, hence a Device rather than a Practitioner.
+  said and by whom; the assistant is software, hence a Device rather than a Practitioner,
+  identified by a `urn:uuid:` URI (system `urn:ietf:rfc:3986`), as the Bundle is.
+
+In the transaction, Patient and Device outlive one conversation and are conditional creates (POST
+with `ifNoneExist` on their identifier), so a re-export finds the existing ones. Every other
+resource is a PUT to `<type>/<id>` with its deterministic id (a uuid5 of the conversation and
+what the resource is about): an update is idempotent, so exporting a conversation again, or
+after it went on, updates the resources the first export made instead of filing duplicates
+(a plain POST would create every Observation and message again).
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
-from bot.clinic.conversations import Conversation, Row, Turn, symptom_label
+from bot.clinic.conversations import Conversation, Row, Turn, pseudonym, symptom_label
 from bot.nlu.knowledge import load_knowledge_base
 
 SNOMED = "http://snomed.info/sct"
@@ -50,7 +63,11 @@ RISK = {
     "monitor": ("low", "Low likelihood"),
     "none": ("negligible", "Negligible likelihood"),
 }
-ASSISTANT_ID = "crs-symptom-checker"  # the assistant Device's identifier value, under the clinic's identifier system
+ASSISTANT_ID = "crs-symptom-checker"  # what the assistant Device's deterministic id is made from
+URI = "urn:ietf:rfc:3986"  # identifier system whose values are URIs (here `urn:uuid:`s)
+# SNOMED CT qualifier values for a finding's presence: the Observation's value, its `code` being the finding.
+PRESENT = {"coding": [{"system": SNOMED, "code": "52101004", "display": "Present"}], "text": "present"}
+ABSENT = {"coding": [{"system": SNOMED, "code": "2667000", "display": "Absent"}], "text": "absent"}
 
 
 @dataclass(frozen=True)
@@ -161,9 +178,11 @@ def response_times_csv(table: Iterable[dict[str, Any]]) -> Iterator[str]:
 def fhir_bundle(conv: Conversation, now: float, identifier_system: str, bundle_type: str = "collection") -> dict[str, Any]:
     """The conversation as a FHIR R4 Bundle: `collection` to read or archive, `transaction` to POST to an EHR.
 
-    `identifier_system` is the clinic's URI for its patient identifiers (the Patient and the Bundle
-    are identified under it). Resource ids are uuid5s of the conversation, so exporting twice gives
-    the same ids; entries refer to each other by their `urn:uuid:` fullUrls.
+    `identifier_system` is the clinic's URI for its patient identifiers (the Patient is identified
+    under it by the enrolment code, else the pseudonym). Resource ids are uuid5s of the conversation,
+    so exporting twice gives the same ids; entries refer to each other by their `urn:uuid:` fullUrls.
+    In a transaction, Patient and Device are conditional creates and every other resource a PUT to
+    `<type>/<id>`, so a re-export updates what the last one made rather than duplicating it.
     """
     if bundle_type not in ("collection", "transaction"):
         raise ValueError(f"bundle_type must be collection or transaction, not {bundle_type!r}")
@@ -174,13 +193,15 @@ def fhir_bundle(conv: Conversation, now: float, identifier_system: str, bundle_t
     entries = []
     for resource, if_none_exist in built.resources():
         entry: dict[str, Any] = {"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource}
-        if bundle_type == "transaction":
+        if bundle_type == "transaction" and if_none_exist:
             entry["request"] = {"method": "POST", "url": resource["resourceType"], "ifNoneExist": if_none_exist}
+        elif bundle_type == "transaction":
+            entry["request"] = {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
         entries.append(_prune(entry))
     return {
         "resourceType": "Bundle",
         "id": bundle_id,
-        "identifier": {"system": identifier_system, "value": bundle_id},
+        "identifier": {"system": URI, "value": f"urn:uuid:{bundle_id}"},
         "type": bundle_type,
         "timestamp": iso(now),
         "entry": entries,
@@ -195,6 +216,11 @@ class _Bundle:
         self.kb = load_knowledge_base()
         self.patient_id = _uid("crs-patient", conv.sender_id)
         self.device_id = _uid("crs-device", ASSISTANT_ID)
+        # The enrolment code is unique to one patient; the label ("Ward 7 bed 3") is not, and passes
+        # to the next patient in that bed: it is only ever the display. An unlinked chat's `patient`
+        # is its pseudonym; a linked one without a code (none is loaded so) falls back to the pseudonym too.
+        self.patient_identifier = conv.enrolment_code or (pseudonym(conv.sender_id) if conv.linked else conv.patient)
+        self.device_identifier = f"urn:uuid:{self.device_id}"
         self.patient = {"reference": f"urn:uuid:{self.patient_id}", "display": conv.patient}
         self.device = {"reference": f"urn:uuid:{self.device_id}", "display": "CRS symptom checker"}
         self.last_at = max((t.at for t in conv.turns if t.at), default=now)
@@ -202,16 +228,18 @@ class _Bundle:
 
     def resources(self) -> list[tuple[dict[str, Any], str | None]]:
         """Every resource with its conditional-create query (only Patient and Device, which outlive one conversation)."""
-        symptoms = [self.symptom(sid, present) for present, ids in ((True, self.conv.symptoms), (False, self.conv.denied)) for sid in ids]
+        present = [self.symptom(sid, True) for sid in dict.fromkeys(self.conv.symptoms)]
+        # one Observation per symptom (its id does not depend on the answer): a symptom in both lists is present
+        absent = [self.symptom(sid, False) for sid in dict.fromkeys(self.conv.denied) if sid not in self.conv.symptoms]
         vitals = [
             v for i, turn in enumerate(self.conv.turns) for j, reading in enumerate(turn.vitals) if (v := self.vital(turn, i, j, reading))
         ]
-        evidence = [s for s in symptoms if s["valueBoolean"]] + vitals
+        evidence = present + vitals  # a denied symptom is no evidence of risk
         therapy = self.medication_statement()
         return [
-            (self.patient_resource(), _if_none_exist(self.system, self.conv.patient)),
-            (self.device_resource(), _if_none_exist(self.system, ASSISTANT_ID)),
-            *((r, None) for r in symptoms),
+            (self.patient_resource(), _if_none_exist(self.system, self.patient_identifier)),
+            (self.device_resource(), _if_none_exist(URI, self.device_identifier)),
+            *((r, None) for r in present + absent),
             *((r, None) for r in vitals),
             *(((therapy, None),) if therapy else ()),
             (self.risk_assessment(evidence), None),
@@ -222,7 +250,7 @@ class _Bundle:
         return {
             "resourceType": "Patient",
             "id": self.patient_id,
-            "identifier": [{"system": self.system, "value": self.conv.patient}],
+            "identifier": [{"system": self.system, "value": self.patient_identifier}],
             "active": True,
         }
 
@@ -231,28 +259,32 @@ class _Bundle:
         return {
             "resourceType": "Device",
             "id": self.device_id,
-            "identifier": [{"system": self.system, "value": ASSISTANT_ID}],
+            "identifier": [{"system": URI, "value": self.device_identifier}],
             "status": "active",
             "deviceName": [{"name": "CRS symptom checker", "type": "user-friendly-name"}],
             "type": {"text": "Conversational symptom checker (software)"},
         }
 
     def symptom(self, sid: str, present: bool) -> dict[str, Any]:
-        """A reported (true) or denied (false) symptom, coded in SNOMED CT, with the message that said so."""
+        """A reported or denied symptom: its SNOMED CT finding code, valued Present or Absent, with the message that said so.
+
+        The id is the conversation's and the symptom's, not the answer's: a symptom denied after it was
+        reported is the same Observation, which a re-export updates to Absent rather than leaving a Present one.
+        """
         symptom = self.kb.symptoms.get(sid)
         label = symptom_label(sid)
         coding = [{"system": SNOMED, "code": symptom.snomed[0], "display": symptom.snomed[1]}] if symptom and symptom.snomed else []
         said = next((t for t in reversed(self.conv.turns) if t.who == "patient" and sid in (t.present if present else t.denied)), None)
         return {
             "resourceType": "Observation",
-            "id": _uid("crs-obs", self.conv.sender_id, sid, present),
+            "id": _uid("crs-obs", self.conv.sender_id, sid),
             "status": "final",
             "category": [SURVEY],
             "code": {"coding": coding, "text": label},
             "subject": self.patient,
             "effectiveDateTime": iso(said.at) if said and said.at else self.effective,
             "performer": [self.patient],
-            "valueBoolean": present,
+            "valueCodeableConcept": PRESENT if present else ABSENT,
             "note": [{"authorReference": self.patient, "time": iso(said.at), "text": said.text}] if said and said.text else [],
         }
 

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot.clinic.conversations import refresh
-from bot.clinic.schema import EVENTS, RETENTION_RUNS, SUMMARIES, create_tables, delete_clinic_rows
+from bot.clinic.schema import EVENTS, RETENTION_RUNS, SUMMARIES, create_tables, delete_clinic_rows, rewind_events_mark
+from bot.clinic.worklist import Tracking
 from bot.db import scrub_deleted
 
 
@@ -25,13 +26,16 @@ class RetentionRun:
     events: int
 
 
-def apply_retention(engine: Engine, days: float, now: float | None = None) -> RetentionRun:
+def apply_retention(engine: Engine, days: float, now: float | None = None, tracking: Tracking | None = None) -> RetentionRun:
+    """`tracking`: the clinic's alert levels and channels (bot.clinic.alerts.AlertConfig.tracking)."""
     if days <= 0:
         raise ValueError("the retention period must be positive")
     now = now or time.time()
     cutoff = now - days * 86400
     create_tables(engine)
-    refresh(engine)  # summaries must know every conversation's last message first
+    # summaries must know every conversation's last message first; folding here opens worklist
+    # items and queues alerts like the clinic app would (the events it folds are not folded again)
+    refresh(engine, tracking)
     with engine.begin() as conn:
         old = [r[0] for r in conn.execute(sa.select(SUMMARIES.c.sender_id).where(SUMMARIES.c.last_at < cutoff))]
         events = 0
@@ -39,6 +43,7 @@ def apply_retention(engine: Engine, days: float, now: float | None = None) -> Re
             chunk = old[start : start + 500]
             events += conn.execute(sa.delete(EVENTS).where(EVENTS.c.sender_id.in_(chunk))).rowcount or 0
             delete_clinic_rows(conn, chunk)
+        rewind_events_mark(conn)
         conn.execute(sa.insert(RETENTION_RUNS).values(at=now, cutoff=cutoff, conversations=len(old), events=events))
     if old:
         scrub_deleted(engine)

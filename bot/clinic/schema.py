@@ -104,6 +104,14 @@ WORKLIST = sa.Table(
     sa.Column("outcome", sa.String(32)),
     sa.Column("note", sa.Text, nullable=False, default=""),
     sa.Column("escalated_at", sa.Float),
+    # at most one open item per conversation, whatever two clinic instances do at once
+    sa.Index(
+        "clinic_worklist_one_open",
+        "sender_id",
+        unique=True,
+        sqlite_where=sa.text("closed_at IS NULL"),
+        postgresql_where=sa.text("closed_at IS NULL"),
+    ),
 )
 
 # Every notice sent to the care team about a worklist item: the first alert at each level and at
@@ -119,7 +127,7 @@ ALERTS = sa.Table(
     sa.Column("level", sa.String(16), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),  # alert | escalation
     sa.Column("channel", sa.String(24), nullable=False),  # webhook | telegram | escalation-webhook | escalation-telegram
-    sa.Column("status", sa.String(16), nullable=False),  # pending | retrying | sent
+    sa.Column("status", sa.String(16), nullable=False),  # pending | retrying | sent | cancelled (handled before delivery)
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.String(255), nullable=False, default=""),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -142,6 +150,16 @@ RETENTION_RUNS = sa.Table(
 # kept so that forgetting a conversation and retention also clear it in an older database.
 _legacy = sa.MetaData()
 OLD_ALERTS = sa.Table("clinic_alerts", _legacy, sa.Column("id", sa.Integer, primary_key=True), sa.Column("sender_id", sa.String(255)))
+
+
+def rewind_events_mark(conn: sa.engine.Connection) -> None:
+    """After deleting events, in the same transaction: SQLite gives a new row the id after the
+    largest one left, so deleting the newest events makes their ids come again; the indexer's
+    mark must not stay above them or the next patient messages (and their alerts) are skipped."""
+    if not sa.inspect(conn).has_table(STATE.name):
+        return
+    top = sa.select(sa.func.coalesce(sa.func.max(EVENTS.c.id), 0)).scalar_subquery()
+    conn.execute(sa.update(STATE).where(STATE.c.key == "events_id", STATE.c.value > top).values(value=top))
 
 
 def delete_clinic_rows(conn: sa.engine.Connection, sender_ids: list[str]) -> None:
@@ -173,6 +191,9 @@ def create_tables(engine: sa.engine.Engine) -> None:
     metadata.create_all(engine)
     _rasa.create_all(engine)
     add_missing_columns(engine, metadata)
+    for table in metadata.sorted_tables:  # indexes added since a table was created
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
 
 
 def add_missing_columns(engine: sa.engine.Engine, meta: sa.MetaData) -> list[str]:
@@ -195,9 +216,15 @@ def add_missing_columns(engine: sa.engine.Engine, meta: sa.MetaData) -> list[str
             if column.server_default is not None:
                 default = " DEFAULT " + str(column.server_default.arg.compile(dialect=engine.dialect))
             null = "" if column.nullable or default else " NOT NULL"
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}{null}'))
-                if column.index:
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}{null}'))
+            except sa.exc.DBAPIError:
+                if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
+                    raise
+                continue  # another instance starting at the same moment added it
+            if column.index:
+                with engine.begin() as conn:
                     conn.execute(sa.text(f'CREATE INDEX IF NOT EXISTS ix_{table.name}_{column.name} ON {table.name} ("{column.name}")'))
             added.append(f"{table.name}.{column.name}")
     return added

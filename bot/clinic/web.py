@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from sqlalchemy.engine import Engine
@@ -60,6 +60,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 LOGIN_ATTEMPTS_PER_MINUTE = 10
+WORKLIST_PAGE = 100
 
 
 class SecurityHeaders:
@@ -135,9 +136,7 @@ async def _checked_form(request: Request) -> FormData | None:
 
 def page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
     staff = _staff(request)
-    # the open-item count in the menu: one indexed count, on every page a nurse sees
-    open_items = worklist.open_count(_engine(request)) if staff else 0
-    context = {"staff": staff, "csrf": _csrf(request), "open_items": open_items, **context}
+    context = {"staff": staff, "csrf": _csrf(request), "open_items": getattr(request.state, "open_items", 0), **context}
     return TEMPLATES.TemplateResponse(request, template, context, status_code=status)
 
 
@@ -148,6 +147,8 @@ def login_required(admin: bool = False) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
             staff = await _signed_in(request)
+            if staff is not None:  # the open-item count in the menu: one indexed count per page
+                request.state.open_items = await asyncio.to_thread(worklist.open_count, _engine(request))
             if staff is None:
                 return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", status_code=303)
             if admin and not staff.is_admin:
@@ -255,10 +256,15 @@ async def conversation_list(request: Request) -> Response:
     )
 
 
+def _attachment(filename: str) -> dict[str, str]:
+    """Content-Disposition for any label ("Bed 7 — Zoë"): an ASCII fallback and the UTF-8 name
+    (RFC 6266); a header must be Latin-1, so a raw non-ASCII label would be a 500."""
+    fallback = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in filename)
+    return {"Content-Disposition": f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"}
+
+
 def _download(chunks: Any, filename: str) -> Response:
-    return StreamingResponse(
-        chunks, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-    )
+    return StreamingResponse(chunks, media_type="text/csv; charset=utf-8", headers=_attachment(filename))
 
 
 def _conversation_route(action: str, render: Callable[[Request, conversations.Conversation], Response]) -> Handler:
@@ -284,19 +290,23 @@ conversation_page = _conversation_route("view-conversation", _conversation_page)
 export_conversation_csv = _conversation_route(
     "export-conversation-csv", lambda _, conv: _download(exports.conversation_csv(conv), f"conversation-{conv.patient}.csv")
 )
-export_conversation_fhir = _conversation_route(
-    "export-conversation-fhir",
-    lambda request, conv: JSONResponse(
-        exports.fhir_bundle(
-            conv,
-            time.time(),
-            identifier_system=request.app.state.fhir_identifier_system,
-            bundle_type="transaction" if request.query_params.get("type") == "transaction" else "collection",
-        ),
-        media_type="application/fhir+json",
-        headers={"Content-Disposition": f'attachment; filename="conversation-{conv.patient}.fhir.json"'},
-    ),
-)
+
+
+@login_required()
+async def export_conversation_fhir(request: Request) -> Response:
+    """A FHIR R4 Bundle of one conversation; `?type=transaction` to POST it to a FHIR server,
+    which needs the clinic's own identifier system (a guessed one could merge patients)."""
+    transaction = request.query_params.get("type") == "transaction"
+    system = request.app.state.fhir_identifier_system
+    if transaction and not request.app.state.fhir_identifier_configured:
+        return page(request, "error.html", message="Set FHIR_IDENTIFIER_SYSTEM (your EHR's patient identifier system) first.", status=400)
+    conv = await asyncio.to_thread(conversations.load_conversation, _engine(request), request.path_params["sender_id"])
+    if conv is None:
+        return page(request, "error.html", message="No such conversation.", status=404)
+    kind = "transaction" if transaction else "collection"
+    await _audit(request, "export-conversation-fhir", conv.patient, f"type={kind}")
+    bundle = await asyncio.to_thread(exports.fhir_bundle, conv, time.time(), identifier_system=system, bundle_type=kind)
+    return JSONResponse(bundle, media_type="application/fhir+json", headers=_attachment(f"conversation-{conv.patient}.fhir.json"))
 
 
 @login_required()
@@ -333,7 +343,12 @@ async def _worklist(request: Request, error: str = "", status_code: int = 200) -
     params = request.query_params
     status = params.get("status", "open") if params.get("status") in worklist.STATUSES else "open"
     level = params.get("level", "") if params.get("level") in LEVELS_BY_SEVERITY else ""
-    items, total = await asyncio.to_thread(worklist.items, _engine(request), status, level)
+    try:
+        page_no = max(1, int(params.get("page", "1")))
+    except ValueError:
+        page_no = 1
+    offset = (page_no - 1) * WORKLIST_PAGE
+    items, total = await asyncio.to_thread(worklist.items, _engine(request), status, level, WORKLIST_PAGE, offset)
     await _audit(request, "view-worklist", "", urlencode({"status": status, "level": level}))
     config: alerts.AlertConfig = request.app.state.alert_config
     query = urlencode({k: v for k, v in (("status", status), ("level", level)) if v})
@@ -341,6 +356,7 @@ async def _worklist(request: Request, error: str = "", status_code: int = 200) -
         request, "worklist.html", status_code, items=items, total=total, item_status=status, filter_level=level, now=time.time(),
         levels=config.levels, escalate_after=[(lv, config.escalate_after[lv]) for lv in config.levels if lv in config.escalate_after],
         escalation_channels=config.escalation_channels, error=error, query=query, back=f"/worklist?{query}",
+        page_no=page_no, pages=max(1, -(-total // WORKLIST_PAGE)), escalate_seconds={lv: m * 60 for lv, m in config.escalate_after.items()},
     )  # fmt: skip
 
 
@@ -358,12 +374,13 @@ def _item_action(action: str) -> Handler:
             return page(request, "error.html", message="No such worklist item.", status=404)
         back = _safe_next(str(form.get("back", "/worklist")))
         try:
+            seen = str(form.get("level", "")) or None  # the level on the nurse's page
             if action == "ack":
-                done = await asyncio.to_thread(worklist.acknowledge, engine, item_id, staff.username)  # type: ignore[union-attr]
+                done = await asyncio.to_thread(worklist.acknowledge, engine, item_id, staff.username, seen)  # type: ignore[union-attr]
                 await _audit(request, "ack-item" if done else "ack-item-again", item.patient, f"item={item_id} level={item.level}")
             else:
                 outcome, note = str(form.get("outcome", "")), str(form.get("note", ""))
-                await asyncio.to_thread(worklist.close, engine, item_id, staff.username, outcome, note)  # type: ignore[union-attr]
+                await asyncio.to_thread(worklist.close, engine, item_id, staff.username, outcome, note, seen)  # type: ignore[union-attr]
                 await _audit(request, "close-item", item.patient, f"item={item_id} level={item.level} outcome={outcome}")
         except worklist.WorklistError as exc:
             return await _worklist(request, error=str(exc), status_code=400)
@@ -538,8 +555,8 @@ def create_app(
     app.state.alert_config = alert_config or alerts.AlertConfig(levels=())
     # FHIR identifiers: the clinic's own system (FHIR_IDENTIFIER_SYSTEM), else one under this
     # app's address, never a placeholder domain.
-    app.state.fhir_identifier_system = (
-        fhir_identifier_system or f"{app.state.alert_config.public_url.rstrip('/') or 'urn:crs-clinic'}/fhir/patient-id"
-    )
+    app.state.fhir_identifier_configured = bool(fhir_identifier_system)
+    public = app.state.alert_config.public_url.rstrip("/") or "http://localhost"
+    app.state.fhir_identifier_system = fhir_identifier_system or f"{public}/fhir/patient-id"
     app.state.login_limiter = LoginLimiter(LOGIN_ATTEMPTS_PER_MINUTE)
     return app

@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from bot.clinic.schema import ALERTS, ENROLMENTS, SUMMARIES, WORKLIST
-from bot.nlu.knowledge import LEVEL_RANK
+from bot.clinic.schema import ALERTS, AUDIT, ENROLMENTS, SUMMARIES, WORKLIST
+from bot.nlu.knowledge import LEVEL_RANK, load_knowledge_base
 
 # What a nurse records when closing an item (value stored → label shown).
 OUTCOMES = {
@@ -48,15 +48,16 @@ def parse_escalate_after(value: str | None) -> dict[str, float]:
     if not text:
         return minutes
     if "=" not in text:
-        return {level: float(text) for level in minutes}
-    for part in text.split(","):
-        level, _, number = part.partition("=")
-        level = level.strip()
-        if level not in LEVEL_RANK:
-            raise ValueError(f"CLINIC_ESCALATE_AFTER: unknown level {level!r}")
-        minutes[level] = float(number)
-    if any(m <= 0 for m in minutes.values()):
-        raise ValueError("CLINIC_ESCALATE_AFTER: minutes must be positive")
+        minutes = {level: float(text) for level in minutes}
+    else:
+        for part in text.split(","):
+            level, _, number = part.partition("=")
+            level = level.strip()
+            if level not in LEVEL_RANK:
+                raise ValueError(f"CLINIC_ESCALATE_AFTER: unknown level {level!r}")
+            minutes[level] = float(number)
+    if not all(0 < m < float("inf") for m in minutes.values()):  # also refuses nan
+        raise ValueError("CLINIC_ESCALATE_AFTER: minutes must be positive numbers")
     return minutes
 
 
@@ -108,6 +109,25 @@ class Episodes:
             top = max((reason_level(r) or level_now for r in alerting), key=lambda lv: LEVEL_RANK.get(lv, 0))
             self._raise(sender_id, top, at, alerting)
 
+    def reported(self, sender_id: str, said: list[tuple[str, str]], text: str, at: float) -> None:
+        """A patient message with present symptoms. After the conversation's last item was
+        closed, a symptom whose class alerts for sure (emergency → emergency, serious → urgent)
+        opens a new item even when the triage reasons stay the same ("I still can't breathe")."""
+        item = self.latest.get(sender_id)
+        if item is None or item["closed_at"] is None:
+            return  # no item yet: the triage slots open it; an open item: it is being handled
+        kb = load_knowledge_base()
+        found = []
+        for symptom, words in said:
+            cls = kb.symptoms[symptom].cls if symptom in kb.symptoms else None
+            level = {"emergency": "emergency", "serious": "urgent"}.get(cls or "")
+            if level and self.tracking.alerts(level):
+                quoted = (words or text)[:120]
+                found.append((level, f'said "{quoted}" → {symptom} → {level} (reported again after the last item was closed)'))
+        if found:
+            top = max((lv for lv, _ in found), key=lambda lv: LEVEL_RANK.get(lv, 0))
+            self._raise(sender_id, top, at, [reason for _, reason in found])
+
     def _raise(self, sender_id: str, level: str, at: float, reasons: list[str]) -> None:
         self.known.setdefault(sender_id, set()).update(reasons)
         item = self.latest.get(sender_id)
@@ -129,7 +149,13 @@ class Episodes:
         if len(merged) != len(item["reasons"].splitlines()):
             changes["reasons"] = "\n".join(merged)
         if changes:
-            self.conn.execute(sa.update(WORKLIST).where(WORKLIST.c.id == item["id"]).values(**changes))
+            moved = self.conn.execute(
+                sa.update(WORKLIST).where(WORKLIST.c.id == item["id"], WORKLIST.c.closed_at.is_(None)).values(**changes)
+            ).rowcount
+            if not moved:  # a nurse closed it a moment ago: this is a new episode, not an old one
+                item["closed_at"] = at
+                self._raise(sender_id, level, at, reasons or item["reasons"].splitlines())
+                return
             item.update(changes)
             if "level" in changes:
                 self._notify(item["id"], sender_id, level, at)
@@ -149,32 +175,58 @@ class WorklistError(ValueError):
     pass
 
 
-def acknowledge(engine: Engine, item_id: int, username: str, now: float | None = None) -> bool:
-    """Mark an open item seen by `username`; False if it was already acknowledged or is closed."""
+def acknowledge(engine: Engine, item_id: int, username: str, level: str | None = None, now: float | None = None) -> bool:
+    """Mark an open item seen by `username`; False if it was already acknowledged or is closed.
+
+    `level`: the level the nurse saw. An item raised since (urgent → emergency) is refused
+    with WorklistError: the nurse must look again before owning an emergency."""
+    now = now or time.time()
     with engine.begin() as conn:
+        _check_level(conn, item_id, level)
         done = conn.execute(
             sa.update(WORKLIST)
             .where(WORKLIST.c.id == item_id, WORKLIST.c.acked_at.is_(None), WORKLIST.c.closed_at.is_(None))
-            .values(acked_at=now or time.time(), acked_by=username)
+            .values(acked_at=now, acked_by=username)
         ).rowcount
+        if done:  # on-call need not be paged for an item someone owns
+            _cancel_notices(conn, item_id, now, kinds=("escalation",))
     return bool(done)
 
 
-def close(engine: Engine, item_id: int, username: str, outcome: str, note: str, now: float | None = None) -> None:
+def close(engine: Engine, item_id: int, username: str, outcome: str, note: str, level: str | None = None, now: float | None = None) -> None:
     """Close an item with what was done; closing an unacknowledged item acknowledges it too."""
     if outcome not in OUTCOMES:
         raise WorklistError("Choose what was done.")
     now = now or time.time()
     with engine.begin() as conn:
-        item = conn.execute(sa.select(WORKLIST).where(WORKLIST.c.id == item_id)).mappings().first()
-        if item is None:
-            raise WorklistError("No such item.")
+        item = _check_level(conn, item_id, level)
         if item["closed_at"] is not None:
             raise WorklistError("This item is already closed.")
         values: dict[str, Any] = {"closed_at": now, "closed_by": username, "outcome": outcome, "note": note.strip()[:NOTE_CHARS]}
         if item["acked_at"] is None:
             values.update(acked_at=now, acked_by=username)
-        conn.execute(sa.update(WORKLIST).where(WORKLIST.c.id == item_id, WORKLIST.c.closed_at.is_(None)).values(**values))
+        still = (WORKLIST.c.id == item_id, WORKLIST.c.closed_at.is_(None), WORKLIST.c.level == item["level"])
+        done = conn.execute(sa.update(WORKLIST).where(*still).values(**values)).rowcount
+        if not done:
+            raise WorklistError("Someone else closed this item, or it was raised, a moment ago; look again.")
+        _cancel_notices(conn, item_id, now, kinds=("alert", "escalation"))
+
+
+def _check_level(conn: Connection, item_id: int, level: str | None) -> Any:
+    item = conn.execute(sa.select(WORKLIST).where(WORKLIST.c.id == item_id)).mappings().first()
+    if item is None:
+        raise WorklistError("No such item.")
+    if level is not None and item["level"] != level:
+        raise WorklistError(f"This item was raised to {item['level']} since you opened the page; look again before acting on it.")
+    return item
+
+
+def _cancel_notices(conn: Connection, item_id: int, now: float, kinds: tuple[str, ...]) -> None:
+    conn.execute(
+        sa.update(ALERTS)
+        .where(ALERTS.c.item_id == item_id, ALERTS.c.kind.in_(kinds), ALERTS.c.status != "sent")
+        .values(status="cancelled", last_error="handled before it was delivered", sent_at=None, next_try_at=now)
+    )
 
 
 # ---------------------------------------------------------------------- reading
@@ -275,7 +327,9 @@ def escalate_due(engine: Engine, escalate_after: Mapping[str, float], channels: 
     level's minutes; each item escalates once per level. Returns the escalated items' ids."""
     now = now or time.time()
     channels = list(channels)
-    escalated = []
+    escalated: list[int] = []
+    if not channels:
+        return escalated  # nowhere to send: the worklist shows the item as overdue instead
     with engine.begin() as conn:
         rows = conn.execute(
             sa.select(WORKLIST.c.id, WORKLIST.c.sender_id, WORKLIST.c.level, WORKLIST.c.level_at).where(
@@ -291,6 +345,12 @@ def escalate_due(engine: Engine, escalate_after: Mapping[str, float], channels: 
             if not claimed:
                 continue
             escalated.append(row.id)
+            conn.execute(
+                sa.insert(AUDIT).values(
+                    at=now, username="system", action="escalate-item", target=f"item {row.id}",
+                    detail=f"level={row.level} not acknowledged for {escalate_after.get(row.level, 0):g} min; to {','.join(channels)}",
+                )
+            )  # fmt: skip
             for channel in channels:
                 try:
                     with conn.begin_nested():
@@ -319,13 +379,14 @@ def _percentile(values: list[float], q: float) -> float | None:
 def response_times(
     engine: Engine, levels: Iterable[str], windows: Iterable[int] = (7, 30), now: float | None = None
 ) -> list[dict[str, Any]]:
-    """Per level and window (days, by when the item opened): items, open ones, and p50/p90 of the
-    seconds to acknowledge and to close (over the items that were)."""
+    """Per level and window (days, by when the item opened): items, open and unacknowledged ones,
+    and p50/p90 of the seconds to acknowledge (from reaching the level) and to close (from
+    opening), over the items that were."""
     now = now or time.time()
     windows = list(windows)
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(WORKLIST.c.level, WORKLIST.c.opened_at, WORKLIST.c.acked_at, WORKLIST.c.closed_at).where(
+            sa.select(WORKLIST.c.level, WORKLIST.c.opened_at, WORKLIST.c.level_at, WORKLIST.c.acked_at, WORKLIST.c.closed_at).where(
                 WORKLIST.c.opened_at >= now - max(windows) * 86400
             )
         ).all()
@@ -333,11 +394,13 @@ def response_times(
     for level in levels:
         for days in windows:
             mine = [r for r in rows if r.level == level and r.opened_at >= now - days * 86400]
-            ack = [r.acked_at - r.opened_at for r in mine if r.acked_at is not None]
+            # to acknowledge: from when the item reached its level (a raised item is acknowledged anew)
+            ack = [r.acked_at - r.level_at for r in mine if r.acked_at is not None]
             done = [r.closed_at - r.opened_at for r in mine if r.closed_at is not None]
             table.append(
                 {
                     "level": level, "days": days, "items": len(mine), "open": sum(1 for r in mine if r.closed_at is None),
+                    "unacknowledged": sum(1 for r in mine if r.acked_at is None),
                     "ack_p50": _percentile(ack, 0.5), "ack_p90": _percentile(ack, 0.9),
                     "close_p50": _percentile(done, 0.5), "close_p90": _percentile(done, 0.9),
                 }

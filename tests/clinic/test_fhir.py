@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from fhir.resources.bundle import Bundle
 
-from bot.clinic.conversations import Conversation, Turn
+from bot.clinic.conversations import Conversation, Turn, pseudonym
 from bot.clinic.exports import fhir_bundle, iso
 from bot.nlu.knowledge import DEFAULT_KB_PATH, KnowledgeBase, KnowledgeBaseError, parse_knowledge_base
 
@@ -29,6 +30,11 @@ LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
+URI = "urn:ietf:rfc:3986"
+CODE = "CRS-0042"  # the enrolment code of make_conversation's patient
+LABEL = "Ward 7 bed 3"  # its clinic label: not unique, reused for the next patient in that bed
+PRESENT = {"coding": [{"system": SNOMED, "code": "52101004", "display": "Present"}], "text": "present"}
+ABSENT = {"coding": [{"system": SNOMED, "code": "2667000", "display": "Absent"}], "text": "absent"}
 
 
 # ---------------------------------------------------------------------- Verhoeff (SNOMED CT check digit)
@@ -60,6 +66,12 @@ def test_the_verhoeff_check_itself() -> None:
     assert verhoeff_ok("2363") and not verhoeff_ok("2364")  # the textbook example
     assert verhoeff_ok("138875005") and verhoeff_ok("404684003")  # SNOMED CT root, Clinical finding
     assert not verhoeff_ok("404684004") and not verhoeff_ok("404648003")  # a wrong digit, two swapped
+
+
+def test_the_present_and_absent_qualifier_values_are_snomed_concept_ids() -> None:
+    for value in (PRESENT, ABSENT):
+        [coding] = value["coding"]
+        assert coding["code"][-3:-1] == "00" and verhoeff_ok(coding["code"]), coding
 
 
 def test_every_symptom_has_a_snomed_concept_id_with_a_valid_check_digit(kb: KnowledgeBase) -> None:
@@ -107,7 +119,13 @@ SECOND = "can't catch my breath, pulse 130, sats 88%, bp 85/50 and later just 88
 THIRD = "it's 39.6 now"
 
 
-def make_conversation(therapy_id: str = "rituximab", therapy: str = "rituximab (Rituxan)", level: str = "emergency") -> Conversation:
+def make_conversation(
+    therapy_id: str = "rituximab",
+    therapy: str = "rituximab (Rituxan)",
+    level: str = "emergency",
+    code: str = CODE,
+    sender_id: str = "telegram-42",
+) -> Conversation:
     turns = [
         Turn(
             T0,
@@ -137,8 +155,8 @@ def make_conversation(therapy_id: str = "rituximab", therapy: str = "rituximab (
         Turn(T0 + 120, "patient", THIRD, present=["fever"], vitals=[reading("temperature", 39.6, "C", "39.6", 39.6)]),
     ]
     return Conversation(
-        sender_id="telegram-42",
-        patient="Ward 7 bed 3",
+        sender_id=sender_id,
+        patient=LABEL,
         linked=True,
         therapy=therapy,
         infusion_date="2023-11-07" if therapy_id else None,
@@ -147,6 +165,7 @@ def make_conversation(therapy_id: str = "rituximab", therapy: str = "rituximab (
         symptoms=["high_fever", "difficulty_breathing", "fever"],
         denied=["cough", "chest_pain"],
         therapy_id=therapy_id,
+        enrolment_code=code,
     )
 
 
@@ -205,9 +224,60 @@ def test_no_example_domain_and_the_clinic_identifier_system(bundle: dict[str, An
     systems = [v for k, v in walk(bundle) if k == "system"]
     assert systems and not [s for s in systems if "example" in s]
     [patient] = resources(bundle, "Patient")
-    assert patient["identifier"] == [{"system": SYSTEM, "value": "Ward 7 bed 3"}]
-    assert bundle["identifier"]["system"] == SYSTEM and bundle["identifier"]["value"] == bundle["id"]
+    assert patient["identifier"] == [{"system": SYSTEM, "value": CODE}]
+    assert bundle["identifier"] == {"system": URI, "value": f"urn:uuid:{bundle['id']}"}
     assert "example" not in json.dumps(bundle)
+
+
+# ---------------------------------------------------------------------- patient and device identity
+def patient_entry(bundle: dict[str, Any]) -> dict[str, Any]:
+    return next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+
+
+def test_an_enrolled_patient_is_identified_by_the_code_never_the_label(bundle: dict[str, Any]) -> None:
+    entry = patient_entry(bundle)
+    assert entry["resource"]["identifier"] == [{"system": SYSTEM, "value": CODE}]
+    assert "name" not in entry["resource"]  # a bed label is not a name
+    identifiers = [i["value"] for k, v in walk(bundle) if k == "identifier" for i in (v if isinstance(v, list) else [v])]
+    queries = [v for k, v in walk(bundle) if k == "ifNoneExist"]
+    assert LABEL not in identifiers and not [q for q in queries if "Ward" in q]
+    displays = {v["display"] for k, v in walk(bundle) if isinstance(v, dict) and v.get("reference") == entry["fullUrl"]}
+    assert displays == {LABEL}  # the label is kept, only to show
+
+
+def test_two_patients_in_the_same_bed_are_two_identifiers() -> None:
+    first = fhir_bundle(make_conversation(code="CRS-0042"), NOW, SYSTEM, bundle_type="transaction")
+    second = fhir_bundle(make_conversation(code="CRS-0107", sender_id="telegram-77"), NOW, SYSTEM, bundle_type="transaction")
+    (a, b) = (patient_entry(first), patient_entry(second))
+    assert a["resource"]["identifier"] != b["resource"]["identifier"]
+    assert a["request"]["ifNoneExist"] == f"identifier={SYSTEM}|CRS-0042"
+    assert b["request"]["ifNoneExist"] == f"identifier={SYSTEM}|CRS-0107"
+
+
+def test_an_unlinked_chat_is_identified_by_its_pseudonym() -> None:
+    conv = make_conversation(code="")
+    conv.patient, conv.linked = "P-1a2b3c4d", False
+    entry = patient_entry(fhir_bundle(conv, NOW, SYSTEM, bundle_type="transaction"))
+    assert entry["resource"]["identifier"] == [{"system": SYSTEM, "value": "P-1a2b3c4d"}]
+    assert entry["request"]["ifNoneExist"] == f"identifier={SYSTEM}|P-1a2b3c4d"
+
+
+def test_a_linked_chat_without_a_code_falls_back_to_the_pseudonym_not_the_label() -> None:
+    conv = make_conversation(code="")
+    entry = patient_entry(fhir_bundle(conv, NOW, SYSTEM, bundle_type="transaction"))
+    assert entry["resource"]["identifier"] == [{"system": SYSTEM, "value": pseudonym(conv.sender_id)}]
+    assert entry["request"]["ifNoneExist"] == f"identifier={SYSTEM}|{pseudonym(conv.sender_id)}"
+
+
+def test_the_device_is_identified_by_its_own_uri(bundle: dict[str, Any]) -> None:
+    entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Device")
+    device = entry["resource"]
+    assert device["identifier"] == [{"system": URI, "value": f"urn:uuid:{device['id']}"}]
+    assert str(uuid.UUID(device["id"])) == device["id"]
+    if bundle["type"] == "transaction":
+        assert entry["request"] == {"method": "POST", "url": "Device", "ifNoneExist": f"identifier={URI}|urn%3Auuid%3A{device['id']}"}
+    other = fhir_bundle(make_conversation(code="CRS-0107", sender_id="telegram-77"), NOW, SYSTEM)
+    assert resources(other, "Device") == [device]  # one assistant, whatever the conversation
 
 
 def test_identifier_system_is_required() -> None:
@@ -228,7 +298,8 @@ def test_symptom_codes_are_the_knowledge_base_snomed_codes(bundle: dict[str, Any
             obs = by_label[kb.symptoms[sid].label]
             code, display = kb.symptoms[sid].snomed  # type: ignore[misc]
             assert obs["code"]["coding"] == [{"system": SNOMED, "code": code, "display": display}]
-            assert obs["valueBoolean"] is present and obs["status"] == "final"
+            assert obs["valueCodeableConcept"] == (PRESENT if present else ABSENT) and obs["status"] == "final"
+            assert "valueBoolean" not in obs
 
 
 def test_symptoms_keep_the_patients_words_and_time(bundle: dict[str, Any], kb: KnowledgeBase) -> None:
@@ -349,6 +420,16 @@ def test_triage_is_a_risk_assessment(level: str, risk: str) -> None:
     assert "cough" not in basis  # a denied symptom is no evidence of risk
 
 
+def test_the_risk_basis_is_the_present_symptoms_and_the_vitals() -> None:
+    bundle = fhir_bundle(make_conversation(), NOW, SYSTEM)
+    [assessment] = resources(bundle, "RiskAssessment")
+    survey = observations(bundle, "survey")
+    present = [f"urn:uuid:{o['id']}" for o in survey if o["valueCodeableConcept"] == PRESENT]
+    vitals = [f"urn:uuid:{o['id']}" for o in observations(bundle, "vital-signs")]
+    assert len(present) == 3 and len(survey) == 5
+    assert [b["reference"] for b in assessment["basis"]] == present + vitals
+
+
 # ---------------------------------------------------------------------- transcript
 def test_the_transcript_is_one_communication_per_turn(bundle: dict[str, Any]) -> None:
     conv = make_conversation()
@@ -378,15 +459,39 @@ def test_the_transaction_form() -> None:
     conv = make_conversation()
     bundle = fhir_bundle(conv, NOW, SYSTEM, bundle_type="transaction")
     assert bundle["type"] == "transaction"
+    methods = Counter(e["request"]["method"] for e in bundle["entry"])
+    assert methods == {"POST": 2, "PUT": len(bundle["entry"]) - 2}
     for entry in bundle["entry"]:
-        assert entry["request"]["method"] == "POST" and entry["request"]["url"] == entry["resource"]["resourceType"]
-    patient = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    # the label has spaces: percent-encoded in the query, otherwise identifier=<system>|<value>
-    assert patient["request"]["ifNoneExist"] == f"identifier={SYSTEM}|Ward%207%20bed%203"
-    conv.patient = "P-1a2b3c4d"
-    patient = fhir_bundle(conv, NOW, SYSTEM, bundle_type="transaction")["entry"][0]
-    assert patient["request"]["ifNoneExist"] == f"identifier={SYSTEM}|P-1a2b3c4d"
+        kind, request = entry["resource"]["resourceType"], entry["request"]
+        assert entry["fullUrl"] == f"urn:uuid:{entry['resource']['id']}"
+        if kind in ("Patient", "Device"):  # conditional creates: they outlive one conversation
+            assert request["method"] == "POST" and request["url"] == kind and request["ifNoneExist"].startswith("identifier=")
+        else:  # idempotent updates of the resource's own deterministic id
+            assert request == {"method": "PUT", "url": f"{kind}/{entry['resource']['id']}"}
+    # a code with characters FHIR search or the URL reserve is escaped, otherwise identifier=<system>|<value>
+    conv.enrolment_code = "WARD 7|3"
+    patient = patient_entry(fhir_bundle(conv, NOW, SYSTEM, bundle_type="transaction"))
+    assert patient["request"]["ifNoneExist"] == f"identifier={SYSTEM}|WARD%207%5C%7C3"
     assert all("request" not in e for e in fhir_bundle(conv, NOW, SYSTEM)["entry"])
+
+
+def test_exporting_twice_makes_the_same_requests() -> None:
+    requests = [[e["request"] for e in fhir_bundle(make_conversation(), NOW, SYSTEM, bundle_type="transaction")["entry"]] for _ in range(2)]
+    assert requests[0] == requests[1]
+    assert len({r["url"] for r in requests[0] if r["method"] == "PUT"}) == len(requests[0]) - 2
+
+
+def test_a_re_export_after_the_conversation_went_on_updates_the_same_resources() -> None:
+    conv = make_conversation()
+    before = fhir_bundle(conv, NOW, SYSTEM, bundle_type="transaction")
+    conv.turns.append(Turn(T0 + 300, "patient", "actually I am coughing now", present=["cough"]))
+    conv.symptoms, conv.denied = [*conv.symptoms, "cough"], ["chest_pain"]
+    after = fhir_bundle(conv, NOW, SYSTEM, bundle_type="transaction")
+    puts = lambda b: {e["request"]["url"]: e["resource"] for e in b["entry"] if e["request"]["method"] == "PUT"}  # noqa: E731
+    assert set(puts(before)) < set(puts(after))  # nothing filed under a new id: only the new message is new
+    assert set(puts(after)) - set(puts(before)) == {f"Communication/{resources(after, 'Communication')[-1]['id']}"}
+    [cough] = [url for url, r in puts(before).items() if r["resourceType"] == "Observation" and r["code"]["text"] == "cough"]
+    assert puts(before)[cough]["valueCodeableConcept"] == ABSENT and puts(after)[cough]["valueCodeableConcept"] == PRESENT
 
 
 def test_a_conversation_without_turns_still_makes_a_valid_bundle() -> None:

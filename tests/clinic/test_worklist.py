@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot.clinic import alerts, conversations, worklist
-from bot.clinic.schema import ALERTS, EVENTS, create_tables
+from bot.clinic.schema import ALERTS, EVENTS, create_tables, rewind_events_mark
 from bot.db import create_db_engine
 
 EMERGENCY_REASON = "lips blue → skin_discoloration → emergency (emergency symptom)"
@@ -206,3 +206,103 @@ def test_duration_reads_like_a_nurse_says_it() -> None:
         "3 h 5 min",
         "3 d 2 h",
     ]
+
+
+# ---------------------------------------------------------------------- what the review found
+def test_the_same_emergency_reported_again_after_closing_opens_a_new_item(engine: sa.engine.Engine) -> None:
+    now = time.time()
+    say(engine, "a", now - 3600, "emergency", [EMERGENCY_REASON])
+    conversations.refresh(engine, CONFIG.tracking)
+    [first] = open_items(engine)
+    worklist.close(engine, first.id, "nurse1", "advised_come_in", "")
+    # "I still can't breathe": the same symptom, so the triage slots do not change at all
+    entity = {"entity": "symptom", "value": "difficulty_breathing", "role": "present", "text": "can't breathe"}
+    user = {"event": "user", "text": "I still can't breathe", "timestamp": now, "parse_data": {"entities": [entity]}}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(EVENTS).values(sender_id="a", type_name="user", timestamp=now, data=json.dumps(user)))
+    conversations.refresh(engine, CONFIG.tracking)
+    [again] = open_items(engine)
+    assert again.level == "emergency" and again.id != first.id and "can't breathe" in again.reasons[0]
+    assert [n["item_id"] for n in alerts.due(engine) if n["kind"] == "alert"].count(again.id) == 1, "and it alerts"
+
+
+def test_a_nurse_acting_on_an_out_of_date_page_is_told_to_look_again(engine: sa.engine.Engine) -> None:
+    now = time.time()
+    say(engine, "a", now - 600, "urgent", [URGENT_REASON])
+    conversations.refresh(engine, CONFIG.tracking)
+    [item] = open_items(engine)
+    say(engine, "a", now - 60, "emergency", [URGENT_REASON, EMERGENCY_REASON])
+    conversations.refresh(engine, CONFIG.tracking)
+    with pytest.raises(worklist.WorklistError, match="raised to emergency"):
+        worklist.close(engine, item.id, "nurse1", "no_action", "", level="urgent")
+    with pytest.raises(worklist.WorklistError, match="raised to emergency"):
+        worklist.acknowledge(engine, item.id, "nurse1", level="urgent")
+    assert open_items(engine)[0].status == "open"
+    worklist.close(engine, item.id, "nurse1", "sent_to_ed", "", level="emergency")
+    with pytest.raises(worklist.WorklistError):
+        worklist.close(engine, item.id, "nurse2", "no_action", "", level="emergency")
+
+
+def test_handled_items_cancel_their_undelivered_notices(engine: sa.engine.Engine) -> None:
+    now = time.time()
+    say(engine, "a", now - 3600, "emergency", [EMERGENCY_REASON])
+    conversations.refresh(engine, CONFIG.tracking)
+    [item] = open_items(engine)
+    worklist.escalate_due(engine, {"emergency": 10.0}, ["webhook"], now)
+    assert sorted(n["kind"] for n in alerts.due(engine, now + 5)) == ["alert", "escalation"]
+    worklist.acknowledge(engine, item.id, "nurse1")
+    assert [n["kind"] for n in alerts.due(engine, now + 5)] == ["alert"], "on-call is not paged for an item someone owns"
+    worklist.close(engine, item.id, "nurse1", "called_back", "")
+    assert alerts.due(engine, now + 5) == []
+
+
+def test_without_any_channel_nothing_is_marked_escalated(engine: sa.engine.Engine) -> None:
+    say(engine, "a", time.time() - 3600, "emergency", [EMERGENCY_REASON])
+    conversations.refresh(engine, alerts.AlertConfig(levels=("emergency",)).tracking)
+    assert worklist.escalate_due(engine, {"emergency": 10.0}, []) == []
+    assert open_items(engine)[0].escalated_at is None
+
+
+def test_time_to_acknowledge_counts_from_when_the_item_reached_its_level(engine: sa.engine.Engine) -> None:
+    now = time.time()
+    say(engine, "a", now - 7200, "urgent", [URGENT_REASON])
+    conversations.refresh(engine, CONFIG.tracking)
+    say(engine, "a", now - 120, "emergency", [URGENT_REASON, EMERGENCY_REASON])
+    conversations.refresh(engine, CONFIG.tracking)
+    [item] = open_items(engine)
+    worklist.acknowledge(engine, item.id, "nurse1", now=item.level_at + 60)
+    row = next(r for r in worklist.response_times(engine, ["emergency"], now=now) if r["days"] == 7)
+    assert row["ack_p50"] == pytest.approx(60), "60 s after the emergency, not two hours after the first urgent message"
+
+
+def test_a_malformed_event_does_not_stop_the_indexing(engine: sa.engine.Engine) -> None:
+    now = time.time()
+    bad = {"event": "slot", "name": "symptoms", "value": 5, "timestamp": now}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(EVENTS).values(sender_id="broken", type_name="slot", timestamp=now, data=json.dumps(bad)))
+    say(engine, "a", now, "emergency", [EMERGENCY_REASON])
+    conversations.refresh(engine, CONFIG.tracking)
+    assert [i.sender_id for i in open_items(engine)] == ["a"]
+
+
+def test_the_indexer_waits_for_an_event_id_still_being_committed(engine: sa.engine.Engine) -> None:
+    rows = [type("Row", (), {"id": i})() for i in (5, 6, 8, 9)]
+    assert [r.id for r in conversations._contiguous(rows, 4, now=100.0)] == [5, 6], "7 may still be committing"
+    later = rows[2:]  # what the next rounds read: the rows above the mark
+    assert [r.id for r in conversations._contiguous(later, 6, now=105.0)] == [], "still waiting"
+    waited = 100.0 + conversations.GAP_WAIT_S + 1
+    assert [r.id for r in conversations._contiguous(later, 6, now=waited)] == [8, 9], "a rolled-back id is skipped at last"
+
+
+def test_deleting_the_newest_events_does_not_hide_the_next_ones(engine: sa.engine.Engine) -> None:
+    """SQLite reuses the ids of deleted newest rows: the mark must come back with them (/forget)."""
+    now = time.time()
+    say(engine, "kept", now - 60, None, [])
+    say(engine, "forgotten", now - 30, None, [])
+    conversations.refresh(engine, CONFIG.tracking)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(EVENTS).where(EVENTS.c.sender_id == "forgotten"))
+        rewind_events_mark(conn)
+    say(engine, "next", now, "emergency", [EMERGENCY_REASON])
+    conversations.refresh(engine, CONFIG.tracking)
+    assert [i.sender_id for i in open_items(engine)] == ["next"]

@@ -191,7 +191,11 @@ def test_emergency_first_reason_shown_and_exports(page: Page, clinic: Clinic) ->
     Bundle.parse_obj(bundle_json)  # raises if not a valid FHIR Bundle
     resources = [e["resource"] for e in bundle_json["entry"]]
     observations = [r for r in resources if r["resourceType"] == "Observation"]
-    present = {o["code"]["coding"][0]["code"] for o in observations if o.get("valueBoolean") is True}
+    said = {"present": [], "absent": []}  # SNOMED CT Present / Absent qualifier values
+    for o in observations:
+        if "valueCodeableConcept" in o:
+            said[o["valueCodeableConcept"]["text"]].append(o["code"]["coding"][0]["code"])
+    present = set(said["present"])
     breathing = load_knowledge_base().symptoms["difficulty_breathing"].snomed
     assert breathing is not None and breathing[0] in present, "coded in SNOMED CT from data/symptoms.yml"
     risk = next(r for r in resources if r["resourceType"] == "RiskAssessment")
@@ -505,13 +509,22 @@ def test_test_traffic_and_evaluations_add_nothing_to_the_clinic_and_page_nobody(
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "emergency sensitivity" in run.stdout.lower() or "triage" in run.stdout.lower()
-    untrusted = f"clinic-self-tagged-{uuid.uuid4().hex[:8]}"  # a tag without the API token is dropped
-    requests.post(
-        f"{clinic.settings.rasa_url}/webhooks/rest/webhook",
-        json={"sender": untrusted, "message": "my lips are blue", "metadata": {"traffic": "test"}},
-        timeout=30,
-    ).raise_for_status()
+    assert "emergency sensitivity: 100.0% of 1" in run.stdout, "the case reached emergency: nobody paged for the right reason"
+    untrusted = f"clinic-self-tagged-{uuid.uuid4().hex[:8]}"  # a tag without the API token is refused, nothing stored
+    for headers in ({}, {"Authorization": "Bearer wrong-token"}):
+        refused = requests.post(
+            f"{clinic.settings.rasa_url}/webhooks/rest/webhook",
+            json={"sender": untrusted, "message": "my lips are blue", "metadata": {"traffic": "test"}},
+            headers=headers,
+            timeout=30,
+        )
+        assert refused.status_code == 403, refused.text
+    wrong = subprocess.run(
+        [sys.executable, "-m", "bot", "eval", "--url", clinic.settings.rasa_url, "--cases", str(cases), "--out", str(tmp_path / "w.jsonl")],
+        env={**child_env(clinic.settings), "RASA_API_TOKEN": "not-this-servers-token"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert wrong.returncode != 0 and "403" in wrong.stderr, "an evaluation with the wrong token stops at once"
     marker = f"clinic-after-eval-{uuid.uuid4().hex[:8]}"
     clinic.client.send(marker, "I had Kymriah and I feel ok today")  # a patient, written after all of them
 
@@ -526,9 +539,9 @@ def test_test_traffic_and_evaluations_add_nothing_to_the_clinic_and_page_nobody(
     assert test_sender in everything, "test traffic is stored, and shown when asked for"
     page.goto(f"{clinic.url}/")
     assert test_sender not in page.content() and "eval-e1-" not in page.content(), "hidden from the clinic's list"
-    assert untrusted in page.content(), "nobody without the token can hide a conversation from the clinic"
+    assert untrusted not in everything, "refused, not stored"
     page.goto(f"{clinic.url}/worklist?status=all")
     assert test_sender not in page.content() and "eval-e1-" not in page.content(), "no worklist item"
-    time.sleep(2)
+    time.sleep(ESCALATE_AFTER_S + 6)  # past the first alert's retry and the escalation time
     paged = [a for a in clinic.alerts.received + clinic.escalations.received if "eval-" in a["conversation"]]
     assert paged == [], "nobody paged for an evaluation"

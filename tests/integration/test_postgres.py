@@ -40,3 +40,75 @@ def test_conversation_survives_restart_on_postgres(pg_cluster: PgCluster, tmp_pa
         assert slots["symptoms"] == ["skin_discoloration"] and "blinatumomab" in slots["therapy"]
     finally:
         stack.stop()
+
+
+def test_two_clinic_indexers_on_postgres_open_one_item_and_queue_one_alert_per_emergency(
+    pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clinic app instances fold the same events at the same time (a rolling deploy, two
+    replicas): every emergency gets exactly one worklist item and one alert per channel."""
+    import json
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    from bot.clinic import alerts, conversations
+    from bot.clinic.schema import ALERTS, EVENTS, WORKLIST, create_tables
+    from bot.db import create_db_engine
+
+    url = pg_cluster.create_database("clinic_race")
+    engines = [create_db_engine(url) for _ in range(2)]
+    create_tables(engines[0])
+    config = alerts.AlertConfig(levels=("emergency",), webhook_url="http://127.0.0.1:9/hook")
+    senders = [f"race-{n}" for n in range(60)]
+    with engines[0].begin() as conn:  # each chat said hello first: its summary row exists before the emergency
+        for sender in senders:
+            conn.execute(
+                sa.insert(EVENTS).values(sender_id=sender, type_name="user", timestamp=time.time(), data=json.dumps({"text": "hi"}))
+            )
+    conversations.refresh(engines[0], config.tracking)
+    for sender in senders:  # then every chat's emergency, folded by both at the same moment
+        slot = {"event": "slot", "name": "triage_level", "value": "emergency", "timestamp": time.time()}
+        reasons = {
+            "event": "slot",
+            "name": "triage_reasons",
+            "value": ["x → confusion → emergency (emergency symptom)"],
+            "timestamp": time.time(),
+        }
+        with engines[1].begin() as conn:
+            for data in (slot, reasons):
+                conn.execute(sa.insert(EVENTS).values(sender_id=sender, type_name="slot", timestamp=time.time(), data=json.dumps(data)))
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+    fold = conversations._fold
+
+    def slow_fold(*args: object, **kwargs: object) -> object:
+        """A big batch: both instances are inside their transactions at the same time."""
+        found = fold(*args, **kwargs)  # type: ignore[arg-type]
+        time.sleep(0.5)
+        return found
+
+    monkeypatch.setattr(conversations, "_fold", slow_fold)
+
+    def index(engine: sa.engine.Engine) -> None:
+        start.wait()
+        try:
+            conversations.refresh(engine, config.tracking)
+        except sa.exc.IntegrityError:
+            pass  # the other instance opened these items first: this batch rolls back, as in the app's loop
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=index, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    conversations.refresh(engines[0], config.tracking)
+    assert errors == []
+    with engines[0].connect() as conn:
+        items = conn.execute(sa.select(WORKLIST.c.sender_id, sa.func.count()).group_by(WORKLIST.c.sender_id)).all()
+        notices = conn.execute(sa.select(ALERTS.c.sender_id, sa.func.count()).group_by(ALERTS.c.sender_id)).all()
+    assert sorted(items) == [(s, 1) for s in sorted(senders)]
+    assert sorted(notices) == [(s, 1) for s in sorted(senders)]
