@@ -92,7 +92,7 @@ def cmd_clinic(args: argparse.Namespace) -> int:
     engine = create_db_engine(settings.database_url)
     app = create_app(
         engine, str(settings.clinic_secret_key), settings.clinic_https_only, alert_config=alert_config,
-        fhir_identifier_system=settings.fhir_identifier_system,
+        fhir_identifier_system=settings.fhir_identifier_system, timezone=settings.clinic_timezone,
     )  # fmt: skip
     # uvicorn: the reference ASGI server for Starlette; loopback unless --host, put TLS in front. No
     # websockets (Rasa pins an old `websockets` that uvicorn cannot use, and the app needs none).

@@ -48,6 +48,7 @@ ENV_VARIABLES: dict[str, str] = {
     "CLINIC_ESCALATION_CHAT_ID": "clinic_escalation_chat_id",
     "CLINIC_ESCALATE_AFTER": "clinic_escalate_after",
     "FHIR_IDENTIFIER_SYSTEM": "fhir_identifier_system",
+    "CLINIC_TIMEZONE": "clinic_timezone",
     "RETENTION_DAYS": "retention_days",
     "REDIS_URL": "redis_url",
     "RELAY_RASA_URL": "relay_rasa_url",
@@ -81,6 +82,7 @@ class Settings:
     clinic_escalation_chat_id: str | None = None
     clinic_escalate_after: str | None = None  # minutes, "emergency=10,urgent=60" (bot/clinic/worklist.py)
     fhir_identifier_system: str | None = None
+    clinic_timezone: str = "UTC"
     retention_days: float = 365.0
     redis_url: Secret | None = None
     relay_rasa_url: str | None = None
@@ -173,6 +175,9 @@ def load_settings(env_file: Path | None = None) -> Settings:
         clinic_escalate_after=config("CLINIC_ESCALATE_AFTER", default=None),
         # The URI under which FHIR exports identify patients (your organisation's, e.g. its MRN system).
         fhir_identifier_system=config("FHIR_IDENTIFIER_SYSTEM", default=None),
+        # The clinic's time zone (IANA name, e.g. America/Chicago): day 0 of a patient's chart starts
+        # at midnight there, so an evening reading on the infusion day is day 0, not day 1.
+        clinic_timezone=config("CLINIC_TIMEZONE", default="UTC"),
         retention_days=config("RETENTION_DAYS", cast=float, default=365.0),
         # Several Rasa replicas: their conversation locks in Redis (bot/lock_store.py).
         redis_url=config("REDIS_URL", cast=Secret, default=None) or None,

@@ -18,10 +18,11 @@ import secrets
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from sqlalchemy.engine import Engine
@@ -444,16 +445,17 @@ async def patient_page(request: Request) -> Response:
     convs = [c for row in timeline if (c := await asyncio.to_thread(conversations.load_conversation, engine, row.sender_id))]
     readings = [(turn.at, v) for conv in convs for turn in conv.turns if turn.at for v in turn.vitals]
     await _audit(request, "view-patient", enrolment.label)
-    start = _infusion_start(enrolment)
+    start = _infusion_start(enrolment, request.app.state.timezone)
     t = conversations.load_knowledge_base().thresholds["temperature"]
     chart = charts.vitals_chart(readings, start, t["fever_c"], t["high_fever_c"])
     return page(request, "patient.html", enrolment=enrolment, conversations=convs, readings=readings, chart=chart, chart_start=start)
 
 
-def _infusion_start(enrolment: enrolments.Enrolment) -> float | None:
-    """Day 0 of the chart: the infusion date, midnight UTC like every date in this app."""
+def _infusion_start(enrolment: enrolments.Enrolment, zone: ZoneInfo) -> float | None:
+    """Day 0 of the chart: midnight of the infusion date in the clinic's time zone."""
     with contextlib.suppress(ValueError, TypeError):
-        return conversations.utc_midnight(date.fromisoformat(enrolment.infusion_date or ""))
+        day = date.fromisoformat(enrolment.infusion_date or "")
+        return datetime(day.year, day.month, day.day, tzinfo=zone).timestamp()
     return None
 
 
@@ -505,6 +507,7 @@ def create_app(
     refresh_interval: float = 1.0,
     alert_config: alerts.AlertConfig | None = None,
     fhir_identifier_system: str | None = None,
+    timezone: str = "UTC",
 ) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -555,6 +558,7 @@ def create_app(
     app.state.alert_config = alert_config or alerts.AlertConfig(levels=())
     # FHIR identifiers: the clinic's own system (FHIR_IDENTIFIER_SYSTEM), else one under this
     # app's address, never a placeholder domain.
+    app.state.timezone = ZoneInfo(timezone)  # raises at start-up on an unknown zone name
     app.state.fhir_identifier_configured = bool(fhir_identifier_system)
     public = app.state.alert_config.public_url.rstrip("/") or "http://localhost"
     app.state.fhir_identifier_system = fhir_identifier_system or f"{public}/fhir/patient-id"
