@@ -20,9 +20,13 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy as sa
 from fhir.resources.bundle import Bundle
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from bot.clinic.conversations import pseudonym
+from bot.clinic.schema import SUMMARIES, WORKLIST
+from bot.db import create_db_engine
 from bot.evaluate import RestClient
 from bot.nlu.knowledge import load_knowledge_base
 from bot.servers import Stack, child_env, isolated_settings
@@ -530,18 +534,26 @@ def test_test_traffic_and_evaluations_add_nothing_to_the_clinic_and_page_nobody(
 
     log_in(page, clinic)
 
-    def marker_listed() -> bool:
-        page.goto(f"{clinic.url}/?traffic=all")
-        return marker in page.content()
+    def patients(path: str) -> set[str]:
+        """Every patient in a CSV export (all pages of the list): the shared stack holds many conversations."""
+        response = page.request.get(f"{clinic.url}{path}")
+        assert response.ok, response.status
+        return {row["patient"] for row in csv.DictReader(io.StringIO(response.text()))}
 
-    wait_until(marker_listed, timeout=20, what="the indexer passed the test traffic")
-    everything = page.content()
-    assert test_sender in everything, "test traffic is stored, and shown when asked for"
-    page.goto(f"{clinic.url}/")
-    assert test_sender not in page.content() and "eval-e1-" not in page.content(), "hidden from the clinic's list"
-    assert untrusted not in everything, "refused, not stored"
-    page.goto(f"{clinic.url}/worklist?status=all")
-    assert test_sender not in page.content() and "eval-e1-" not in page.content(), "no worklist item"
+    wait_until(
+        lambda: pseudonym(marker) in patients("/export/conversations.csv?traffic=all"), timeout=30, what="indexed past the test traffic"
+    )
+    everything, shown = patients("/export/conversations.csv?traffic=all"), patients("/export/conversations.csv")
+    assert pseudonym(test_sender) in everything, "test traffic is stored, and shown when asked for"
+    assert pseudonym(test_sender) not in shown and pseudonym(marker) in shown, "hidden from the clinic's list, patients are not"
+    assert pseudonym(untrusted) not in everything, "refused, not stored"
+    assert pseudonym(test_sender) not in patients("/export/worklist.csv?status=all"), "no worklist item"
+    engine = create_db_engine(clinic.settings.database_url)
+    with engine.connect() as conn:  # the evaluation's own conversation (its sender id is made up inside `make eval`)
+        evaluated = conn.execute(sa.select(SUMMARIES.c.sender_id, SUMMARIES.c.test).where(SUMMARIES.c.sender_id.like("eval-e1-%"))).all()
+        items = conn.execute(sa.select(sa.func.count()).select_from(WORKLIST).where(WORKLIST.c.sender_id.like("eval-%"))).scalar_one()
+    engine.dispose()
+    assert len(evaluated) == 1 and evaluated[0].test is True and items == 0
     time.sleep(ESCALATE_AFTER_S + 6)  # past the first alert's retry and the escalation time
     paged = [a for a in clinic.alerts.received + clinic.escalations.received if "eval-" in a["conversation"]]
     assert paged == [], "nobody paged for an evaluation"
