@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
@@ -15,49 +14,53 @@ from bot.settings import Settings, load_settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Every part under the supervisor (bot/supervisor.py): a part that dies is restarted, the
+    others keep serving; only a crash loop ends `make run`, non-zero."""
+    from bot.model_check import ModelError, check_model
+    from bot.settings import MODEL_PATH
+    from bot.supervisor import Supervisor
+
     settings = load_settings()
-    stack = Stack(settings)
-    t0 = time.monotonic()
     try:
-        stack.start_actions()
-        stack.start_rasa()
-        if settings.telegram_bot_token:
-            stack.start_relay()
-        stack.start_clinic()
-    except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
-        stack.stop()
-        sys.stderr.write(f"start-up failed: {exc} (logs in var/log/)\n")
+        check_model(MODEL_PATH)  # a missing or damaged model is not a crash to retry: say so and stop
+    except (ModelError, FileNotFoundError) as exc:
+        sys.stderr.write(f"start-up failed: {exc}\n")
         return 1
-    sys.stdout.write(
-        f"CRS symptom checker ready in {time.monotonic() - t0:.1f} s\n"
-        f'  Rasa REST channel: POST {settings.rasa_url}/webhooks/rest/webhook  body {{"sender": "me", "message": "hi"}}\n'
-        f"  Rasa HTTP API (token in var/rasa-api-token or $RASA_API_TOKEN): {settings.rasa_url}/status?token=…\n"
-        f"  Action server: {settings.actions_url}/health\n"
-        f"  Tracker store: {settings.database_url.split('@')[-1]}\n"
-        f"  Telegram relay: {relay_status(settings)}\n"
-        f"  Clinic review app: {settings.clinic_url}/  (create a login first: make user NAME=alice ROLE=admin)\n"
-        '  Try: curl -s localhost:%d/webhooks/rest/webhook -d \'{"sender":"me","message":"I cant catch my breath"}\'\n'
-        "  Ctrl-C stops everything.\n" % settings.rasa_port
-    )
-    sys.stdout.flush()
-    stop = False
+    t0 = time.monotonic()
+    supervisor = Supervisor.for_stack(Stack(settings, log_dir=settings.log_dir))
 
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
+    def ready() -> None:
+        sys.stdout.write(
+            f"CRS symptom checker ready in {time.monotonic() - t0:.1f} s\n"
+            f'  Rasa REST channel: POST {settings.rasa_url}/webhooks/rest/webhook  body {{"sender": "me", "message": "hi"}}\n'
+            f"  Rasa HTTP API (token in var/rasa-api-token or $RASA_API_TOKEN): {settings.rasa_url}/status?token=…\n"
+            f"  Action server: {settings.actions_url}/health\n"
+            f"  Tracker store: {settings.database_url.split('@')[-1]}\n"
+            f"  Telegram relay: {relay_status(settings)}\n"
+            f"  Clinic review app: {settings.clinic_url}/  (create a login first: make user NAME=alice ROLE=admin)\n"
+            f"  Status: make status, or http://127.0.0.1:{settings.status_port}/status (a part that dies is restarted)\n"
+            '  Try: curl -s localhost:%d/webhooks/rest/webhook -d \'{"sender":"me","message":"I cant catch my breath"}\'\n'
+            "  Ctrl-C stops everything.\n" % settings.rasa_port
+        )
+        sys.stdout.flush()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    return supervisor.run(settings.status_port, on_ready=ready)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """What `make run`'s supervisor reports: 0 healthy, 1 not, 3 not running."""
+    import requests
+
+    from bot.supervisor import format_status
+
+    url = f"http://127.0.0.1:{load_settings().status_port}/status"
     try:
-        while not stop:
-            for name, proc in list(stack.procs.items()):
-                if proc.poll() is not None:
-                    sys.stderr.write(f"{name} exited with code {proc.returncode}; see var/log/{name}.log\n")
-                    stop = True
-            time.sleep(0.5)
-    finally:
-        stack.stop()
-    return 0
+        status = requests.get(url, timeout=10).json()
+    except requests.RequestException:
+        sys.stdout.write(f"not running (nothing answers at {url}; start it with make run)\n")
+        return 3
+    sys.stdout.write(format_status(status) + "\n")
+    return 0 if status["healthy"] else 1
 
 
 def relay_status(settings: Settings) -> str:
@@ -318,7 +321,8 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="start the action server and the Rasa server").set_defaults(func=cmd_run)
+    sub.add_parser("run", help="start and supervise every part: action server, Rasa, Telegram relay, clinic app").set_defaults(func=cmd_run)
+    sub.add_parser("status", help="each part of a running `make run`: state, pid, restarts, uptime, port").set_defaults(func=cmd_status)
     sub.add_parser("relay", help="run the Telegram relay alone (needs TELEGRAM_BOT_TOKEN and a running Rasa server)").set_defaults(
         func=cmd_relay
     )

@@ -96,6 +96,8 @@ def isolated_settings(directory: Path, **overrides: object) -> Settings:
         relay_outbox_path=directory / "outbox.db",
         sender_id_key=Secret(f"isolated-{directory.name}"),
         clinic_secret_key=Secret(f"isolated-clinic-{directory.name}"),
+        status_port=free_port(),
+        log_dir=directory,
     )
     return dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
 
@@ -127,7 +129,7 @@ class Stack:
     log_dir: Path = PROJECT_ROOT / "var" / "log"
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
         proc = subprocess.Popen(
@@ -137,19 +139,19 @@ class Stack:
         return proc
 
     def start_actions(self, timeout: float = 60) -> float:
-        proc = self._spawn("actions", actions_command(self.settings))
+        proc = self.spawn("actions", actions_command(self.settings))
         return wait_until_up(f"{self.settings.actions_url}/health", proc, timeout, "action server")
 
     def start_rasa(self, timeout: float = 120) -> float:
         check_model(MODEL_PATH)  # a missing or damaged model: refuse, do not serve a half-working bot
-        proc = self._spawn("rasa", rasa_command(self.settings))
+        proc = self.spawn("rasa", rasa_command(self.settings))
         return wait_until_up(f"{self.settings.rasa_url}/", proc, timeout, "Rasa server")
 
     def start_relay(self, timeout: float = 60) -> float:
         """The Telegram relay (`python -m bot relay`); ready when it logs `relay.ready`."""
         log_path = self.log_dir / "relay.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
-        proc = self._spawn("relay", [sys.executable, "-m", "bot", "relay"])
+        proc = self.spawn("relay", [sys.executable, "-m", "bot", "relay"])
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             with open(log_path, "rb") as log:
@@ -163,7 +165,7 @@ class Stack:
 
     def start_clinic(self, timeout: float = 60) -> float:
         """The clinic review app (`python -m bot clinic`), ready when its login page answers."""
-        proc = self._spawn("clinic", [sys.executable, "-m", "bot", "clinic"])
+        proc = self.spawn("clinic", [sys.executable, "-m", "bot", "clinic"])
         return wait_until_up(f"{self.settings.clinic_url}/login", proc, timeout, "clinic app")
 
     def start(self) -> dict[str, float]:

@@ -49,6 +49,8 @@ ENV_VARIABLES: dict[str, str] = {
     "CLINIC_ESCALATE_AFTER": "clinic_escalate_after",
     "FHIR_IDENTIFIER_SYSTEM": "fhir_identifier_system",
     "CLINIC_TIMEZONE": "clinic_timezone",
+    "STATUS_PORT": "status_port",
+    "LOG_DIR": "log_dir",
     "RETENTION_DAYS": "retention_days",
     "REDIS_URL": "redis_url",
     "RELAY_RASA_URL": "relay_rasa_url",
@@ -83,6 +85,8 @@ class Settings:
     clinic_escalate_after: str | None = None  # minutes, "emergency=10,urgent=60" (bot/clinic/worklist.py)
     fhir_identifier_system: str | None = None
     clinic_timezone: str = "UTC"
+    status_port: int = 5098
+    log_dir: Path = VAR_DIR / "log"
     retention_days: float = 365.0
     redis_url: Secret | None = None
     relay_rasa_url: str | None = None
@@ -178,6 +182,10 @@ def load_settings(env_file: Path | None = None) -> Settings:
         # The clinic's time zone (IANA name, e.g. America/Chicago): day 0 of a patient's chart starts
         # at midnight there, so an evening reading on the infusion day is day 0, not day 1.
         clinic_timezone=config("CLINIC_TIMEZONE", default="UTC"),
+        # `make run`'s supervisor answers `/status` and `/health` here, on loopback (bot/supervisor.py).
+        status_port=config("STATUS_PORT", cast=int, default=5098),
+        # where `make run` writes each part's log (<name>.log)
+        log_dir=Path(config("LOG_DIR", default=str(VAR_DIR / "log"))),
         retention_days=config("RETENTION_DAYS", cast=float, default=365.0),
         # Several Rasa replicas: their conversation locks in Redis (bot/lock_store.py).
         redis_url=config("REDIS_URL", cast=Secret, default=None) or None,

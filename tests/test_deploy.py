@@ -86,3 +86,57 @@ def test_rasa_api_is_not_exposed(applied: list[dict]) -> None:
     ingress = next(d for d in applied if d["kind"] == "Ingress")
     backends = {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
     assert backends == {"crs-relay", "crs-clinic"}
+
+
+def _containers(applied: list[dict]) -> list[dict]:
+    found = []
+    for doc in applied:
+        spec = (doc.get("spec") or {}).get("template", {}).get("spec", {})
+        found += [c for c in spec.get("containers", []) if doc["kind"] in ("Deployment", "StatefulSet")]
+    return found
+
+
+def test_every_long_running_container_has_probes_that_reach_a_real_health_route(applied: list[dict]) -> None:
+    """Probes ask what shows each process serving: the route exists in the code, and a process
+    bound to loopback is probed from inside its container (the kubelet cannot reach 127.0.0.1)."""
+    from starlette.routing import Route
+
+    from bot.clinic.web import create_app
+    from bot.db import create_db_engine
+
+    clinic_paths = {r.path for r in create_app(create_db_engine("sqlite://"), "k").routes if isinstance(r, Route)}
+    channels = (Path(PROJECT_ROOT) / "bot" / "channels.py").read_text()
+    containers = _containers(applied)
+    assert {c["name"] for c in containers} >= {"rasa", "actions", "relay", "clinic"}
+    for c in containers:
+        for kind in ("readinessProbe", "livenessProbe"):
+            probe = c.get(kind)
+            assert probe, f"{c['name']} has no {kind}"
+            if "httpGet" in probe:
+                path = probe["httpGet"]["path"]
+                if c["name"] == "clinic":
+                    assert path in clinic_paths, (c["name"], path)
+                elif c["name"] == "rasa":
+                    assert path == "/webhooks/relay/" and 'relay.add_route(_health, "/"' in channels
+            elif "exec" in probe:
+                assert "127.0.0.1:5055/health" in " ".join(probe["exec"]["command"]), c["name"]
+            else:
+                assert "tcpSocket" in probe and c["name"] == "relay", (c["name"], probe)
+    clinic = next(c for c in containers if c["name"] == "clinic")
+    assert clinic["readinessProbe"]["httpGet"]["path"] == "/health", "ready means the database answers"
+
+
+def test_the_systemd_unit_restarts_on_failure_and_is_hardened() -> None:
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(Path(PROJECT_ROOT) / "deploy" / "systemd" / "crs-symptom-checker.service")
+    service = unit["Service"]
+    assert service["ExecStart"] == "/usr/bin/make run" and service["Restart"] == "on-failure"
+    assert service["User"] not in ("root", "") and service["EnvironmentFile"].startswith("/etc/")
+    assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
+    assert service["KillMode"] == "mixed", "SIGTERM reaches the supervisor, which stops its children"
+    writable = service["ReadWritePaths"].split()
+    assert {"/opt/crs/var", "/opt/crs/.venv", "/opt/crs/models"} <= set(writable)
+    assert service["CapabilityBoundingSet"] == "" and unit["Unit"]["StartLimitBurst"]

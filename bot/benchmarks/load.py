@@ -191,7 +191,7 @@ def run_system(system: System, work: Path, rates: tuple[int, ...], seconds: floa
         if system.endpoints is not None:
             command[command.index("--endpoints") + 1] = str(system.endpoints)
         t0 = time.monotonic()
-        proc = stack._spawn("rasa", command)
+        proc = stack.spawn("rasa", command)
         wait_until_up(f"{settings.rasa_url}/", proc, 300, f"Rasa server ({system.name})")
         asyncio.run(single_patient(settings.rasa_url, messages=1, tag="cold"))
         result["cold_start_s"] = round(time.monotonic() - t0, 1)

@@ -478,6 +478,21 @@ async def audit_page(request: Request) -> Response:
     return page(request, "audit.html", entries=entries, retention_runs=retention_runs)
 
 
+async def health(request: Request) -> Response:
+    """For probes (Kubernetes, `make status`): 200 when the app can read its database, else 503.
+    Public and content-free: it says nothing about any patient."""
+
+    def ping() -> None:
+        with _engine(request).connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(ping), timeout=5)
+    except Exception as exc:  # any failure to reach the database is "not ready"
+        return JSONResponse({"status": "database unavailable", "error": type(exc).__name__}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     if await _signed_in(request) is None:
         return RedirectResponse("/login", status_code=303)
@@ -519,6 +534,7 @@ def create_app(
 
     app = Starlette(
         routes=[
+            Route("/health", health),
             Route("/login", login_page, methods=["GET"]),
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),

@@ -12,7 +12,7 @@ from bot.clinic.schema import create_tables
 from bot.clinic.web import create_app
 from bot.db import create_db_engine
 
-PUBLIC = {("GET", "/login"), ("POST", "/login")}
+PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/health")}
 
 
 @pytest.fixture
