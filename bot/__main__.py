@@ -16,10 +16,13 @@ from bot.settings import Settings, load_settings
 def cmd_run(args: argparse.Namespace) -> int:
     """Every part under the supervisor (bot/supervisor.py): a part that dies is restarted, the
     others keep serving; only a crash loop ends `make run`, non-zero."""
+    import logging
+
     from bot.model_check import ModelError, check_model
     from bot.settings import MODEL_PATH
     from bot.supervisor import Supervisor
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
     try:
         check_model(MODEL_PATH)  # a missing or damaged model is not a crash to retry: say so and stop
@@ -27,7 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"start-up failed: {exc}\n")
         return 1
     t0 = time.monotonic()
-    supervisor = Supervisor.for_stack(Stack(settings, log_dir=settings.log_dir))
+    supervisor = Supervisor.for_stack(Stack(settings, log_dir=settings.log_dir, die_with_parent=True))
 
     def ready() -> None:
         sys.stdout.write(

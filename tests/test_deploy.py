@@ -133,7 +133,8 @@ def test_the_systemd_unit_restarts_on_failure_and_is_hardened() -> None:
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read(Path(PROJECT_ROOT) / "deploy" / "systemd" / "crs-symptom-checker.service")
     service = unit["Service"]
-    assert service["ExecStart"] == "/usr/bin/make run" and service["Restart"] == "on-failure"
+    assert service["ExecStart"].endswith("/.venv/bin/python -m bot run"), "the supervisor is the main process: it gets SIGTERM"
+    assert service["ExecStartPre"] == "/usr/bin/make model" and service["Restart"] == "on-failure"
     assert service["User"] not in ("root", "") and service["EnvironmentFile"].startswith("/etc/")
     assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
     assert service["KillMode"] == "mixed", "SIGTERM reaches the supervisor, which stops its children"

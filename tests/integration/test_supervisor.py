@@ -8,12 +8,14 @@ message is stored exactly once. A crash loop ends `make run` non-zero, saying wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ MAKE = shutil.which("make") or "make"
 RELAY_TIMEOUT_S = 4.0
 BACK_WITHIN_S = 30.0
 BENIGN, EMERGENCY = 5001, 5002  # chat ids
+FILLER = " ".join(f"We drove back from the clinic on day {n} and had soup with my sister." for n in range(60))
 
 
 @dataclass
@@ -69,12 +72,18 @@ def product(tmp_path: Path) -> Iterator[Product]:
         wait_until(lambda: _healthy(p), timeout=180, what="make run healthy")
         yield p
     finally:
+        leftovers = []
+        with contextlib.suppress(requests.RequestException, ValueError):
+            leftovers = [r["pid"] for r in p.status()["processes"].values() if r["pid"]]
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        for pid in leftovers:  # a failed test must not leave servers on the 2 cores for the rest of the run
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         fake.stop()
 
 
@@ -100,48 +109,45 @@ def stored_user_texts(settings: Settings) -> list[str]:
 def test_each_part_killed_in_turn_while_patients_write(product: Product) -> None:
     fake, sent_texts = product.fake, []
 
-    def write(chat: int, text: str) -> tuple[int, float]:
+    def write(chat: int, text: str) -> int:
         before = len(fake.sent(chat))
         fake.push_text(chat, text)
         sent_texts.append(text)
-        return before, time.monotonic()
+        return before
 
     for name in ("actions", "rasa", "relay", "clinic"):
         old = product.status()["processes"][name]
         assert old["state"] == "up" and old["pid"], old
+        benign = write(BENIGN, f"I have a mild headache ({name})")
+        # a long message keeps Rasa busy for a moment: the kill lands while it is being handled
+        emergency = write(EMERGENCY, f"my lips are blue and I can't breathe ({name}). " + FILLER)
+        time.sleep(0.05)
         os.kill(old["pid"], signal.SIGKILL)
         killed_at = time.monotonic()
-        asked = {
-            chat: write(chat, text)
-            for chat, text in ((BENIGN, f"I have a mild headache ({name})"), (EMERGENCY, f"my lips are blue and I can't breathe ({name})"))
-        }
-        # the relay itself down: the message waits at Telegram until it is back; every other part: the relay's deadline holds
+        # the relay itself killed: the message waits at Telegram (or in its inbox) until it is back;
+        # any other part: the relay's deadline holds, with a fail-safe if need be
         limit = RELAY_TIMEOUT_S + 6 + (BACK_WITHIN_S if name == "relay" else 0)
-        for chat, (before, _at) in asked.items():
-            fake.wait_for(chat, lambda s: bool(s.params.get("text")), timeout=limit, after=before)  # raises if none in time
-            if chat == EMERGENCY:
-                emergency_replies = [s.params["text"] for s in fake.sent(EMERGENCY)[before:]]
-                assert any("911" in t for t in emergency_replies), (name, emergency_replies)
+        fake.wait_for(BENIGN, lambda s: bool(s.params.get("text")), timeout=limit, after=benign)
+        fake.wait_for(EMERGENCY, lambda s: "911" in str(s.params.get("text")), timeout=limit, after=emergency)
 
         def back(name: str = name, old: dict = old) -> bool:
             row = product.status()["processes"][name]
             return row["state"] == "up" and row["pid"] not in (None, old["pid"]) and row["restarts"] == old["restarts"] + 1
 
         wait_until(back, timeout=BACK_WITHIN_S - (time.monotonic() - killed_at), what=f"{name} back within {BACK_WITHIN_S:.0f} s")
-        others = {n: r for n, r in product.status()["processes"].items() if n != name}
-        assert all(r["restarts"] == 0 or n in ("actions", "rasa", "relay") for n, r in others.items()), others
+        sys.stdout.write(f"{name}: back and answering {time.monotonic() - killed_at:.1f} s after SIGKILL\n")  # shown with -s
         # after the restart, a real answer again
-        before, _ = write(EMERGENCY, f"still can't breathe, lips blue ({name} back)")
-        fake.wait_for(EMERGENCY, lambda s: "911" in str(s.params.get("text")), timeout=RELAY_TIMEOUT_S + 10, after=before)
+        again = write(EMERGENCY, f"still can't breathe, lips blue ({name} back)")
+        fake.wait_for(EMERGENCY, lambda s: "911" in str(s.params.get("text")), timeout=RELAY_TIMEOUT_S + 10, after=again)
 
     restarts = {n: r["restarts"] for n, r in product.status()["processes"].items()}
     assert restarts == {"actions": 1, "rasa": 1, "relay": 1, "clinic": 1}, "each restarted once, nothing else died"
 
-    def all_stored_once() -> bool:
+    def all_stored() -> bool:
         stored = stored_user_texts(product.settings)
-        return all(stored.count(t) >= 1 for t in sent_texts)
+        return all(t in stored for t in sent_texts)
 
-    wait_until(all_stored_once, timeout=60, what="every message stored (parked ones delivered)")
+    wait_until(all_stored, timeout=60, what="every message stored (parked ones delivered)")
     stored = stored_user_texts(product.settings)
     assert {t: stored.count(t) for t in sent_texts} == {t: 1 for t in sent_texts}, "nothing lost, nothing stored twice"
     log = product.log.read_text()
@@ -149,28 +155,31 @@ def test_each_part_killed_in_turn_while_patients_write(product: Product) -> None
         assert f"supervisor.exited process={name} how='signal SIGKILL' restarts=0" in log, log[-2000:]
 
     status = subprocess.run([MAKE, "-s", "status"], cwd=PROJECT_ROOT, env=child_env(product.settings), capture_output=True, text=True)
-    assert status.returncode == 0 and "healthy" in status.stdout and "clinic" in status.stdout, status.stdout
+    assert status.returncode == 0 and status.stdout.rstrip().endswith("healthy") and "clinic" in status.stdout, status.stdout
     children = [r["pid"] for r in product.status()["processes"].values()]
-    os.kill(product.status()["supervisor_pid"], signal.SIGTERM)  # Ctrl-C / systemd stop: everything stops cleanly
-    assert product.proc.wait(60) == 0
+    os.killpg(product.proc.pid, signal.SIGINT)  # Ctrl-C in the terminal running `make run`: everything stops cleanly
+    product.proc.wait(60)
+    assert "supervisor.stopping" in product.log.read_text()
     for pid in children:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 
 
 def test_a_crash_loop_ends_make_run_with_a_clear_message(tmp_path: Path) -> None:
-    with socket.socket() as taken:  # the action server's port is taken: it exits at every start
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        settings, proc, log = start_make_run(tmp_path, None, actions_port=taken.getsockname()[1])
+    fake = FakeTelegram(token=BOT_TOKEN).start()  # it refuses the relay's token: the relay exits at every start
+    try:
+        settings, proc, log = start_make_run(tmp_path, fake, telegram_bot_token=Secret("999:revoked-token"))
         try:
             code = proc.wait(timeout=150)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        fake.stop()
     output = log.read_text()
     assert code != 0, output[-2000:]
-    assert "crash loop" in output and "actions exited 5 times" in output, output[-2000:]
+    assert "crash loop, stopping everything: relay ended 5 times" in output, output[-2000:]
+    assert "how='exit code 1' restarts=3 next_start_in=8s" in output, "restarted with doubling backoff first"
     assert not _listening(settings.rasa_port) and not _listening(settings.clinic_port), "everything stopped"
 
 
