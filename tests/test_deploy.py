@@ -141,3 +141,17 @@ def test_the_systemd_unit_restarts_on_failure_and_is_hardened() -> None:
     writable = service["ReadWritePaths"].split()
     assert {"/opt/crs/var", "/opt/crs/.venv", "/opt/crs/models"} <= set(writable)
     assert service["CapabilityBoundingSet"] == "" and unit["Unit"]["StartLimitBurst"]
+
+
+def test_systemd_rates_the_unit_well_hardened() -> None:
+    """systemd's own exposure score for the unit (0 best, 10 worst) stays at or below 4.0 ("OK")."""
+    import shutil
+    import subprocess
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here")
+    unit = Path(PROJECT_ROOT) / "deploy" / "systemd" / "crs-symptom-checker.service"
+    run = subprocess.run([analyze, "security", "--offline=yes", "--threshold=40", str(unit)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "Overall exposure level" in run.stdout
