@@ -59,6 +59,9 @@ ENROLMENTS = sa.Table(
     sa.Column("infusion_date", sa.String(10)),  # ISO date
     sa.Column("created_by", sa.String(80), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # proactive check-ins (bot/checkins): active | paused | stopped, in this zone (CLINIC_TIMEZONE if null)
+    sa.Column("checkins", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("timezone", sa.String(64)),
 )
 
 SUMMARIES = sa.Table(

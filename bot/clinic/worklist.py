@@ -170,6 +170,13 @@ class Episodes:
             )  # fmt: skip
 
 
+def no_response(conn: Connection, tracking: Tracking, sender_id: str, level: str, at: float, reason: str) -> None:
+    """A check-in nobody answered (bot/checkins): an item whatever the alert levels say (the
+    schedule decided what it means), alerting when its level alerts; added to an open one."""
+    episodes = Episodes(conn, Tracking(levels=(level,), channels=tracking.channels if tracking.alerts(level) else ()), [sender_id])
+    episodes._raise(sender_id, level, at, [reason])
+
+
 # ---------------------------------------------------------------------- nurses' actions
 class WorklistError(ValueError):
     pass

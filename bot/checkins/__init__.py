@@ -1,0 +1,1 @@
+"""Proactive check-ins for enrolled patients: schedules as data (data/checkins.yml), sent by the relay."""

@@ -1,0 +1,252 @@
+"""Sends enrolled patients their check-ins: once each, on time, never a stale burst.
+
+`tick()` runs every `TICK_S` in the relay (and in tests with a controlled clock):
+1. For each linked, enrolled chat whose check-ins are on, the check-ins that fell due since it
+   last could have looked (schedule.due_between) are claimed by inserting their row: the
+   primary key makes the insert the claim, so two relay replicas, or one restarted, send each
+   check-in once. One whose time passed more than `stale_after` ago (no relay was running) is
+   recorded `not_sent` instead: a patient never gets a burst of old questions.
+2. A claimed check-in is sent; a claim whose owner died before sending is taken over after
+   `CLAIM_LEASE_S`, while it is still fresh.
+3. A sent check-in nobody answered gets one reminder after `remind_after`; still nothing after
+   `missed_after` opens a clinic worklist item "no response" at the level of that day's schedule
+   entry (a missed check-in in the highest-risk days is itself a reason to call).
+`answered()` is called by the relay for every message from a linked chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from bot.checkins.schedule import CheckinConfig, Due, due_between
+from bot.checkins.store import CHATS, CHECKINS
+from bot.clinic import worklist
+from bot.clinic.schema import ENROLMENTS
+from bot.nlu.knowledge import load_knowledge_base
+
+log = logging.getLogger("bot.checkins")
+TICK_S = 30.0
+CLAIM_LEASE_S = 120.0
+LOOKBACK_S = 86400.0
+# (chat id, text, buttons as (title, callback data)) → sent; raises if Telegram refused it
+Send = Callable[[int, str, list[tuple[str, str]]], Awaitable[None]]
+BUTTON_NONE, BUTTON_YES = "checkin:none", "checkin:yes"
+
+
+@dataclass(frozen=True)
+class Texts:
+    checkin: str
+    neuro_offer: str
+    reminder: str
+    button_none: str
+    button_yes: str
+
+    @classmethod
+    def of(cls, config: CheckinConfig) -> Texts:
+        """The `texts:` of data/checkins.yml (every one must be there)."""
+        raw = dict(config.texts)
+        missing = [k for k in cls.__dataclass_fields__ if k not in raw]
+        if missing:
+            raise ValueError(f"data/checkins.yml texts: missing {', '.join(missing)}")
+        return cls(**{k: raw[k].strip() for k in cls.__dataclass_fields__})
+
+
+class CheckinScheduler:
+    def __init__(
+        self,
+        engine: Engine,
+        config: CheckinConfig,
+        texts: Texts,
+        send: Send,
+        owner: str,
+        tracking: worklist.Tracking,
+        default_zone: str = "UTC",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine, self.config, self.texts, self.send, self.owner = engine, config, texts, send, owner
+        self.tracking, self.default_zone, self.clock = tracking, ZoneInfo(default_zone), clock
+
+    # ------------------------------------------------------------------ one round
+    async def tick(self) -> dict[str, int]:
+        """One round; returns how many check-ins were sent, reminded, missed and recorded not sent."""
+        now = self.clock()
+        to_send, not_sent = await asyncio.to_thread(self._claim_due, now)
+        sent = 0
+        for row in to_send:
+            if await self._deliver(row, self._checkin_text(row), buttons=True):
+                await asyncio.to_thread(self._mark, row["key"], "claimed", status="sent", sent_at=self.clock())
+                sent += 1
+        reminded = 0
+        for row in await asyncio.to_thread(self._claim_reminders, now):
+            reminded += await self._deliver(row, self.texts.reminder, buttons=False)
+        missed = await asyncio.to_thread(self._record_missed, now)
+        return {"sent": sent, "reminded": reminded, "missed": missed, "not_sent": not_sent}
+
+    async def _deliver(self, row: dict[str, Any], text: str, buttons: bool) -> bool:
+        keyboard = [(self.texts.button_none, BUTTON_NONE), (self.texts.button_yes, BUTTON_YES)] if buttons else []
+        try:
+            await self.send(int(row["chat_id"]), text, keyboard)
+        except Exception as exc:  # Telegram refused or is unreachable: the next round tries again while fresh
+            log.warning("checkins.send_failed key=%s type=%s", row["key"].split("@")[-1], type(exc).__name__)
+            return False
+        return True
+
+    def _checkin_text(self, row: dict[str, Any]) -> str:
+        therapy = load_knowledge_base().therapy(row["therapy"]) if row.get("therapy") else None
+        text = self.texts.checkin.format(day=row["day"], therapy=therapy.name if therapy else "your treatment")
+        return text + ("\n\n" + self.texts.neuro_offer if row["neuro"] else "")
+
+    # ------------------------------------------------------------------ claims
+    def _enrolled_chats(self) -> list[dict[str, Any]]:
+        query = (
+            sa.select(CHATS, ENROLMENTS.c.therapy, ENROLMENTS.c.infusion_date, ENROLMENTS.c.timezone)
+            .select_from(CHATS.join(ENROLMENTS, ENROLMENTS.c.code == CHATS.c.code))
+            .where(CHATS.c.opted_out.is_(sa.false()), ENROLMENTS.c.checkins == "active", ENROLMENTS.c.infusion_date.is_not(None))
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def _due(self, chat: dict[str, Any], now: float) -> list[Due]:
+        kb = load_knowledge_base()
+        therapy = kb.therapy(chat["therapy"]) if chat["therapy"] else None
+        kind = therapy.kind if therapy else ""
+        try:
+            infusion = date.fromisoformat(chat["infusion_date"])
+            zone = ZoneInfo(chat["timezone"]) if chat["timezone"] else self.default_zone
+        except (ValueError, KeyError) as exc:
+            log.error("checkins.bad_enrolment type=%s", type(exc).__name__)
+            return []
+        # nothing from before the chat was linked; a day back, to record what a relay that was down missed
+        since = max(chat["linked_at"], now - self.config.stale_after_s - LOOKBACK_S)
+        return due_between(self.config, chat["code"], kind, infusion, zone, since, now + 1e-6)
+
+    def _claim_due(self, now: float) -> tuple[list[dict[str, Any]], int]:
+        to_send, not_sent = [], 0
+        for chat in self._enrolled_chats():
+            for due in self._due(chat, now):
+                stale = now - due.at > self.config.stale_after_s
+                row = {
+                    "key": due.key, "code": due.code, "chat_id": chat["chat_id"], "sender_id": chat["sender_id"], "due_at": due.at,
+                    "day": due.day, "missed_level": due.missed_level, "neuro": due.neuro, "owner": self.owner, "claimed_at": now,
+                    "status": "not_sent" if stale else "claimed",
+                }  # fmt: skip
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(sa.insert(CHECKINS).values(**row))
+                except IntegrityError:
+                    continue  # claimed already: by us in an earlier round, or by another replica
+                if stale:
+                    not_sent += 1
+                    log.warning("checkins.not_sent day=%d late_by=%.0fmin", due.day, (now - due.at) / 60)
+                else:
+                    to_send.append({**row, "therapy": chat["therapy"]})
+        to_send += self._take_over_abandoned(now)
+        return to_send, not_sent
+
+    def _take_over_abandoned(self, now: float) -> list[dict[str, Any]]:
+        """Claims whose owner died before sending: still fresh, so send them (once: the UPDATE decides)."""
+        taken = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(CHECKINS, ENROLMENTS.c.therapy)
+                .select_from(CHECKINS.join(ENROLMENTS, ENROLMENTS.c.code == CHECKINS.c.code))
+                .where(CHECKINS.c.status == "claimed", CHECKINS.c.claimed_at < now - CLAIM_LEASE_S)
+            ).mappings().all()  # fmt: skip
+            for row in rows:
+                if now - row["due_at"] > self.config.stale_after_s:
+                    conn.execute(
+                        sa.update(CHECKINS).where(CHECKINS.c.key == row["key"], CHECKINS.c.status == "claimed").values(status="not_sent")
+                    )
+                    continue
+                moved = conn.execute(
+                    sa.update(CHECKINS)
+                    .where(CHECKINS.c.key == row["key"], CHECKINS.c.status == "claimed", CHECKINS.c.claimed_at == row["claimed_at"])
+                    .values(owner=self.owner, claimed_at=now)
+                ).rowcount
+                if moved:
+                    taken.append(dict(row))
+        return taken
+
+    def _mark(self, key: str, status_was: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(CHECKINS).where(CHECKINS.c.key == key, CHECKINS.c.status == status_was).values(**values))
+
+    def _claim_reminders(self, now: float) -> list[dict[str, Any]]:
+        claimed = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(CHECKINS).where(
+                    CHECKINS.c.status == "sent", CHECKINS.c.reminded_at.is_(None),
+                    CHECKINS.c.due_at <= now - self.config.remind_after_s, CHECKINS.c.due_at > now - self.config.missed_after_s,
+                )
+            ).mappings().all()  # fmt: skip
+            for row in rows:
+                if conn.execute(
+                    sa.update(CHECKINS).where(CHECKINS.c.key == row["key"], CHECKINS.c.reminded_at.is_(None)).values(reminded_at=now)
+                ).rowcount:
+                    claimed.append(dict(row))
+        return claimed
+
+    def _record_missed(self, now: float) -> int:
+        missed = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(CHECKINS).where(CHECKINS.c.status == "sent", CHECKINS.c.due_at <= now - self.config.missed_after_s)
+            ).mappings().all()  # fmt: skip
+            for row in rows:
+                if not conn.execute(
+                    sa.update(CHECKINS)
+                    .where(CHECKINS.c.key == row["key"], CHECKINS.c.status == "sent")
+                    .values(status="missed", missed_at=now)
+                ).rowcount:
+                    continue  # answered or recorded by another replica meanwhile
+                local = row["key"].split("@")[-1].replace("T", " ")
+                reason = (
+                    f"no response to the check-in of {local} (day {row['day']}) → no_response → {row['missed_level']} (check-in schedule)"
+                )
+                worklist.no_response(conn, self.tracking, row["sender_id"], row["missed_level"], now, reason)
+                missed += 1
+        return missed
+
+    # ------------------------------------------------------------------ from the relay
+    def answered(self, chat_id: int, at: float | None = None) -> int:
+        """The patient (or a caregiver) wrote: every open check-in of this chat is answered."""
+        at = at or self.clock()
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    sa.update(CHECKINS)
+                    .where(CHECKINS.c.chat_id == chat_id, CHECKINS.c.status == "sent", CHECKINS.c.sent_at <= at)
+                    .values(status="answered", answered_at=at)
+                ).rowcount
+            )
+
+
+def link_chat(engine: Engine, code: str, chat_id: int, sender_id: str, now: float | None = None) -> bool:
+    """`/start <code>`: this chat answers for that enrolment from now on (False: no such code)."""
+    code = code.strip().upper()[:64]
+    now = now or time.time()
+    with engine.begin() as conn:
+        if conn.execute(sa.select(ENROLMENTS.c.code).where(ENROLMENTS.c.code == code)).first() is None:
+            return False
+        if conn.execute(sa.update(CHATS).where(CHATS.c.code == code).values(chat_id=chat_id, sender_id=sender_id, linked_at=now)).rowcount:
+            return True
+        conn.execute(sa.insert(CHATS).values(code=code, chat_id=chat_id, sender_id=sender_id, linked_at=now, opted_out=False))
+    return True
+
+
+def set_opted_out(engine: Engine, chat_id: int, opted_out: bool) -> int:
+    """The patient's `/checkins off|on`; returns how many enrolments of this chat changed."""
+    with engine.begin() as conn:
+        return int(conn.execute(sa.update(CHATS).where(CHATS.c.chat_id == chat_id).values(opted_out=opted_out)).rowcount)
