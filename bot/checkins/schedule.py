@@ -49,6 +49,7 @@ class CheckinConfig:
     stale_after_s: float
     schedules: dict[str, tuple[Window, ...]]
     texts: tuple[tuple[str, str], ...] = ()  # what the patient reads (scheduler.Texts)
+    tick_s: float = 30.0  # how often the relay looks for check-ins that fell due
 
     def in_quiet_hours(self, t: time) -> bool:
         if self.quiet_start <= self.quiet_end:
@@ -74,7 +75,7 @@ class Due:
     @property
     def key(self) -> str:
         """Stable across restarts and replicas: what the database claims once."""
-        return f"{self.code}@{self.local.strftime('%Y-%m-%dT%H:%M')}"
+        return f"{self.code}@{self.local.strftime('%Y-%m-%dT%H:%M' + (':%S' if self.local.second else ''))}"
 
 
 def _time(value: object, where: str) -> time:
@@ -117,6 +118,7 @@ def _load(path: Path) -> CheckinConfig:
         stale_after_s=float(raw.get("stale_after_min", 90)) * 60,
         schedules=schedules,
         texts=tuple((str(k), str(v)) for k, v in (raw.get("texts") or {}).items()),
+        tick_s=float(raw.get("tick_s", 30)),
     )
 
 

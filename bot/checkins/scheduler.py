@@ -1,6 +1,6 @@
 """Sends enrolled patients their check-ins: once each, on time, never a stale burst.
 
-`tick()` runs every `TICK_S` in the relay (and in tests with a controlled clock):
+`tick()` runs every `tick_s` (data/checkins.yml) in the relay (and in tests with a controlled clock):
 1. For each linked, enrolled chat whose check-ins are on, the check-ins that fell due since it
    last could have looked (schedule.due_between) are claimed by inserting their row: the
    primary key makes the insert the claim, so two relay replicas, or one restarted, send each
@@ -36,7 +36,6 @@ from bot.clinic.schema import ENROLMENTS
 from bot.nlu.knowledge import load_knowledge_base
 
 log = logging.getLogger("bot.checkins")
-TICK_S = 30.0
 CLAIM_LEASE_S = 120.0
 LOOKBACK_S = 86400.0
 # (chat id, text, buttons as (title, callback data)) → sent; raises if Telegram refused it
@@ -51,6 +50,12 @@ class Texts:
     reminder: str
     button_none: str
     button_yes: str
+    answer_none: str
+    answer_yes: str
+    checkins_off: str
+    checkins_on: str
+    checkins_usage: str
+    not_enrolled: str
 
     @classmethod
     def of(cls, config: CheckinConfig) -> Texts:
@@ -231,6 +236,23 @@ class CheckinScheduler:
                     .values(status="answered", answered_at=at)
                 ).rowcount
             )
+
+
+def reported_emergency(engine: Engine, tracking: worklist.Tracking, chat_id: int, at: float) -> str | None:
+    """The "Yes, one of these" button: the open check-in is answered, and the clinic gets an
+    emergency item at once (the patient was told to call 911). Returns the sender id, if linked."""
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(CHATS.c.sender_id).where(CHATS.c.chat_id == chat_id)).first()
+        if row is None:
+            return None
+        conn.execute(
+            sa.update(CHECKINS)
+            .where(CHECKINS.c.chat_id == chat_id, CHECKINS.c.status == "sent", CHECKINS.c.sent_at <= at)
+            .values(status="answered", answered_at=at)
+        )
+        reason = "check-in: an emergency sign reported with the button → emergency_sign → emergency (check-in answer)"
+        worklist.no_response(conn, tracking, row.sender_id, "emergency", at, reason)
+        return str(row.sender_id)
 
 
 def link_chat(engine: Engine, code: str, chat_id: int, sender_id: str, now: float | None = None) -> bool:

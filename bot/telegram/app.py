@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from typing import Any
 from urllib.parse import urlparse
 
-from telegram import Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -46,6 +47,7 @@ COMMANDS = [
     ("help", "What this bot can and cannot do"),
     ("restart", "Start a new conversation"),
     ("forget", "Delete what this chat has stored"),
+    ("checkins", "Turn your care team's check-ins off or on"),
 ]
 
 
@@ -86,6 +88,16 @@ def build_relay(settings: Settings) -> Relay:
     )
 
 
+def build_checkins(settings: Settings) -> Any:
+    """The check-ins of enrolled patients (bot/checkins), on the product's database."""
+    from bot.checkins.service import CheckinService
+    from bot.clinic.alerts import alert_config_of
+    from bot.db import create_db_engine
+
+    owner = f"relay-{os.getpid()}-{secrets.token_hex(4)}"
+    return CheckinService(create_db_engine(settings.database_url), alert_config_of(settings).tracking, owner, settings.clinic_timezone)
+
+
 def build_application(settings: Settings, relay: Relay, claims: MessageClaims | None = None) -> Application:
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
@@ -114,6 +126,7 @@ def build_application(settings: Settings, relay: Relay, claims: MessageClaims | 
             CommandHandler("emergency", relay.on_emergency, filters=filters.UpdateType.MESSAGES),
             CommandHandler("restart", relay.on_restart, filters=filters.UpdateType.MESSAGES),
             CommandHandler("forget", relay.on_forget, filters=filters.UpdateType.MESSAGES),
+            CommandHandler("checkins", relay.on_checkins, filters=filters.UpdateType.MESSAGES),
             MessageHandler(filters.UpdateType.MESSAGES & filters.COMMAND, relay.on_unknown_command),
             MessageHandler(text_messages, relay.on_text),
             CallbackQueryHandler(relay.on_button),
@@ -133,6 +146,14 @@ async def _post_init(application: Application, relay: Relay, claims: MessageClai
     freeze_long_lived("relay")  # the spaCy pipeline and the knowledge base: no long GC pauses later
     monitor_collections("relay")
     relay.start_retrying(application.bot)
+    if relay.checkins is not None:
+        bot = application.bot
+
+        async def send(chat_id: int, text: str, buttons: list[tuple[str, str]]) -> None:
+            keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(t, callback_data=d) for t, d in buttons]]) if buttons else None
+            await relay._send(bot, chat_id, text, keyboard)
+
+        await relay.checkins.start(send)
     try:
         await application.bot.set_my_commands(COMMANDS)
     except TelegramError as exc:  # a cosmetic menu must not keep the relay from serving
@@ -155,6 +176,7 @@ def run(settings: Settings) -> None:
     """Blocking: run the relay until SIGINT/SIGTERM."""
     configure_logging(settings)
     relay = build_relay(settings)
+    relay.checkins = build_checkins(settings)
     application = build_application(settings, relay, MessageClaims(settings.database_url))
     updates = Update.ALL_TYPES
     if settings.telegram_webhook_url:

@@ -92,6 +92,7 @@ class Relay:
         self._prune_task: asyncio.Task | None = None
         # each message handled once across relay instances, never dropped unanswered (dedup.py)
         self.claims: RelayClaims | None = None
+        self.checkins: Any = None  # bot.checkins.service.CheckinService when enrolled patients get check-ins
 
     # ------------------------------------------------------------------ handlers
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -100,6 +101,8 @@ class Relay:
         if message is None or chat is None:
             return
         text = message.text or message.caption or ""
+        if self.checkins is not None:  # any message answers an open check-in
+            self._spawn(self.checkins.answered(chat.id))
         edited = update.edited_message is not None
         suffix = f":e{int(message.edit_date.timestamp())}" if edited and message.edit_date else ""
         item = self._inbound(
@@ -117,6 +120,14 @@ class Relay:
         if query is None or chat is None:
             return
         data = query.data or ""
+        if data.startswith("checkin:") and self.checkins is not None:
+            with contextlib.suppress(TelegramError):
+                await query.answer()
+            if query.message is not None:
+                with contextlib.suppress(BadRequest):
+                    await query.edit_message_reply_markup(reply_markup=None)
+            await self.checkins.button(chat.id, data, lambda text: self._send(context.bot, chat.id, text))
+            return
         if data in (FORGET_YES, FORGET_NO):
             work = self._spawn(self._forget(context.bot, chat.id, confirmed=data == FORGET_YES))
         else:
@@ -145,6 +156,15 @@ class Relay:
         item = self._inbound(chat.id, "/greet", f"{message.message_id}", metadata, message.message_id, fallback=self.texts.greet)
         await self.handle(context.bot, item)
         await self._send(context.bot, chat.id, self.texts["start_commands"])
+        if code and self.checkins is not None:  # this chat answers the enrolment's check-ins from now on
+            await self.checkins.linked(code, chat.id, self._sender(chat.id))
+
+    async def on_checkins(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """`/checkins off|on`: the patient stops or restarts the scheduled check-ins."""
+        if update.effective_chat is None or self.checkins is None:
+            return
+        argument = (context.args[0].lower() if context.args else "")[:8]
+        await self._send(context.bot, update.effective_chat.id, await self.checkins.command(update.effective_chat.id, argument))
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.effective_chat:
@@ -345,6 +365,8 @@ class Relay:
         for task in (self._retry_task, self._prune_task):
             if task is not None:
                 task.cancel()
+        if self.checkins is not None:
+            await self.checkins.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.soft_timeout + 2)
 
