@@ -11,7 +11,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml data/che
 CASES ?= tests/cases/own.jsonl tests/cases/blind-a.jsonl tests/cases/blind-b.jsonl tests/cases/blind-c.jsonl tests/cases/blind-d.jsonl tests/cases/blind-e.jsonl tests/cases/blind-f.jsonl tests/cases/blind-g.jsonl tests/cases/blind-h.jsonl tests/cases/blind-i.jsonl tests/cases/blind-j.jsonl tests/cases/blind-k.jsonl tests/cases/blind-l.jsonl tests/cases/blind-m.jsonl tests/cases/blind-n.jsonl tests/cases/blind-o.jsonl tests/cases/blind-p.jsonl tests/cases/blind-q.jsonl tests/cases/blind-r.jsonl tests/cases/blind-s.jsonl tests/cases/blind-t.jsonl tests/cases/blind-u.jsonl tests/cases/blind-v.jsonl tests/cases/blind-w.jsonl data/examples/contrast.jsonl ../shared/cases/dev.jsonl ../shared/cases/real-accounts.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: properties run status test eval user retention clinic browser bench bench-clinic bench-relay soak chaos fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: properties run status test eval user retention clinic browser bench bench-checkins bench-clinic bench-relay soak chaos fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt requirements/model.txt
@@ -64,6 +64,10 @@ scale-test: $(MODEL)
 
 bench-clinic: .venv/.installed
 	$(PY) -m bot bench-clinic
+
+# 10,000 enrolled patients' check-ins due at once (BENCH_CHECKINS_ARGS="--patients 1000" for a quick run).
+bench-checkins: .venv/.installed
+	$(PY) -m bot bench-checkins $(BENCH_CHECKINS_ARGS)
 
 bench-relay: $(MODEL)
 	$(PY) -m bot bench-relay

@@ -248,6 +248,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_checkins(args: argparse.Namespace) -> int:
+    from bot.benchmarks.checkins import format_result, main
+
+    result = main(patients=args.patients, share=args.share)
+    sys.stdout.write(format_result(result) + "\n(JSON in var/bench/checkins.json)\n")
+    return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
+
+
 def cmd_bench_clinic(args: argparse.Namespace) -> int:
     from bot.benchmarks.clinic import format_results, main
 
@@ -376,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--seconds", type=float, default=20.0, help="seconds per throughput run")
     sc.add_argument("--patients", type=int, default=16, help="closed-loop simulated patients")
     sc.set_defaults(func=cmd_scale_test)
+    bk = sub.add_parser("bench-checkins", help="N enrolled patients' check-ins due at once: time to drain within the send budget")
+    bk.add_argument("--patients", type=int, default=10_000)
+    bk.add_argument("--share", type=float, default=None, help="share of TELEGRAM_SEND_RATE for check-ins (data/checkins.yml)")
+    bk.set_defaults(func=cmd_bench_checkins)
     bc = sub.add_parser("bench-clinic", help="clinic app page and export times on a large generated store")
     bc.add_argument("--conversations", type=int, default=10_000)
     bc.add_argument("--events-per", type=int, default=20)

@@ -50,6 +50,7 @@ class CheckinConfig:
     schedules: dict[str, tuple[Window, ...]]
     texts: tuple[tuple[str, str], ...] = ()  # what the patient reads (scheduler.Texts)
     tick_s: float = 30.0  # how often the relay looks for check-ins that fell due
+    send_rate_share: float = 0.5  # of TELEGRAM_SEND_RATE: the rest stays for patients' replies
 
     def in_quiet_hours(self, t: time) -> bool:
         if self.quiet_start <= self.quiet_end:
@@ -119,6 +120,7 @@ def _load(path: Path) -> CheckinConfig:
         schedules=schedules,
         texts=tuple((str(k), str(v)) for k, v in (raw.get("texts") or {}).items()),
         tick_s=float(raw.get("tick_s", 30)),
+        send_rate_share=float(raw.get("send_rate_share", 0.5)),
     )
 
 

@@ -78,17 +78,26 @@ class CheckinScheduler:
         tracking: worklist.Tracking,
         default_zone: str = "UTC",
         clock: Callable[[], float] = time.time,
+        send_rate: float | None = None,
     ) -> None:
         self.engine, self.config, self.texts, self.send, self.owner = engine, config, texts, send, owner
         self.tracking, self.default_zone, self.clock = tracking, ZoneInfo(default_zone), clock
+        # check-ins per second at most: the rest of Telegram's budget stays for patients' replies
+        self.send_interval = 1.0 / send_rate if send_rate else 0.0
 
     # ------------------------------------------------------------------ one round
     async def tick(self) -> dict[str, int]:
         """One round; returns how many check-ins were sent, reminded, missed and recorded not sent."""
         now = self.clock()
-        to_send, not_sent = await asyncio.to_thread(self._claim_due, now)
+        candidates, not_sent = await asyncio.to_thread(self._due_rows, now)
         sent = 0
-        for row in to_send:
+        for row in candidates:
+            # claimed just before it is sent (not all at once): a claim another replica sees
+            # unsent for CLAIM_LEASE_S really was abandoned, however long the queue
+            if not await asyncio.to_thread(self._claim, row):
+                continue
+            if self.send_interval:
+                await asyncio.sleep(self.send_interval)
             if await self._deliver(row, self._checkin_text(row), buttons=True):
                 await asyncio.to_thread(self._mark, row["key"], "claimed", status="sent", sent_at=self.clock())
                 sent += 1
@@ -136,28 +145,43 @@ class CheckinScheduler:
         since = max(chat["linked_at"], now - self.config.stale_after_s - LOOKBACK_S)
         return due_between(self.config, chat["code"], kind, infusion, zone, since, now + 1e-6)
 
-    def _claim_due(self, now: float) -> tuple[list[dict[str, Any]], int]:
-        to_send, not_sent = [], 0
+    def _due_rows(self, now: float) -> tuple[list[dict[str, Any]], int]:
+        """Check-ins due now that nobody claimed yet (and claims abandoned by a dead owner); ones
+        too old to send are recorded `not_sent` here."""
+        with self.engine.connect() as conn:
+            since = now - self.config.stale_after_s - LOOKBACK_S
+            known = {r.key for r in conn.execute(sa.select(CHECKINS.c.key).where(CHECKINS.c.due_at >= since))}
+        candidates, not_sent = [], 0
         for chat in self._enrolled_chats():
             for due in self._due(chat, now):
-                stale = now - due.at > self.config.stale_after_s
+                if due.key in known:
+                    continue
                 row = {
                     "key": due.key, "code": due.code, "chat_id": chat["chat_id"], "sender_id": chat["sender_id"], "due_at": due.at,
                     "day": due.day, "missed_level": due.missed_level, "neuro": due.neuro, "owner": self.owner, "claimed_at": now,
-                    "status": "not_sent" if stale else "claimed",
+                    "status": "claimed", "therapy": chat["therapy"],
                 }  # fmt: skip
-                try:
-                    with self.engine.begin() as conn:
-                        conn.execute(sa.insert(CHECKINS).values(**row))
-                except IntegrityError:
-                    continue  # claimed already: by us in an earlier round, or by another replica
-                if stale:
-                    not_sent += 1
-                    log.warning("checkins.not_sent day=%d late_by=%.0fmin", due.day, (now - due.at) / 60)
+                if now - due.at > self.config.stale_after_s:
+                    if self._claim({**row, "status": "not_sent"}):
+                        not_sent += 1
+                        log.warning("checkins.not_sent day=%d late_by=%.0fmin", due.day, (now - due.at) / 60)
                 else:
-                    to_send.append({**row, "therapy": chat["therapy"]})
-        to_send += self._take_over_abandoned(now)
-        return to_send, not_sent
+                    candidates.append(row)
+        return candidates + self._take_over_abandoned(now), not_sent
+
+    def _claim(self, row: dict[str, Any]) -> bool:
+        """Insert the check-in's row: the primary key lets one claim win. A row taken over from
+        a dead owner was claimed by the UPDATE that took it (`taken_over`)."""
+        if row.get("taken_over"):
+            return True
+        values = {k: v for k, v in row.items() if k in CHECKINS.c}
+        values["claimed_at"] = self.clock()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(CHECKINS).values(**values))
+        except IntegrityError:
+            return False  # another replica (or an earlier round) has it
+        return True
 
     def _take_over_abandoned(self, now: float) -> list[dict[str, Any]]:
         """Claims whose owner died before sending: still fresh, so send them (once: the UPDATE decides)."""
@@ -180,7 +204,7 @@ class CheckinScheduler:
                     .values(owner=self.owner, claimed_at=now)
                 ).rowcount
                 if moved:
-                    taken.append(dict(row))
+                    taken.append({**dict(row), "taken_over": True})
         return taken
 
     def _mark(self, key: str, status_was: str, **values: Any) -> None:

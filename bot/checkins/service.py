@@ -23,9 +23,15 @@ log = logging.getLogger("bot.checkins")
 
 class CheckinService:
     def __init__(
-        self, engine: Engine, tracking: worklist.Tracking, owner: str, default_zone: str, config: CheckinConfig | None = None
+        self,
+        engine: Engine,
+        tracking: worklist.Tracking,
+        owner: str,
+        default_zone: str,
+        config: CheckinConfig | None = None,
+        send_rate: float | None = None,
     ) -> None:
-        self.engine, self.tracking, self.owner, self.default_zone = engine, tracking, owner, default_zone
+        self.engine, self.tracking, self.owner, self.default_zone, self.send_rate = engine, tracking, owner, default_zone, send_rate
         self.config = config or load_checkin_config()
         self.texts = sched.Texts.of(self.config)
         self.scheduler: sched.CheckinScheduler | None = None
@@ -33,7 +39,9 @@ class CheckinService:
 
     async def start(self, send: sched.Send) -> None:
         await asyncio.to_thread(create_checkin_tables, self.engine)
-        self.scheduler = sched.CheckinScheduler(self.engine, self.config, self.texts, send, self.owner, self.tracking, self.default_zone)
+        self.scheduler = sched.CheckinScheduler(
+            self.engine, self.config, self.texts, send, self.owner, self.tracking, self.default_zone, send_rate=self.send_rate
+        )
         self._task = asyncio.create_task(self._loop(), name="checkins")
 
     async def _loop(self) -> None:

@@ -90,12 +90,17 @@ def build_relay(settings: Settings) -> Relay:
 
 def build_checkins(settings: Settings) -> Any:
     """The check-ins of enrolled patients (bot/checkins), on the product's database."""
+    from bot.checkins.schedule import load_checkin_config
     from bot.checkins.service import CheckinService
     from bot.clinic.alerts import alert_config_of
     from bot.db import create_db_engine
 
     owner = f"relay-{os.getpid()}-{secrets.token_hex(4)}"
-    return CheckinService(create_db_engine(settings.database_url), alert_config_of(settings).tracking, owner, settings.clinic_timezone)
+    config = load_checkin_config()
+    return CheckinService(
+        create_db_engine(settings.database_url), alert_config_of(settings).tracking, owner, settings.clinic_timezone,
+        config=config, send_rate=settings.telegram_send_rate * config.send_rate_share,
+    )  # fmt: skip
 
 
 def build_application(settings: Settings, relay: Relay, claims: MessageClaims | None = None) -> Application:
