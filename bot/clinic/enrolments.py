@@ -82,6 +82,27 @@ def find(engine: Engine, code: str) -> Enrolment | None:
     return Enrolment(row["code"], row["label"], row["therapy"], row["infusion_date"]) if row else None
 
 
+CHECKIN_STATES = ("active", "paused", "stopped")
+
+
+def set_checkins(engine: Engine, code: str, state: str) -> bool:
+    """The clinic pauses, resumes or stops an enrolment's check-ins (bot/checkins)."""
+    if state not in CHECKIN_STATES:
+        raise EnrolmentError(f"check-ins must be one of {', '.join(CHECKIN_STATES)}")
+    with engine.begin() as conn:
+        return bool(conn.execute(sa.update(ENROLMENTS).where(ENROLMENTS.c.code == code.strip().upper()).values(checkins=state)).rowcount)
+
+
+def checkins_of(engine: Engine, code: str, limit: int = 200) -> list[dict[str, Any]]:
+    """The enrolment's check-ins, newest first: when, its status, when sent, reminded, answered."""
+    from bot.checkins.store import CHECKINS, metadata
+
+    metadata.create_all(engine)  # the relay creates them; the clinic may look first
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(CHECKINS).where(CHECKINS.c.code == code).order_by(CHECKINS.c.due_at.desc()).limit(limit)).mappings()
+        return [dict(r) for r in rows]
+
+
 def all_enrolments(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(sa.select(ENROLMENTS).order_by(ENROLMENTS.c.created_at.desc())).mappings()]

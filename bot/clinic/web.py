@@ -411,10 +411,17 @@ async def export_response_times_csv(request: Request) -> Response:
 async def enrolments_page(request: Request) -> Response:
     engine = _engine(request)
     created, error = None, ""
-    if request.method == "POST":
-        form = await _checked_form(request)
-        if form is None:
-            return page(request, "error.html", message="Invalid form.", status=400)
+    form = await _checked_form(request) if request.method == "POST" else None
+    if request.method == "POST" and form is None:
+        return page(request, "error.html", message="Invalid form.", status=400)
+    if form is not None and form.get("checkins"):  # pause, resume or stop one enrolment's check-ins
+        code, state = str(form.get("code", "")), str(form.get("checkins", ""))
+        try:
+            await asyncio.to_thread(enrolments.set_checkins, engine, code, state)
+            await _audit(request, "set-checkins", code, f"state={state}")
+        except enrolments.EnrolmentError as exc:
+            error = str(exc)
+    elif form is not None:
         try:
             created = await asyncio.to_thread(
                 enrolments.create,
@@ -444,11 +451,15 @@ async def patient_page(request: Request) -> Response:
     timeline = await asyncio.to_thread(conversations.patient_timeline, engine, enrolment.code)
     convs = [c for row in timeline if (c := await asyncio.to_thread(conversations.load_conversation, engine, row.sender_id))]
     readings = [(turn.at, v) for conv in convs for turn in conv.turns if turn.at for v in turn.vitals]
+    checkins = await asyncio.to_thread(enrolments.checkins_of, engine, enrolment.code)
     await _audit(request, "view-patient", enrolment.label)
     start = _infusion_start(enrolment, request.app.state.timezone)
     t = conversations.load_knowledge_base().thresholds["temperature"]
     chart = charts.vitals_chart(readings, start, t["fever_c"], t["high_fever_c"])
-    return page(request, "patient.html", enrolment=enrolment, conversations=convs, readings=readings, chart=chart, chart_start=start)
+    return page(
+        request, "patient.html", enrolment=enrolment, conversations=convs, readings=readings, chart=chart, chart_start=start,
+        checkins=checkins,
+    )  # fmt: skip
 
 
 def _infusion_start(enrolment: enrolments.Enrolment, zone: ZoneInfo) -> float | None:
