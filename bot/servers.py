@@ -103,6 +103,19 @@ def isolated_settings(directory: Path, **overrides: object) -> Settings:
     return dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
 
 
+RELAY_READY = b"relay.ready"  # the relay logs it once it takes updates (bot/telegram/app.py)
+
+
+def logged_since(log_path: Path, offset: int, marker: bytes) -> bool:
+    """Whether a process's log says `marker` after `offset` (where this start's output begins)."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(offset)
+            return marker in log.read()
+    except OSError:
+        return False
+
+
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the whole group is gone already
         os.killpg(proc.pid, sig)
@@ -172,10 +185,8 @@ class Stack:
         proc = self.spawn("relay", [sys.executable, "-m", "bot", "relay"])
         start = time.monotonic()
         while time.monotonic() - start < timeout:
-            with open(log_path, "rb") as log:
-                log.seek(offset)
-                if b"relay.ready" in log.read():
-                    return time.monotonic() - start
+            if logged_since(log_path, offset, RELAY_READY):
+                return time.monotonic() - start
             if proc.poll() is not None:
                 raise RuntimeError(f"Telegram relay exited with code {proc.returncode} before it was ready")
             time.sleep(0.2)

@@ -45,7 +45,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bot.servers import Stack, actions_command, is_up, rasa_command
+from bot.servers import RELAY_READY, Stack, actions_command, is_up, logged_since, rasa_command
 
 log = logging.getLogger("bot.supervisor")
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 30.0
@@ -116,16 +116,7 @@ def _port_ready(port: int) -> Callable[[Child], bool]:
 
 def _logged_ready(log_path: Path, marker: bytes) -> Callable[[Child], bool]:
     """Ready once this start's log says `marker` (the relay when long polling has no port)."""
-
-    def check(child: Child) -> bool:
-        try:
-            with open(log_path, "rb") as f:
-                f.seek(child.log_offset)
-                return marker in f.read()
-        except OSError:
-            return False
-
-    return check
+    return lambda child: logged_since(log_path, child.log_offset, marker)
 
 
 class Supervisor:
@@ -147,7 +138,7 @@ class Supervisor:
             if s.telegram_webhook_url:
                 children.append(Child("relay", _relay_command, _port_ready(s.telegram_webhook_port), s.telegram_webhook_port))
             else:
-                children.append(Child("relay", _relay_command, _logged_ready(stack.log_dir / "relay.log", b"relay.ready"), None))
+                children.append(Child("relay", _relay_command, _logged_ready(stack.log_dir / "relay.log", RELAY_READY), None))
         clinic = Child("clinic", lambda: [sys.executable, "-m", "bot", "clinic"], _http_ready(f"{s.clinic_url}/health"), s.clinic_port)
         return cls(stack, [*children, clinic])
 

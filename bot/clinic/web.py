@@ -340,10 +340,15 @@ async def worklist_page(request: Request) -> Response:
     return await _worklist(request)
 
 
+def _worklist_filters(request: Request, default_status: str) -> tuple[str, str]:
+    """(status, level) from the query, each one the worklist knows or its default."""
+    status, level = request.query_params.get("status"), request.query_params.get("level")
+    return (status if status in worklist.STATUSES else default_status), (level if level in LEVELS_BY_SEVERITY else "")
+
+
 async def _worklist(request: Request, error: str = "", status_code: int = 200) -> Response:
     params = request.query_params
-    status = params.get("status", "open") if params.get("status") in worklist.STATUSES else "open"
-    level = params.get("level", "") if params.get("level") in LEVELS_BY_SEVERITY else ""
+    status, level = _worklist_filters(request, "open")
     try:
         page_no = max(1, int(params.get("page", "1")))
     except ValueError:
@@ -392,9 +397,7 @@ def _item_action(action: str) -> Handler:
 
 @login_required()
 async def export_worklist_csv(request: Request) -> Response:
-    params = request.query_params
-    status = params.get("status", "all") if params.get("status") in worklist.STATUSES else "all"
-    level = params.get("level", "") if params.get("level") in LEVELS_BY_SEVERITY else ""
+    status, level = _worklist_filters(request, "all")
     items, _ = await asyncio.to_thread(worklist.items, _engine(request), status, level, 100_000)
     await _audit(request, "export-worklist-csv", "", urlencode({"status": status, "level": level}))
     return _download(exports.worklist_csv(items), "worklist.csv")
