@@ -244,22 +244,26 @@ class CheckinScheduler:
                 reason = (
                     f"no response to the check-in of {local} (day {row['day']}) → no_response → {row['missed_level']} (check-in schedule)"
                 )
-                worklist.no_response(conn, self.tracking, row["sender_id"], row["missed_level"], now, reason)
+                worklist.open_item(conn, self.tracking, row["sender_id"], row["missed_level"], now, reason)
                 missed += 1
         return missed
 
     # ------------------------------------------------------------------ from the relay
     def answered(self, chat_id: int, at: float | None = None) -> int:
         """The patient (or a caregiver) wrote: every open check-in of this chat is answered."""
-        at = at or self.clock()
         with self.engine.begin() as conn:
-            return int(
-                conn.execute(
-                    sa.update(CHECKINS)
-                    .where(CHECKINS.c.chat_id == chat_id, CHECKINS.c.status == "sent", CHECKINS.c.sent_at <= at)
-                    .values(status="answered", answered_at=at)
-                ).rowcount
-            )
+            return _answer_open(conn, chat_id, at or self.clock())
+
+
+def _answer_open(conn: sa.engine.Connection, chat_id: int, at: float) -> int:
+    """Every check-in of this chat sent before `at` and still waiting counts as answered."""
+    return int(
+        conn.execute(
+            sa.update(CHECKINS)
+            .where(CHECKINS.c.chat_id == chat_id, CHECKINS.c.status == "sent", CHECKINS.c.sent_at <= at)
+            .values(status="answered", answered_at=at)
+        ).rowcount
+    )
 
 
 def reported_emergency(engine: Engine, tracking: worklist.Tracking, chat_id: int, at: float) -> str | None:
@@ -269,13 +273,9 @@ def reported_emergency(engine: Engine, tracking: worklist.Tracking, chat_id: int
         row = conn.execute(sa.select(CHATS.c.sender_id).where(CHATS.c.chat_id == chat_id)).first()
         if row is None:
             return None
-        conn.execute(
-            sa.update(CHECKINS)
-            .where(CHECKINS.c.chat_id == chat_id, CHECKINS.c.status == "sent", CHECKINS.c.sent_at <= at)
-            .values(status="answered", answered_at=at)
-        )
+        _answer_open(conn, chat_id, at)
         reason = "check-in: an emergency sign reported with the button → emergency_sign → emergency (check-in answer)"
-        worklist.no_response(conn, tracking, row.sender_id, "emergency", at, reason)
+        worklist.open_item(conn, tracking, row.sender_id, "emergency", at, reason)
         return str(row.sender_id)
 
 

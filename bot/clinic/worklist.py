@@ -170,9 +170,10 @@ class Episodes:
             )  # fmt: skip
 
 
-def no_response(conn: Connection, tracking: Tracking, sender_id: str, level: str, at: float, reason: str) -> None:
-    """A check-in nobody answered (bot/checkins): an item whatever the alert levels say (the
-    schedule decided what it means), alerting when its level alerts; added to an open one."""
+def open_item(conn: Connection, tracking: Tracking, sender_id: str, level: str, at: float, reason: str) -> None:
+    """An item decided outside the triage slots (bot/checkins: a check-in nobody answered, an
+    emergency sign reported with a button): opened whatever the alert levels say, alerting when
+    its level alerts; added to the conversation's open item if it has one."""
     episodes = Episodes(conn, Tracking(levels=(level,), channels=tracking.channels if tracking.alerts(level) else ()), [sender_id])
     episodes._raise(sender_id, level, at, [reason])
 
