@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from bot.checkins.store import CHECKINS
 from bot.clinic.schema import ENROLMENTS
 from bot.nlu.knowledge import load_knowledge_base
 
@@ -95,9 +96,6 @@ def set_checkins(engine: Engine, code: str, state: str) -> bool:
 
 def checkins_of(engine: Engine, code: str, limit: int = 200) -> list[dict[str, Any]]:
     """The enrolment's check-ins, newest first: when, its status, when sent, reminded, answered."""
-    from bot.checkins.store import CHECKINS, metadata
-
-    metadata.create_all(engine)  # the relay creates them; the clinic may look first
     with engine.connect() as conn:
         rows = conn.execute(sa.select(CHECKINS).where(CHECKINS.c.code == code).order_by(CHECKINS.c.due_at.desc()).limit(limit)).mappings()
         return [dict(r) for r in rows]

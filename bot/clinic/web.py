@@ -37,9 +37,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bot.checkins.store import create_checkin_tables
 from bot.clinic import accounts, alerts, charts, conversations, enrolments, exports, retention, worklist
 from bot.clinic.conversations import LEVELS_BY_SEVERITY, Filters
-from bot.clinic.schema import create_tables
 
 log = logging.getLogger("bot.clinic")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -541,7 +541,8 @@ def create_app(
 ) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await asyncio.to_thread(create_tables, engine)
+        # its own tables and the check-ins' it shows (the relay may not have created them yet)
+        await asyncio.to_thread(create_checkin_tables, engine)
         task = asyncio.create_task(_keep_summaries_fresh(app, refresh_interval))
         log.info("clinic.ready")
         yield
