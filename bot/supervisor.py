@@ -77,11 +77,9 @@ class Child:
     port: int | None
     start_deadline_s: float = 90.0  # not ready by then: killed and restarted
     proc: Any = None  # subprocess.Popen while running
-    started_at: float | None = None  # wall clock, for the status
     started_mono: float = 0.0
     log_offset: int = 0  # where this start's output begins in its log
     healthy_since: float | None = None
-    ever_healthy: bool = False
     answering: bool | None = None
     unanswered: int = 0
     last_probe: float = 0.0
@@ -148,7 +146,7 @@ class Supervisor:
             path = self.stack.log_dir / f"{child.name}.log"
             child.log_offset = path.stat().st_size if path.exists() else 0
             child.proc = self.stack.spawn(child.name, child.command())
-            child.started_at, child.started_mono, child.restart_at = time.time(), self.clock(), None
+            child.started_mono, child.restart_at = self.clock(), None
             child.healthy_since, child.answering, child.unanswered, child.last_probe = None, None, 0, 0.0
 
     def start_all(self) -> None:
@@ -184,7 +182,6 @@ class Supervisor:
                     child.unanswered = 0
                     if child.healthy_since is None:
                         child.healthy_since = now
-                        child.ever_healthy = True
                         child.unhealthy_exits = 0
                         log.info("supervisor.ready process=%s after=%.1fs", child.name, now - child.started_mono)
                 elif child.healthy_since is not None:
@@ -193,7 +190,6 @@ class Supervisor:
     def _watch(self, child: Child, now: float) -> None:
         if child.ready is None:
             child.healthy_since = child.healthy_since or now
-            child.ever_healthy = True
         if child.healthy_since is not None and now - child.healthy_since >= STABLE_AFTER_S:
             child.backoff = BACKOFF_MIN_S
         hung = child.unanswered >= UNANSWERED_LIMIT
