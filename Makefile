@@ -6,7 +6,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 MODEL := models/crs.tar.gz
-TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml data/checkins.yml,$(wildcard data/*.yml)) $(wildcard bot/nlu/*.py) $(wildcard tests/cases/*.jsonl) $(wildcard data/examples/*.jsonl)
+TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml data/checkins.yml data/neurocheck.yml,$(wildcard data/*.yml)) $(wildcard bot/nlu/*.py) $(wildcard tests/cases/*.jsonl) $(wildcard data/examples/*.jsonl)
 # Scored apart: our tuned cases, the blind files (written before the patterns), the shared samples.
 CASES ?= tests/cases/own.jsonl tests/cases/blind-a.jsonl tests/cases/blind-b.jsonl tests/cases/blind-c.jsonl tests/cases/blind-d.jsonl tests/cases/blind-e.jsonl tests/cases/blind-f.jsonl tests/cases/blind-g.jsonl tests/cases/blind-h.jsonl tests/cases/blind-i.jsonl tests/cases/blind-j.jsonl tests/cases/blind-k.jsonl tests/cases/blind-l.jsonl tests/cases/blind-m.jsonl tests/cases/blind-n.jsonl tests/cases/blind-o.jsonl tests/cases/blind-p.jsonl tests/cases/blind-q.jsonl tests/cases/blind-r.jsonl tests/cases/blind-s.jsonl tests/cases/blind-t.jsonl tests/cases/blind-u.jsonl tests/cases/blind-v.jsonl tests/cases/blind-w.jsonl data/examples/contrast.jsonl ../shared/cases/dev.jsonl ../shared/cases/real-accounts.jsonl
 OUT ?= var/eval/results.jsonl

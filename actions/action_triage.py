@@ -8,7 +8,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.conversation import MessageFindings, TriageState
+from actions.conversation import MessageFindings, TriageState, reported_entities
 from actions.enrolment_context import with_enrolment
 from actions.replies import THERAPY_QUESTION, ask_possible_symptom, follow_up_events, hypothetical_advice, send_level_advice, slot_events
 from bot.nlu.knowledge import load_knowledge_base
@@ -25,7 +25,8 @@ class ActionTriage(Action):
         message = tracker.latest_message or {}
         # messages answered by the Rasa server's fail-safe while this server was down count too
         untriaged = list(tracker.get_slot("untriaged") or [])
-        findings = MessageFindings.from_entities(untriaged + list(message.get("entities") or []), kb)
+        entities = untriaged + list(message.get("entities") or []) + reported_entities(message.get("metadata"))
+        findings = MessageFindings.from_entities(entities, kb)
         before = TriageState.from_slots(tracker.current_slot_values())
         asked = list(tracker.get_slot("asked") or [])
         pending = tracker.get_slot("pending_question")

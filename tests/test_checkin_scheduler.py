@@ -62,7 +62,9 @@ def local(day: int, hh: int, mm: int = 0) -> datetime:
 def scheduler(engine: sa.engine.Engine, clock: Clock, outbox: Outbox, owner: str = "relay-a") -> CheckinScheduler:
     config = load_checkin_config()
     tracking = alerts.AlertConfig(levels=("emergency",), webhook_url="http://127.0.0.1:9/hook").tracking
-    return CheckinScheduler(engine, config, Texts.of(config), outbox, owner, tracking, default_zone="UTC", clock=clock)
+    return CheckinScheduler(
+        engine, config, Texts.of(config), outbox, owner, tracking, default_zone="UTC", clock=clock, neuro_button="Neuro check"
+    )
 
 
 def run(s: CheckinScheduler) -> dict[str, int]:
@@ -86,6 +88,7 @@ def test_28_days_of_check_ins_arrive_at_their_local_times_when_answered(engine: 
     first = outbox.sent[0]
     assert "day 0 after tisagenlecleucel" in first[2] and "911" in first[2] and [b for _, b in first[3]] == ["checkin:none", "checkin:yes"]
     assert "/neurocheck" in outbox.sent[1][2] and "/neurocheck" not in first[2], "offered in the evening one"
+    assert ("Neuro check", "neuro:start") in outbox.sent[1][3], "with a button to start it"
     assert worklist.items(engine, "all")[1] == 0, "all answered: nothing for the clinic"
 
 
@@ -119,6 +122,33 @@ def test_an_answer_stops_the_reminder(engine: sa.engine.Engine) -> None:
     clock.now = local(3, 11, 0).timestamp()
     run(s)
     assert len(outbox.sent) == 1 and worklist.items(engine, "all")[1] == 0
+
+
+def test_a_tap_before_the_send_is_recorded_still_answers(engine: sa.engine.Engine) -> None:
+    """Telegram shows the check-in before the relay has recorded it sent: a quick tap must count."""
+    clock = Clock(
+        local(
+            4,
+            7,
+            59,
+        )
+    )
+    link_chat(engine, "CART1", CHAT, "tg-cart1", now=clock.now)
+
+    class QuickPatient(Outbox):
+        async def __call__(self, chat_id: int, text: str, buttons: list[tuple[str, str]]) -> None:
+            await super().__call__(chat_id, text, buttons)
+            assert s.answered(CHAT, at=clock.now) == 1
+
+    outbox = QuickPatient(clock)
+    s = scheduler(engine, clock, outbox)
+    clock.now = local(4, 8, 0).timestamp()
+    run(s)
+    clock.now = local(4, 11, 0).timestamp()
+    run(s)
+    assert len(outbox.sent) == 1 and worklist.items(engine, "all")[1] == 0, "no reminder, nothing for the clinic"
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(CHECKINS.c.status, CHECKINS.c.sent_at)).one()[0] == "answered"
 
 
 def test_two_replicas_send_each_check_in_once(engine: sa.engine.Engine) -> None:

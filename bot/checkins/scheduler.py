@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from bot.checkins.neuro import START as NEURO_START
 from bot.checkins.schedule import CheckinConfig, Due, due_between
 from bot.checkins.store import CHATS, CHECKINS
 from bot.clinic import worklist
@@ -79,7 +80,9 @@ class CheckinScheduler:
         default_zone: str = "UTC",
         clock: Callable[[], float] = time.time,
         send_rate: float | None = None,
+        neuro_button: str | None = None,
     ) -> None:
+        self.neuro_button = neuro_button  # the check-ins that offer the neuro check carry a button to start it
         self.engine, self.config, self.texts, self.send, self.owner = engine, config, texts, send, owner
         self.tracking, self.default_zone, self.clock = tracking, ZoneInfo(default_zone), clock
         # check-ins per second at most: the rest of Telegram's budget stays for patients' replies
@@ -98,8 +101,8 @@ class CheckinScheduler:
                 continue
             if self.send_interval:
                 await asyncio.sleep(self.send_interval)
-            if await self._deliver(row, self._checkin_text(row), buttons=True):
-                await asyncio.to_thread(self._mark, row["key"], "claimed", status="sent", sent_at=self.clock())
+            if await self._deliver(row, self._checkin_text(row), buttons=True, neuro=bool(row["neuro"])):
+                await asyncio.to_thread(self._mark_sent, row["key"], self.clock())
                 sent += 1
         reminded = 0
         for row in await asyncio.to_thread(self._claim_reminders, now):
@@ -107,8 +110,10 @@ class CheckinScheduler:
         missed = await asyncio.to_thread(self._record_missed, now)
         return {"sent": sent, "reminded": reminded, "missed": missed, "not_sent": not_sent}
 
-    async def _deliver(self, row: dict[str, Any], text: str, buttons: bool) -> bool:
+    async def _deliver(self, row: dict[str, Any], text: str, buttons: bool, neuro: bool = False) -> bool:
         keyboard = [(self.texts.button_none, BUTTON_NONE), (self.texts.button_yes, BUTTON_YES)] if buttons else []
+        if keyboard and neuro and self.neuro_button:
+            keyboard.append((self.neuro_button, NEURO_START))
         try:
             await self.send(int(row["chat_id"]), text, keyboard)
         except Exception as exc:  # Telegram refused or is unreachable: the next round tries again while fresh
@@ -207,9 +212,11 @@ class CheckinScheduler:
                     taken.append({**dict(row), "taken_over": True})
         return taken
 
-    def _mark(self, key: str, status_was: str, **values: Any) -> None:
+    def _mark_sent(self, key: str, at: float) -> None:
+        """Sent; a patient who answered between Telegram's receipt and this (a quick tap) stays answered."""
         with self.engine.begin() as conn:
-            conn.execute(sa.update(CHECKINS).where(CHECKINS.c.key == key, CHECKINS.c.status == status_was).values(**values))
+            conn.execute(sa.update(CHECKINS).where(CHECKINS.c.key == key).values(sent_at=at))
+            conn.execute(sa.update(CHECKINS).where(CHECKINS.c.key == key, CHECKINS.c.status == "claimed").values(status="sent"))
 
     def _claim_reminders(self, now: float) -> list[dict[str, Any]]:
         claimed = []
@@ -256,13 +263,14 @@ class CheckinScheduler:
 
 
 def _answer_open(conn: sa.engine.Connection, chat_id: int, at: float) -> int:
-    """Every check-in of this chat sent before `at` and still waiting counts as answered."""
+    """Every check-in of this chat sent (or being sent: the patient may tap before the relay has
+    recorded the send) before `at` and still waiting counts as answered."""
+    waiting = sa.or_(
+        sa.and_(CHECKINS.c.status == "sent", CHECKINS.c.sent_at <= at),
+        sa.and_(CHECKINS.c.status == "claimed", CHECKINS.c.claimed_at <= at),
+    )
     return int(
-        conn.execute(
-            sa.update(CHECKINS)
-            .where(CHECKINS.c.chat_id == chat_id, CHECKINS.c.status == "sent", CHECKINS.c.sent_at <= at)
-            .values(status="answered", answered_at=at)
-        ).rowcount
+        conn.execute(sa.update(CHECKINS).where(CHECKINS.c.chat_id == chat_id, waiting).values(status="answered", answered_at=at)).rowcount
     )
 
 

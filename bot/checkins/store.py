@@ -43,6 +43,26 @@ CHECKINS = sa.Table(
     sa.Column("missed_at", sa.Float),
 )
 
+# One caregiver neuro check (neuro.py): its answers in order, one letter per item ("p" right,
+# "f" not right). Compared per sender (the pseudonymous chat), the first complete one is the baseline.
+NEURO_CHECKS = sa.Table(
+    "neuro_checks",
+    metadata,
+    sa.Column("id", sa.String(24), primary_key=True),
+    sa.Column("sender_id", sa.String(255), nullable=False, index=True),
+    sa.Column("chat_id", sa.BigInteger, nullable=False),
+    sa.Column("code", sa.String(64)),  # the enrolment, when the chat is linked to one
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    # open → complete | escalated (an item right before was not right) | stopped | abandoned
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("answers", sa.String(64), nullable=False, server_default=""),
+    sa.Column("item_ids", sa.Text, nullable=False),  # the items asked, comma-separated (data/neurocheck.yml may change)
+    sa.Column("score", sa.Integer),
+    sa.Column("baseline", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("baseline_score", sa.Integer),  # the baseline's, when this check was compared with one
+)
+
 
 def create_checkin_tables(engine: sa.engine.Engine) -> None:
     from bot.clinic.schema import create_tables

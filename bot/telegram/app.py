@@ -48,6 +48,7 @@ COMMANDS = [
     ("restart", "Start a new conversation"),
     ("forget", "Delete what this chat has stored"),
     ("checkins", "Turn your care team's check-ins off or on"),
+    ("neurocheck", "A short thinking check a caregiver does with the patient"),
 ]
 
 
@@ -132,6 +133,7 @@ def build_application(settings: Settings, relay: Relay, claims: MessageClaims | 
             CommandHandler("restart", relay.on_restart, filters=filters.UpdateType.MESSAGES),
             CommandHandler("forget", relay.on_forget, filters=filters.UpdateType.MESSAGES),
             CommandHandler("checkins", relay.on_checkins, filters=filters.UpdateType.MESSAGES),
+            CommandHandler("neurocheck", relay.on_neurocheck, filters=filters.UpdateType.MESSAGES),
             MessageHandler(filters.UpdateType.MESSAGES & filters.COMMAND, relay.on_unknown_command),
             MessageHandler(text_messages, relay.on_text),
             CallbackQueryHandler(relay.on_button),

@@ -120,13 +120,18 @@ class Relay:
         if query is None or chat is None:
             return
         data = query.data or ""
-        if data.startswith("checkin:") and self.checkins is not None:
+        if data.startswith(("checkin:", "neuro:")) and self.checkins is not None:
             with contextlib.suppress(TelegramError):
                 await query.answer()
             if query.message is not None:
                 with contextlib.suppress(BadRequest):
                     await query.edit_message_reply_markup(reply_markup=None)
-            await self.checkins.button(chat.id, data, lambda text: self._send(context.bot, chat.id, text))
+            if data.startswith("neuro:"):
+                await self.checkins.neuro_button(
+                    chat.id, self._sender(chat.id), data, lambda found: self._neuro_report(context.bot, chat.id, found)
+                )
+            else:
+                await self.checkins.button(chat.id, data, lambda text: self._send(context.bot, chat.id, text))
             return
         if data in (FORGET_YES, FORGET_NO):
             work = self._spawn(self._forget(context.bot, chat.id, confirmed=data == FORGET_YES))
@@ -165,6 +170,23 @@ class Relay:
             return
         argument = (context.args[0].lower() if context.args else "")[:8]
         await self._send(context.bot, update.effective_chat.id, await self.checkins.command(update.effective_chat.id, argument))
+
+    async def on_neurocheck(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """`/neurocheck`: the caregiver neuro check (bot/checkins/neuro.py), enrolled or not."""
+        if update.effective_chat is None:
+            return
+        if self.checkins is None:
+            await self._send(context.bot, update.effective_chat.id, self.texts["unknown_command"])
+            return
+        await self.checkins.neuro_start(update.effective_chat.id, self._sender(update.effective_chat.id))
+
+    async def _neuro_report(self, bot: Bot, chat_id: int, found: dict[str, Any]) -> None:
+        """An escalated neuro check goes to Rasa like a message (intent fixed, the findings in its
+        metadata), so the triage decides and replies: 911 advice, and the clinic's emergency."""
+        item = self._inbound(
+            chat_id, "/report_symptoms", f"neuro:{found['check']}", {"neuro_check": found}, None, fallback=self.texts.failsafe_emergency
+        )
+        await self.handle(bot, item)
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.effective_chat:

@@ -165,3 +165,30 @@ async def test_nothing_recognised_still_gets_a_reply() -> None:
     dispatcher = CollectingDispatcher()
     await ActionTriage().run(dispatcher, tracker("hmm", "report_symptoms"), DOMAIN)
     assert [m["response"] for m in dispatcher.messages] == ["utter_unknown_symptom"]
+
+
+async def test_an_escalated_neuro_check_in_the_metadata_is_an_emergency_naming_the_item() -> None:
+    """The relay reports a caregiver's neuro check as `/report_symptoms` with the findings in its metadata."""
+    dispatcher = CollectingDispatcher()
+    found = {
+        "check": "abc",
+        "findings": [
+            {"symptom": "speech_difficulty", "item": "object_2", "evidence": "caregiver neuro check: naming the second object not right"}
+        ],
+    }
+    t = tracker("/report_symptoms", "report_symptoms")
+    t.latest_message["metadata"] = {"telegram": {"neuro_check": found}}
+    events = await ActionTriage().run(dispatcher, t, DOMAIN)
+    assert dispatcher.messages[0]["response"] == "utter_emergency"
+    assert slot(events, "triage_level") == "emergency" and slot(events, "symptoms") == ["speech_difficulty"]
+    assert any("naming the second object" in r and "speech_difficulty → emergency" in r for r in slot(events, "triage_reasons"))
+
+
+async def test_a_malformed_or_unknown_structured_report_adds_nothing() -> None:
+    for metadata in ({"telegram": {"neuro_check": "yes"}}, {"telegram": {"neuro_check": {"findings": [{"symptom": "sneezing"}, 3]}}}, None):
+        dispatcher = CollectingDispatcher()
+        t = tracker("/report_symptoms", "report_symptoms")
+        t.latest_message["metadata"] = metadata
+        events = await ActionTriage().run(dispatcher, t, DOMAIN)
+        assert not [e for e in events if e.get("name") == "triage_level" and e.get("value") != "none"]
+        assert dispatcher.messages  # never silent

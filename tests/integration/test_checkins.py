@@ -118,3 +118,37 @@ def test_a_linked_patient_gets_check_ins_and_every_answer_is_handled(rig: tuple[
     fake.push_text(CHAT, "/checkins off")
     fake.wait_for(CHAT, lambda s: "Check-ins are off" in str(s.params.get("text")), timeout=15, after=count)
     engine.dispose()
+
+
+def test_a_caregiver_neuro_check_below_its_baseline_escalates_through_the_triage(rig: tuple[RelayRig, str, list[datetime]]) -> None:
+    """/neurocheck on an unlinked chat: a full baseline, then "the month" not right → Rasa's emergency
+    advice with 911, the reason naming the item in the conversation's triage."""
+    relay, _, _ = rig
+    fake, chat = relay.fake, CHAT + 7
+
+    def tap_through(verdicts: str) -> None:
+        for verdict in verdicts:
+            question = fake.wait_for(chat, lambda s: "neuro:" in json.dumps(s.params.get("reply_markup") or {}), after=len(seen))
+            seen.extend(fake.sent(chat)[len(seen) :])
+            data = [b["callback_data"] for row in question.params["reply_markup"]["inline_keyboard"] for b in row]
+            fake.push_callback(chat, question, next(d for d in data if d.endswith(":" + verdict)))
+
+    seen: list = []
+    fake.push_text(chat, "/neurocheck")
+    intro = fake.wait_for(chat, lambda s: "not a medical assessment" in str(s.params.get("text")), timeout=20)
+    assert intro is not None
+    tap_through("p" * 10)
+    done = fake.wait_for(chat, lambda s: "baseline" in str(s.params.get("text")), timeout=20, after=len(seen))
+    assert "10/10" in done.params["text"]
+
+    seen[:] = fake.sent(chat)
+    fake.push_text(chat, "/neurocheck")
+    tap_through("pf")  # the month
+    advice = fake.wait_for(chat, lambda s: "911" in str(s.params.get("text")), timeout=30, after=len(seen))
+    why = fake.wait_for(chat, lambda s: "the month" in str(s.params.get("text")), timeout=30, after=len(seen))
+    assert fake.sent(chat).index(advice) <= fake.sent(chat).index(why), "911 first"
+    slots = relay.tracker(chat)["slots"]
+    assert slots["triage_level"] == "emergency" and "confusion" in slots["symptoms"]
+    assert any("the month not right" in r and "confusion → emergency" in r for r in slots["triage_reasons"])
+    questions = [s for s in fake.sent(chat) if "neuro:" in json.dumps(s.params.get("reply_markup") or {})]
+    assert len(questions) == 12, "10 questions, then 2 until the item right before was not right: each asked once"

@@ -1,0 +1,232 @@
+"""The caregiver neuro check (`/neurocheck`): questions and scoring from data/neurocheck.yml.
+
+A caregiver asks the patient each question and taps whether the answer was right; each tap is one
+conditional UPDATE of the check's row, so a double tap or a tap on an old question changes
+nothing. The first complete check of a chat is its baseline. An answer not right on an item that
+was right in an earlier check stops the check at once: that item's symptom (`confusion` or
+`speech_difficulty`) is reported to the triage like any other message (`findings()`), so the
+caregiver gets 911 advice and the clinic an emergency whose reason names the item. Stopping
+there is deliberate: a check is not finished while someone should be calling for help.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+from sqlalchemy.engine import Engine
+
+from bot import PROJECT_ROOT
+from bot.checkins.store import CHATS, NEURO_CHECKS
+from bot.clinic import worklist
+
+DEFAULT_PATH = PROJECT_ROOT / "data" / "neurocheck.yml"
+CONFIG_ENV = "CRS_NEUROCHECK"
+PREFIX = "neuro:"  # callback data: neuro:<check id>:<item index>:<p|f|s>, or neuro:start
+START = PREFIX + "start"
+PASS, FAIL, STOP = "p", "f", "s"
+TEXT_KEYS = (
+    "intro", "question", "button_pass", "button_fail", "button_stop",
+    "baseline_full", "baseline_not_full", "same", "better", "worse", "stopped", "expired",
+    "button_start", "unavailable",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    name: str  # what the reason and the clinic call it ("the year")
+    symptom: str  # data/symptoms.yml id a newly failed answer reports
+    ask: str
+
+
+@dataclass(frozen=True)
+class NeuroConfig:
+    items: tuple[Item, ...]
+    baseline_not_full_level: str
+    abandon_after_s: float
+    texts: dict[str, str]
+
+    def item(self, item_id: str) -> Item | None:
+        return next((i for i in self.items if i.id == item_id), None)
+
+
+@lru_cache(maxsize=4)
+def load_neuro_config(path: str | None = None) -> NeuroConfig:
+    """Read and check data/neurocheck.yml (or `CRS_NEUROCHECK`): a broken file fails at start-up, not mid-check."""
+    from bot.nlu.knowledge import load_knowledge_base
+
+    source = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_PATH)
+    raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    symptoms = load_knowledge_base().symptoms
+    items = []
+    for entry in raw.get("items") or []:
+        item = Item(str(entry["id"]), str(entry["name"]), str(entry["symptom"]), str(entry["ask"]))
+        if item.symptom not in symptoms:
+            raise ValueError(f"{source}: item {item.id}: unknown symptom {item.symptom!r}")
+        items.append(item)
+    ids = [i.id for i in items]
+    if not items or len(set(ids)) != len(ids) or any(":" in i or "," in i for i in ids):
+        raise ValueError(f"{source}: items need unique ids without ':' or ','")
+    level = str(raw.get("baseline_not_full_level", "urgent"))
+    if level not in ("monitor", "urgent", "emergency"):
+        raise ValueError(f"{source}: baseline_not_full_level must be monitor, urgent or emergency")
+    texts = {k: str(v).strip() for k, v in (raw.get("texts") or {}).items()}
+    missing = [k for k in TEXT_KEYS if k not in texts]
+    if missing:
+        raise ValueError(f"{source}: texts: missing {', '.join(missing)}")
+    return NeuroConfig(tuple(items), level, float(raw.get("abandon_after_min", 30)) * 60, texts)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the caregiver gets after a tap (or /neurocheck)."""
+
+    kind: str  # question | complete | escalated | stopped | expired
+    check_id: str = ""
+    index: int = 0  # the question to ask (kind "question")
+    score: int = 0
+    baseline_score: int | None = None  # None: this check is the baseline
+    failed: tuple[str, ...] = ()  # item ids not right in this check
+    newly_failed: str | None = None  # the item, right before, that was not right now (kind "escalated")
+
+
+def start(engine: Engine, config: NeuroConfig, chat_id: int, sender_id: str, now: float) -> Step:
+    """A new check; any check of this chat still open is abandoned (one at a time)."""
+    check_id = secrets.token_hex(6)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(NEURO_CHECKS)
+            .where(NEURO_CHECKS.c.chat_id == chat_id, NEURO_CHECKS.c.status == "open")
+            .values(status="abandoned", finished_at=now)
+        )
+        code = conn.execute(sa.select(CHATS.c.code).where(CHATS.c.chat_id == chat_id).order_by(CHATS.c.linked_at.desc())).scalar()
+        conn.execute(
+            sa.insert(NEURO_CHECKS).values(
+                id=check_id, sender_id=sender_id, chat_id=chat_id, code=code, started_at=now, status="open",
+                answers="", item_ids=",".join(i.id for i in config.items),
+            )
+        )  # fmt: skip
+    return Step("question", check_id, 0)
+
+
+def parse(data: str) -> tuple[str, int, str] | None:
+    """`neuro:<id>:<index>:<p|f|s>` → (id, index, verdict); None for anything else."""
+    parts = data.split(":")
+    if len(parts) != 4 or parts[0] + ":" != PREFIX or parts[3] not in (PASS, FAIL, STOP) or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2]), parts[3]
+
+
+def answer(
+    engine: Engine, config: NeuroConfig, tracking: worklist.Tracking, check_id: str, index: int, verdict: str, now: float
+) -> Step | None:
+    """Record one tap. None: a repeated or out-of-date tap (nothing changes, nothing to say)."""
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(NEURO_CHECKS).where(NEURO_CHECKS.c.id == check_id)).mappings().first()
+        if row is None or row["status"] != "open":
+            return Step("expired", check_id) if row is None or row["status"] == "abandoned" else None
+        if len(row["answers"]) != index:
+            return None  # a double tap, or a button of an earlier question
+        if now - row["started_at"] > config.abandon_after_s:
+            _finish(conn, row, "abandoned", now)
+            return Step("expired", check_id)
+        if verdict == STOP:
+            _finish(conn, row, "stopped", now)
+            return Step("stopped", check_id)
+        answers = row["answers"] + verdict
+        item_ids = row["item_ids"].split(",")
+        passed_before = _passed_before(conn, row["sender_id"], row["started_at"])
+        baseline = _baseline(conn, row["sender_id"], row["started_at"])
+        item_id = item_ids[index]
+        failed = tuple(i for i, a in zip(item_ids, answers, strict=False) if a == FAIL)
+        score = answers.count(PASS)
+        baseline_score = baseline["score"] if baseline is not None else None
+        if verdict == FAIL and item_id in passed_before:
+            status, kind = "escalated", "escalated"
+        elif len(answers) == len(item_ids):
+            status, kind = "complete", "complete"
+        else:
+            status, kind = "open", "question"
+        done = status != "open"
+        moved = conn.execute(
+            sa.update(NEURO_CHECKS)
+            .where(NEURO_CHECKS.c.id == check_id, NEURO_CHECKS.c.status == "open", NEURO_CHECKS.c.answers == row["answers"])
+            .values(
+                answers=answers, status=status, finished_at=now if done else None, score=score if done else None,
+                baseline=status == "complete" and baseline is None, baseline_score=baseline_score if done else None,
+            )
+        ).rowcount  # fmt: skip
+        if not moved:
+            return None  # the same tap, handled by another replica a moment ago
+        if status == "complete" and baseline is None and failed:
+            names = ", ".join(config.item(i).name if config.item(i) else i for i in failed)  # type: ignore[union-attr]
+            reason = (
+                f"caregiver neuro check, first one (baseline): {score}/{len(item_ids)}, not right: {names}"
+                f" → baseline_not_full → {config.baseline_not_full_level} (neuro check)"
+            )
+            worklist.open_item(conn, tracking, row["sender_id"], config.baseline_not_full_level, now, reason)
+    return Step(
+        kind, check_id, len(answers), score, baseline_score, failed, newly_failed=item_id if kind == "escalated" else None
+    )  # fmt: skip
+
+
+def _finish(conn: sa.engine.Connection, row: Any, status: str, now: float) -> None:
+    still_open = sa.and_(NEURO_CHECKS.c.id == row["id"], NEURO_CHECKS.c.status == "open")
+    conn.execute(sa.update(NEURO_CHECKS).where(still_open).values(status=status, finished_at=now))
+
+
+def _baseline(conn: sa.engine.Connection, sender_id: str, before: float) -> Any:
+    return (
+        conn.execute(
+            sa.select(NEURO_CHECKS)
+            .where(NEURO_CHECKS.c.sender_id == sender_id, NEURO_CHECKS.c.baseline.is_(sa.true()), NEURO_CHECKS.c.started_at < before)
+            .order_by(NEURO_CHECKS.c.started_at)
+        )
+        .mappings()
+        .first()
+    )
+
+
+def _passed_before(conn: sa.engine.Connection, sender_id: str, before: float) -> set[str]:
+    """Items answered right in an earlier check that counted (complete or escalated; not stopped or abandoned)."""
+    passed: set[str] = set()
+    rows = conn.execute(
+        sa.select(NEURO_CHECKS.c.item_ids, NEURO_CHECKS.c.answers).where(
+            NEURO_CHECKS.c.sender_id == sender_id,
+            NEURO_CHECKS.c.status.in_(("complete", "escalated")),
+            NEURO_CHECKS.c.started_at < before,
+        )
+    )
+    for item_ids, answers in rows:
+        passed.update(i for i, a in zip(item_ids.split(","), answers, strict=False) if a == PASS)
+    return passed
+
+
+def findings(config: NeuroConfig, step: Step) -> dict[str, Any]:
+    """What the relay hands the triage for an escalated check (message metadata `neuro_check`)."""
+    item = config.item(step.newly_failed or "")
+    name = item.name if item else str(step.newly_failed)
+    return {
+        "check": step.check_id,
+        "findings": [
+            {
+                "symptom": item.symptom if item else "confusion",
+                "item": step.newly_failed,
+                "evidence": f"caregiver neuro check: {name} not right, right in an earlier check",
+            }
+        ],
+    }
+
+
+def checks_of(engine: Engine, sender_id: str) -> list[dict[str, Any]]:
+    """Every check of one patient, oldest first (the clinic's patient page)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(NEURO_CHECKS).where(NEURO_CHECKS.c.sender_id == sender_id).order_by(NEURO_CHECKS.c.started_at))
+        return [dict(r) for r in rows.mappings()]
