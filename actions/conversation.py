@@ -82,20 +82,6 @@ class MessageFindings:
         return bool(self.present or self.absent or self.worsening)
 
 
-def reported_entities(metadata: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Symptoms a structured report carries in the message's metadata: the relay's escalated
-    caregiver neuro check (bot/checkins/neuro.py), one present symptom per item, the item as
-    evidence. Unknown symptoms are dropped by `MessageFindings.from_entities`; a forged report
-    can only raise a level, as typing the same words could."""
-    check = ((metadata or {}).get("telegram") or {}).get("neuro_check") or {}
-    found = check.get("findings") if isinstance(check, Mapping) else None
-    return [
-        {"entity": "symptom", "value": str(f.get("symptom")), "role": "present", "evidence": str(f.get("evidence") or "")[:200]}
-        for f in (found if isinstance(found, list) else [])
-        if isinstance(f, Mapping)
-    ]
-
-
 @dataclass(frozen=True)
 class TriageState:
     """The triage-relevant slots of one conversation."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -230,3 +231,17 @@ def checks_of(engine: Engine, sender_id: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(NEURO_CHECKS).where(NEURO_CHECKS.c.sender_id == sender_id).order_by(NEURO_CHECKS.c.started_at))
         return [dict(r) for r in rows.mappings()]
+
+
+def reported_entities(metadata: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Symptoms a structured report carries in the message's metadata: the relay's escalated
+    caregiver neuro check (bot/checkins/neuro.py), one present symptom per item, the item as
+    evidence. Unknown symptoms are dropped by `MessageFindings.from_entities`; a forged report
+    can only raise a level, as typing the same words could."""
+    check = ((metadata or {}).get("telegram") or {}).get("neuro_check") or {}
+    found = check.get("findings") if isinstance(check, Mapping) else None
+    return [
+        {"entity": "symptom", "value": str(f.get("symptom")), "role": "present", "evidence": str(f.get("evidence") or "")[:200]}
+        for f in (found if isinstance(found, list) else [])
+        if isinstance(f, Mapping)
+    ]

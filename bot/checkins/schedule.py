@@ -143,3 +143,13 @@ def due_between(config: CheckinConfig, code: str, kind: str, infusion: date, zon
                     due = Due(code, at, local, day, window.missed_level, t in window.neuro_times)
                     found.setdefault(due.key, due)  # two times moved to the same minute: one check-in
     return sorted(found.values(), key=lambda d: d.at)
+
+
+def due_for(config: CheckinConfig, code: str, kind: str, anchors: list[date], zone: ZoneInfo, start: float, end: float) -> list[Due]:
+    """`due_between` from each dose (the infusion, then a bispecific's step-up doses): one schedule
+    per dose, a check-in two doses put at the same minute sent once, its day counted from the later dose."""
+    found: dict[str, Due] = {}
+    for anchor in sorted(anchors):
+        for due in due_between(config, code, kind, anchor, zone, start, end):
+            found[due.key] = due
+    return sorted(found.values(), key=lambda d: d.at)

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from bot.checkins.neuro import START as NEURO_START
-from bot.checkins.schedule import CheckinConfig, Due, due_between
+from bot.checkins.schedule import CheckinConfig, Due, due_for
 from bot.checkins.store import CHATS, CHECKINS
 from bot.clinic import worklist
 from bot.clinic.schema import ENROLMENTS
@@ -129,7 +129,7 @@ class CheckinScheduler:
     # ------------------------------------------------------------------ claims
     def _enrolled_chats(self) -> list[dict[str, Any]]:
         query = (
-            sa.select(CHATS, ENROLMENTS.c.therapy, ENROLMENTS.c.infusion_date, ENROLMENTS.c.timezone)
+            sa.select(CHATS, ENROLMENTS.c.therapy, ENROLMENTS.c.infusion_date, ENROLMENTS.c.timezone, ENROLMENTS.c.dose_dates)
             .select_from(CHATS.join(ENROLMENTS, ENROLMENTS.c.code == CHATS.c.code))
             .where(CHATS.c.opted_out.is_(sa.false()), ENROLMENTS.c.checkins == "active", ENROLMENTS.c.infusion_date.is_not(None))
         )
@@ -141,14 +141,15 @@ class CheckinScheduler:
         therapy = kb.therapy(chat["therapy"]) if chat["therapy"] else None
         kind = therapy.kind if therapy else ""
         try:
-            infusion = date.fromisoformat(chat["infusion_date"])
+            doses = [chat["infusion_date"], *(d for d in (chat["dose_dates"] or "").split(",") if d)]
+            anchors = [date.fromisoformat(d) for d in doses]
             zone = ZoneInfo(chat["timezone"]) if chat["timezone"] else self.default_zone
         except (ValueError, KeyError) as exc:
             log.error("checkins.bad_enrolment type=%s", type(exc).__name__)
             return []
         # nothing from before the chat was linked; a day back, to record what a relay that was down missed
         since = max(chat["linked_at"], now - self.config.stale_after_s - LOOKBACK_S)
-        return due_between(self.config, chat["code"], kind, infusion, zone, since, now + 1e-6)
+        return due_for(self.config, chat["code"], kind, anchors, zone, since, now + 1e-6)
 
     def _due_rows(self, now: float) -> tuple[list[dict[str, Any]], int]:
         """Check-ins due now that nobody claimed yet (and claims abandoned by a dead owner); ones

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from bot.checkins.neuro import reported_entities
 from bot.clinic.schema import ENROLMENTS, EVENTS, STATE, SUMMARIES
 from bot.clinic.worklist import Episodes, Tracking
 from bot.nlu.knowledge import LEVEL_RANK, load_knowledge_base
@@ -414,7 +415,10 @@ def load_conversation(engine: Engine, sender_id: str) -> Conversation | None:
         data = _json(e.data)
         if e.type_name == "user":
             turn = Turn(e.timestamp, "patient", str(data.get("text") or ""))
-            for entity in (data.get("parse_data") or {}).get("entities") or []:
+            reported = reported_entities(data.get("metadata"))  # a caregiver's neuro check, not typed words
+            if reported:
+                turn.text = "[caregiver neuro check] " + "; ".join(str(r["evidence"]) for r in reported)
+            for entity in [*((data.get("parse_data") or {}).get("entities") or []), *reported]:
                 # a reading of the patient now: not "what if it hits 104F", not someone else's, not an old one
                 if entity.get("entity") == "vital" and entity.get("role", "measured") == "measured":
                     turn.vitals.append(vital_reading(entity))

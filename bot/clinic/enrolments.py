@@ -9,16 +9,18 @@ the highest-risk handling without being asked.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot.checkins.store import CHECKINS
+from bot.checkins.store import CHATS, CHECKINS, NEURO_CHECKS
 from bot.clinic.schema import ENROLMENTS
 from bot.nlu.knowledge import load_knowledge_base
 
@@ -35,6 +37,18 @@ class Enrolment:
     label: str
     therapy: str  # knowledge-base therapy id, or "" when none
     infusion_date: str | None
+    timezone: str | None = None  # the patient's, for check-in times (CLINIC_TIMEZONE when None)
+    dose_dates: tuple[str, ...] = ()  # later step-up doses (ISO dates)
+    checkins: str = "active"
+
+    @property
+    def anchors(self) -> list[date]:
+        """The dates check-in schedules count days from: the infusion (first dose), then each later dose."""
+        days = []
+        for value in (self.infusion_date, *self.dose_dates):
+            with contextlib.suppress(TypeError, ValueError):
+                days.append(date.fromisoformat(value or ""))
+        return sorted(set(days))
 
     def therapy_context(self) -> dict[str, Any] | None:
         """Slots the triage takes from this enrolment (None if no therapy is recorded)."""
@@ -54,33 +68,54 @@ def new_code() -> str:
     return f"{raw[:4]}-{raw[4:]}"
 
 
-def create(engine: Engine, label: str, therapy: str, infusion_date: str, created_by: str) -> Enrolment:
+def create(
+    engine: Engine, label: str, therapy: str, infusion_date: str, created_by: str, timezone: str = "", dose_dates: str = ""
+) -> Enrolment:
     label = " ".join(label.split())[:120]
     if not label:
         raise EnrolmentError("a patient label is needed")
     if therapy and load_knowledge_base().therapy(therapy) is None:
         raise EnrolmentError("unknown therapy")
-    day: str | None = None
-    if infusion_date:
+    day = _iso_date(infusion_date, "infusion date") if infusion_date else None
+    zone = timezone.strip() or None
+    if zone is not None:
         try:
-            day = date.fromisoformat(infusion_date).isoformat()
-        except ValueError:
-            raise EnrolmentError("infusion date must be YYYY-MM-DD") from None
-    enrolment = Enrolment(new_code(), label, therapy, day)
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise EnrolmentError("time zone must be a name like America/Chicago") from None
+    doses = tuple(sorted({_iso_date(d.strip(), "dose dates") for d in dose_dates.replace(";", ",").split(",") if d.strip()}))
+    if len(doses) > 8:
+        raise EnrolmentError("at most 8 later dose dates")
+    if doses and day is None:
+        raise EnrolmentError("later dose dates need the first dose (infusion) date")
+    enrolment = Enrolment(new_code(), label, therapy, day, zone, doses)
     with engine.begin() as conn:
         conn.execute(
             sa.insert(ENROLMENTS).values(
-                code=enrolment.code, label=label, therapy=therapy, infusion_date=day, created_by=created_by, created_at=time.time()
+                code=enrolment.code, label=label, therapy=therapy, infusion_date=day, created_by=created_by, created_at=time.time(),
+                timezone=zone, dose_dates=",".join(doses) or None,
             )
-        )
+        )  # fmt: skip
     return enrolment
+
+
+def _iso_date(value: str, what: str) -> str:
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise EnrolmentError(f"{what} must be YYYY-MM-DD") from None
 
 
 def find(engine: Engine, code: str) -> Enrolment | None:
     code = code.strip().upper()
     with engine.connect() as conn:
         row = conn.execute(sa.select(ENROLMENTS).where(ENROLMENTS.c.code == code)).mappings().first()
-    return Enrolment(row["code"], row["label"], row["therapy"], row["infusion_date"]) if row else None
+    return _enrolment(row) if row else None
+
+
+def _enrolment(row: Any) -> Enrolment:
+    doses = tuple(d for d in (row["dose_dates"] or "").split(",") if d)
+    return Enrolment(row["code"], row["label"], row["therapy"], row["infusion_date"], row["timezone"], doses, row["checkins"])
 
 
 CHECKIN_STATES = ("active", "paused", "stopped")
@@ -99,6 +134,44 @@ def checkins_of(engine: Engine, code: str, limit: int = 200) -> list[dict[str, A
     with engine.connect() as conn:
         rows = conn.execute(sa.select(CHECKINS).where(CHECKINS.c.code == code).order_by(CHECKINS.c.due_at.desc()).limit(limit)).mappings()
         return [dict(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class CheckinPlan:
+    """What the patient page says about an enrolment's check-ins: on or not, and why; what comes next."""
+
+    state: str  # the clinic's: active | paused | stopped
+    linked: bool  # a chat sent /start <code>
+    opted_out: bool  # the patient sent /checkins off
+    zone: str
+    upcoming: list[Any]  # bot.checkins.schedule.Due, the next ones
+
+    @property
+    def running(self) -> bool:
+        return self.state == "active" and self.linked and not self.opted_out
+
+
+def checkin_plan(engine: Engine, enrolment: Enrolment, default_zone: str, now: float, days: int = 7) -> CheckinPlan:
+    """The schedule of data/checkins.yml applied to this enrolment for the next `days` days."""
+    from bot.checkins.schedule import due_for, load_checkin_config
+
+    with engine.connect() as conn:
+        chat = conn.execute(sa.select(CHATS.c.opted_out).where(CHATS.c.code == enrolment.code)).first()
+    zone = enrolment.timezone or default_zone
+    therapy = load_knowledge_base().therapy(enrolment.therapy) if enrolment.therapy else None
+    upcoming = []
+    if therapy is not None and enrolment.anchors:
+        upcoming = due_for(load_checkin_config(), enrolment.code, therapy.kind, enrolment.anchors, ZoneInfo(zone), now, now + days * 86400)
+    return CheckinPlan(enrolment.checkins, chat is not None, bool(chat and chat.opted_out), zone, upcoming)
+
+
+def neuro_checks_of(engine: Engine, code: str, limit: int = 200) -> list[dict[str, Any]]:
+    """The caregiver neuro checks done in this enrolment's chat, oldest first (scores over time)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(NEURO_CHECKS).where(NEURO_CHECKS.c.code == code).order_by(NEURO_CHECKS.c.started_at.desc()).limit(limit)
+        ).mappings()  # fmt: skip
+        return [dict(r) for r in reversed(list(rows))]
 
 
 def all_enrolments(engine: Engine) -> list[dict[str, Any]]:

@@ -62,6 +62,8 @@ ENROLMENTS = sa.Table(
     # proactive check-ins (bot/checkins): active | paused | stopped, in this zone (CLINIC_TIMEZONE if null)
     sa.Column("checkins", sa.String(16), nullable=False, server_default="active"),
     sa.Column("timezone", sa.String(64)),
+    # a bispecific's later (step-up) doses, ISO dates comma-separated: check-ins follow each dose too
+    sa.Column("dose_dates", sa.String(200)),
 )
 
 SUMMARIES = sa.Table(

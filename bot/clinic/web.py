@@ -433,6 +433,8 @@ async def enrolments_page(request: Request) -> Response:
                 str(form.get("therapy", "")),
                 str(form.get("infusion_date", "")),
                 _staff(request).username,  # type: ignore[union-attr]
+                timezone=str(form.get("timezone", ""))[:64],
+                dose_dates=str(form.get("dose_dates", ""))[:200],
             )
             await _audit(request, "create-enrolment", created.label)
         except enrolments.EnrolmentError as exc:
@@ -441,7 +443,17 @@ async def enrolments_page(request: Request) -> Response:
         await _audit(request, "view-enrolments")
     therapies = sorted(conversations.load_knowledge_base().therapies, key=lambda t: t.name.lower())
     rows = await asyncio.to_thread(enrolments.all_enrolments, engine)
-    return page(request, "enrolments.html", rows=rows, therapies=therapies, created=created, error=error, status=400 if error else 200)
+    return page(
+        request, "enrolments.html", rows=rows, therapies=therapies, created=created, error=error, status=400 if error else 200,
+        clinic_timezone=str(request.app.state.timezone), zones=COMMON_ZONES,
+    )  # fmt: skip
+
+
+# offered in the enrolment form's time-zone field (any IANA name is accepted)
+COMMON_ZONES = (
+    "America/New_York", "America/Chicago", "America/Denver", "America/Phoenix", "America/Los_Angeles", "America/Anchorage",
+    "Pacific/Honolulu", "America/Puerto_Rico", "America/Toronto", "America/Vancouver", "Europe/London", "Europe/Berlin", "UTC",
+)  # fmt: skip
 
 
 @login_required()
@@ -455,14 +467,29 @@ async def patient_page(request: Request) -> Response:
     convs = [c for row in timeline if (c := await asyncio.to_thread(conversations.load_conversation, engine, row.sender_id))]
     readings = [(turn.at, v) for conv in convs for turn in conv.turns if turn.at for v in turn.vitals]
     checkins = await asyncio.to_thread(enrolments.checkins_of, engine, enrolment.code)
+    plan = await asyncio.to_thread(enrolments.checkin_plan, engine, enrolment, str(request.app.state.timezone), time.time())
+    neuro_checks = await asyncio.to_thread(enrolments.neuro_checks_of, engine, enrolment.code)
     await _audit(request, "view-patient", enrolment.label)
     start = _infusion_start(enrolment, request.app.state.timezone)
     t = conversations.load_knowledge_base().thresholds["temperature"]
     chart = charts.vitals_chart(readings, start, t["fever_c"], t["high_fever_c"])
     return page(
         request, "patient.html", enrolment=enrolment, conversations=convs, readings=readings, chart=chart, chart_start=start,
-        checkins=checkins,
+        checkins=checkins, plan=plan, neuro_checks=_neuro_rows(neuro_checks),
     )  # fmt: skip
+
+
+def _neuro_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each check with its items not right, by the names data/neurocheck.yml gives them."""
+    from bot.checkins.neuro import FAIL, load_neuro_config
+
+    names = {i.id: i.name for i in load_neuro_config().items}
+    rows = []
+    for check in checks:
+        ids = check["item_ids"].split(",")
+        not_right = [names.get(i, i) for i, a in zip(ids, check["answers"], strict=False) if a == FAIL]
+        rows.append({**check, "max": len(ids), "asked": len(check["answers"]), "not_right": not_right})
+    return rows
 
 
 def _infusion_start(enrolment: enrolments.Enrolment, zone: ZoneInfo) -> float | None:

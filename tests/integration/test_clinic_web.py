@@ -371,9 +371,9 @@ def test_logout_ends_the_session(page: Page, clinic: Clinic) -> None:
 
 
 # ---------------------------------------------------------------------- worklist, chart, sessions, test traffic
-def relay_post(settings: Settings, sender: str, text: str, message_id: str, code: str | None = None) -> dict:
+def relay_post(settings: Settings, sender: str, text: str, message_id: str, code: str | None = None, **telegram: Any) -> dict:
     """A patient's message as the Telegram relay hands it to Rasa (with the deep-link code, if any)."""
-    metadata = {"telegram": {"enrolment_code": code}} if code else {}
+    metadata = {"telegram": {**({"enrolment_code": code} if code else {}), **telegram}} if code or telegram else {}
     return requests.post(
         f"{settings.rasa_url}/webhooks/relay/webhook",
         json={"sender": sender, "message": text, "message_id": message_id, "metadata": metadata},
@@ -475,6 +475,30 @@ def test_patient_page_charts_temperature_in_celsius_and_pulse_by_day_since_infus
     assert "102.5 °F (39.2 °C)" in readings and "pulse 128/min" in readings
     page.goto(f"{clinic.url}/conversations/{sender}")
     assert "102.5 °F (39.2 °C)" in page.locator(".transcript .vitals").first.inner_text()
+
+
+def test_an_escalated_neuro_check_reaches_the_transcript_and_the_worklist_naming_the_item(page: Page, clinic: Clinic) -> None:
+    """What the relay sends Rasa when a caregiver's neuro check drops below the baseline (bot/checkins/neuro.py)."""
+    sender = f"tg-neuro-{uuid.uuid4().hex[:8]}"
+    found = {
+        "check": "c1",
+        "findings": [
+            {"symptom": "confusion", "item": "month", "evidence": "caregiver neuro check: the month not right, right in an earlier check"}
+        ],
+    }  # noqa: E501
+    reply = relay_post(clinic.settings, sender, "/report_symptoms", "neuro:c1", neuro_check=found)
+    assert any("911" in str(m.get("text")) for m in reply["messages"]), reply
+    log_in(page, clinic)
+
+    def listed() -> bool:
+        page.goto(f"{clinic.url}/worklist")
+        return item_row(page, sender).count() == 1
+
+    wait_until(listed, timeout=20, what="the emergency on the worklist")
+    assert "the month not right" in item_row(page, sender).inner_text() and "emergency" in item_row(page, sender).inner_text().lower()
+    page.goto(f"{clinic.url}/conversations/{sender}")
+    transcript = page.locator(".transcript").inner_text()
+    assert "[caregiver neuro check] caregiver neuro check: the month not right" in transcript and "/report_symptoms" not in transcript
 
 
 def test_sessions_end_server_side_on_logout_and_when_an_account_is_disabled(browser: Browser, clinic: Clinic) -> None:
