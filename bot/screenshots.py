@@ -3,7 +3,7 @@
 A throw-away clinic app on a SQLite file filled with invented conversations (Rasa-format events,
 as bot/benchmarks/clinic.py makes them), photographed by Debian's chromium through Playwright,
 so the pictures show the running code and can be made again after a change. Writes
-docs/img/worklist.png and docs/img/patient-chart.png.
+docs/img/worklist.png, docs/img/patient-chart.png and docs/img/patient-checkins.png.
 """
 
 from __future__ import annotations
@@ -114,7 +114,42 @@ def fill(engine: sa.engine.Engine, now: float) -> str:
     items = {i.sender_id: i for i in worklist.items(engine, "all")[0]}
     worklist.acknowledge(engine, items["tg-b"].id, USER, now=now - 0.8 * 3600)
     worklist.close(engine, items["tg-d"].id, "nurse.lee", "sent_to_ed", "Called back, ambulance called, seen in ED", now=now - 4.6 * 3600)
+    _checkins(engine, code, infusion, now)
     return code
+
+
+def _checkins(engine: sa.engine.Engine, code: str, infusion: float, now: float) -> None:
+    """The same patient's check-ins (data/checkins.yml) and a caregiver's neuro checks: one missed
+    check-in, the last one waiting; evening neuro checks, the fourth below the baseline."""
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    from bot.checkins import neuro
+    from bot.checkins.schedule import due_for, load_checkin_config
+    from bot.checkins.scheduler import link_chat
+    from bot.checkins.store import CHECKINS, create_checkin_tables
+
+    create_checkin_tables(engine)
+    link_chat(engine, code, 4711, "tg-alvarez", now=infusion)
+    first = date.fromisoformat(time.strftime("%Y-%m-%d", time.gmtime(infusion)))
+    due = due_for(load_checkin_config(), code, "car_t", [first], ZoneInfo("UTC"), infusion, now)
+    with engine.begin() as conn:
+        for n, d in enumerate(due):
+            status = "sent" if n == len(due) - 1 else "missed" if n == 8 else "answered"
+            conn.execute(
+                sa.insert(CHECKINS).values(
+                    key=d.key, code=code, chat_id=4711, sender_id="tg-alvarez", due_at=d.at, day=d.day, missed_level=d.missed_level,
+                    neuro=d.neuro, status=status, owner="relay", claimed_at=d.at, sent_at=d.at + 2,
+                    reminded_at=d.at + 3600 if status == "missed" else None, answered_at=d.at + 600 if status == "answered" else None,
+                    missed_at=d.at + 7200 if status == "missed" else None,
+                )
+            )  # fmt: skip
+    config, tracking = neuro.load_neuro_config(), worklist.Tracking(levels=())
+    evenings = [d.at + 900 for d in due if d.neuro]
+    for at, answers in zip(evenings, ("p" * 10, "p" * 10, "p" * 10, "pf"), strict=False):
+        step = neuro.start(engine, config, 4711, "tg-alvarez", at)
+        for index, verdict in enumerate(answers):
+            neuro.answer(engine, config, tracking, step.check_id, index, verdict, at + 20 * (index + 1))
 
 
 def main() -> list[Path]:
@@ -150,6 +185,12 @@ def main() -> list[Path]:
                     page.goto(settings.clinic_url + path)
                     page.screenshot(path=str(OUT / name), full_page=True)
                     shots.append(OUT / name)
+                # the check-ins part of the same page: its state, the schedule ahead, what was sent, the neuro checks
+                top, bottom = page.locator("h2", has_text="Check-ins").bounding_box(), page.locator("#neuro-checks").bounding_box()
+                if top and bottom:
+                    clip = {"x": 0, "y": top["y"] - 12, "width": 1280, "height": bottom["y"] + bottom["height"] - top["y"] + 24}
+                    page.screenshot(path=str(OUT / "patient-checkins.png"), full_page=True, clip=clip)  # type: ignore[arg-type]
+                    shots.append(OUT / "patient-checkins.png")
                 browser.close()
         finally:
             stack.stop()
