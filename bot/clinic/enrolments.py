@@ -165,6 +165,24 @@ def checkin_plan(engine: Engine, enrolment: Enrolment, default_zone: str, now: f
     return CheckinPlan(enrolment.checkins, chat is not None, bool(chat and chat.opted_out), zone, upcoming)
 
 
+def overdue_checkins(engine: Engine, now: float, limit: int = 100) -> list[dict[str, Any]]:
+    """Check-ins sent and still unanswered past their reminder, oldest first: who is overdue before
+    it becomes a "no response" worklist item (`missed_after_min`)."""
+    from bot.checkins.schedule import load_checkin_config
+
+    config = load_checkin_config()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(CHECKINS.c.code, CHECKINS.c.due_at, CHECKINS.c.day, CHECKINS.c.missed_level, CHECKINS.c.reminded_at)
+            .add_columns(ENROLMENTS.c.label)
+            .select_from(CHECKINS.join(ENROLMENTS, ENROLMENTS.c.code == CHECKINS.c.code))
+            .where(CHECKINS.c.status == "sent", CHECKINS.c.due_at <= now - config.remind_after_s)
+            .order_by(CHECKINS.c.due_at)
+            .limit(limit)
+        ).mappings()  # fmt: skip
+        return [{**r, "missed_at": r["due_at"] + config.missed_after_s} for r in rows]
+
+
 def neuro_checks_of(engine: Engine, code: str, limit: int = 200) -> list[dict[str, Any]]:
     """The caregiver neuro checks done in this enrolment's chat, oldest first (scores over time)."""
     with engine.connect() as conn:

@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
@@ -355,6 +356,11 @@ async def _worklist(request: Request, error: str = "", status_code: int = 200) -
         page_no = 1
     offset = (page_no - 1) * WORKLIST_PAGE
     items, total = await asyncio.to_thread(worklist.items, _engine(request), status, level, WORKLIST_PAGE, offset)
+    try:
+        overdue = await asyncio.to_thread(enrolments.overdue_checkins, _engine(request), time.time())
+    except sa.exc.SQLAlchemyError as exc:  # the items above matter more than this list: never lose the page for it
+        log.error("clinic.overdue_checkins.failed type=%s", type(exc).__name__)
+        overdue = []
     await _audit(request, "view-worklist", "", urlencode({"status": status, "level": level}))
     config: alerts.AlertConfig = request.app.state.alert_config
     query = urlencode({k: v for k, v in (("status", status), ("level", level)) if v})
@@ -363,6 +369,7 @@ async def _worklist(request: Request, error: str = "", status_code: int = 200) -
         levels=config.levels, escalate_after=[(lv, config.escalate_after[lv]) for lv in config.levels if lv in config.escalate_after],
         escalation_channels=config.escalation_channels, error=error, query=query, back=f"/worklist?{query}",
         page_no=page_no, pages=max(1, -(-total // WORKLIST_PAGE)), escalate_seconds={lv: m * 60 for lv, m in config.escalate_after.items()},
+        overdue=overdue,
     )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from bot.checkins import neuro
+from bot.checkins.schedule import load_checkin_config
 from bot.checkins.scheduler import link_chat
 from bot.checkins.store import CHECKINS, create_checkin_tables
 from bot.clinic import accounts, alerts
@@ -113,3 +114,27 @@ def test_the_patient_page_shows_neuro_check_scores_over_time(tmp_path: Path) -> 
     assert re.findall(r'data-score="(\d*)"', table) == ["10", "10", "2"]
     assert table.count("<strong>baseline</strong>") == 1 and "baseline 10/10" in table
     assert "stopped: the city was right before → emergency" in table
+
+
+def test_the_worklist_lists_who_is_overdue_before_it_becomes_no_response(tmp_path: Path) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'clinic.db'}")
+    create_checkin_tables(engine)
+    client = _admin(engine)
+    now = time.time()
+    config = load_checkin_config()
+    with engine.begin() as conn:
+        for code, label in (("LATE1", "Bed 2"), ("FRESH1", "Bed 3"), ("DONE1", "Bed 5")):
+            conn.execute(sa.insert(ENROLMENTS).values(code=code, label=label, therapy="tisagenlecleucel", created_by="boss", created_at=0))
+        for code, age, status in (
+            ("LATE1", config.remind_after_s + 60, "sent"),
+            ("FRESH1", 60, "sent"),
+            ("DONE1", config.remind_after_s + 60, "answered"),
+        ):  # noqa: E501
+            conn.execute(
+                sa.insert(CHECKINS).values(
+                    key=f"{code}@x", code=code, chat_id=1, sender_id=f"tg-{code}", due_at=now - age, day=2, missed_level="emergency",
+                    neuro=False, status=status, owner="r", claimed_at=now - age, sent_at=now - age,
+                )
+            )  # fmt: skip
+    table = re.search(r'<table class="list" id="overdue-checkins">(.*?)</table>', client.get("/worklist").text, re.S)
+    assert table is not None and re.findall(r'<a href="/patients/(\w+)">', table.group(1)) == ["LATE1"]
