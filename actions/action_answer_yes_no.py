@@ -11,7 +11,17 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.conversation import MessageFindings, TriageState, labels, responders_note
 from actions.replies import EMERGENCY_CHECK, POSSIBLE_SYMPTOM, THERAPY_QUESTION, follow_up_events, send_level_advice, slot_events
-from bot.nlu.knowledge import load_knowledge_base
+from bot.nlu.knowledge import KnowledgeBase, load_knowledge_base
+
+
+def checkin_question(metadata: Any, kb: KnowledgeBase) -> list[str] | None:
+    """The emergency signs an open check-in asked about (relay metadata `checkin`, see
+    bot/checkins/service.py), or None when the message answers no check-in."""
+    checkin = ((metadata or {}).get("telegram") or {}).get("checkin") if isinstance(metadata, dict) else None
+    if not isinstance(checkin, dict) or checkin.get("question") != EMERGENCY_CHECK:
+        return None
+    signs = checkin.get("signs")
+    return [s for s in signs if isinstance(s, str) and s in kb.symptoms] if isinstance(signs, list) else []
 
 
 class ActionAnswerYesNo(Action):
@@ -28,15 +38,19 @@ class ActionAnswerYesNo(Action):
         asked = list(tracker.get_slot("asked") or [])
         state = before = TriageState.from_slots(tracker.current_slot_values())
         events: list[dict[str, Any]] = [SlotSet("pending_question", None)]
+        checkin = checkin_question((tracker.latest_message or {}).get("metadata"), kb)
+        if checkin is not None:  # the check-in the relay sent last asked it: that is the question answered
+            pending = EMERGENCY_CHECK
 
         if pending == EMERGENCY_CHECK:
-            screened = [s for s in asked if s in kb.symptoms]
+            screened = checkin if checkin is not None else [s for s in asked if s in kb.symptoms]
             if yes:
-                reason = f"answered yes to the emergency screen ({labels(kb, screened)}) → emergency"
+                what = "the check-in's emergency question" if checkin is not None else "the emergency screen"
+                reason = f"answered yes to {what} ({labels(kb, screened)}) → emergency"
                 state = replace(state, level="emergency", reasons=(*state.reasons, reason))
                 dispatcher.utter_message(response="utter_emergency_check_yes", responders=responders_note(state))
                 return events + slot_events(state, before)
-            dispatcher.utter_message(response="utter_emergency_check_no")
+            dispatcher.utter_message(response="utter_checkin_screen_no" if checkin is not None else "utter_emergency_check_no")
         elif pending == POSSIBLE_SYMPTOM:
             possible = tracker.get_slot("possible_symptom") or {}
             symptom = possible.get("symptom") if isinstance(possible, dict) else None

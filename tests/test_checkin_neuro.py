@@ -3,12 +3,14 @@ right before and not right now escalates with that item, taps are counted once."
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from bot.checkins import neuro
+from bot.checkins.neuro_chat import NeuroChat
 from bot.checkins.scheduler import link_chat
 from bot.checkins.store import create_checkin_tables
 from bot.clinic import alerts
@@ -139,9 +141,96 @@ def test_a_check_of_a_linked_chat_keeps_its_enrolment(engine: sa.engine.Engine) 
     assert neuro.checks_of(engine, SENDER)[0]["code"] == "CART9" and step.kind == "question"
 
 
-def test_callback_data_fits_telegram_and_parses_back() -> None:
-    data = f"{neuro.PREFIX}{'a' * 12}:9:{neuro.FAIL}"
-    assert len(data.encode()) <= 64 and neuro.parse(data) == ("a" * 12, 9, neuro.FAIL)
+def test_the_same_tap_again_gets_the_same_step_so_an_escalation_survives_a_crash(engine: sa.engine.Engine) -> None:
+    """The relay may die between recording the tap and reporting it; its durable inbox replays the tap."""
+    caregiver = Caregiver(engine)
+    caregiver.check(ALL_RIGHT)
+    step = neuro.start(engine, CONFIG, CHAT, SENDER, caregiver.tick())
+    neuro.answer(engine, CONFIG, TRACKING, step.check_id, 0, neuro.PASS, caregiver.tick())
+    first = neuro.answer(engine, CONFIG, TRACKING, step.check_id, 1, neuro.FAIL, caregiver.tick())
+    again = neuro.answer(engine, CONFIG, TRACKING, step.check_id, 1, neuro.FAIL, caregiver.tick())
+    assert first is not None and first.kind == "escalated" and again == first
+    question = neuro.answer(engine, CONFIG, TRACKING, step.check_id, 0, neuro.PASS, caregiver.tick())
+    assert question is None, "an earlier question's tap after the check ended says nothing"
+
+
+def test_a_worse_answer_counts_however_late_and_the_clock_runs_from_the_last_answer(engine: sa.engine.Engine) -> None:
+    caregiver = Caregiver(engine)
+    caregiver.check(ALL_RIGHT)
+    step = neuro.start(engine, CONFIG, CHAT, SENDER, caregiver.tick())
+    for index in range(3):  # each answer just inside the limit: the check stays open past it in all
+        assert neuro.answer(engine, CONFIG, TRACKING, step.check_id, index, neuro.PASS, caregiver.tick(CONFIG.abandon_after_s - 1))
+    late = neuro.answer(engine, CONFIG, TRACKING, step.check_id, 3, neuro.FAIL, caregiver.tick(CONFIG.abandon_after_s * 3))
+    assert late is not None and late.kind == "escalated" and late.newly_failed == "place"
+    idle = neuro.start(engine, CONFIG, CHAT, SENDER, caregiver.tick())
+    expired = neuro.answer(engine, CONFIG, TRACKING, idle.check_id, 0, neuro.PASS, caregiver.tick(CONFIG.abandon_after_s + 1))
+    assert expired is not None and expired.kind == "expired"
+
+
+def test_a_question_is_asked_from_the_check_s_own_items(engine: sa.engine.Engine) -> None:
+    step = neuro.start(engine, CONFIG, CHAT, SENDER, 1.0)
+    nxt = neuro.answer(engine, CONFIG, TRACKING, step.check_id, 0, neuro.PASS, 2.0)
+    assert step.item_id == "year" and nxt is not None and nxt.item_id == "month" and nxt.index == 1
+
+
+class Chat:
+    """The caregiver's side of NeuroChat: what was sent, what went to the triage, in order."""
+
+    def __init__(self, engine: sa.engine.Engine) -> None:
+        self.log: list[tuple[str, object]] = []
+        self.chat = NeuroChat(engine, TRACKING, CONFIG, self._answered)
+        self.chat.send = self._send
+
+    async def _send(self, chat_id: int, text: str, buttons: list[tuple[str, str]]) -> None:
+        self.log.append(("say", (text, buttons)))
+
+    async def _answered(self, chat_id: int) -> None:
+        self.log.append(("answered", chat_id))
+
+    async def _report(self, found: dict) -> None:
+        self.log.append(("report", found))
+
+    def run(self, verdicts: str, start: bool = True) -> None:
+        async def go() -> None:
+            if start:
+                await self.chat.start(CHAT, SENDER)
+            for verdict in verdicts:
+                buttons = next(b for kind, b in reversed(self.log) if kind == "say" and b[1])[1]  # type: ignore[index]
+                data = next(d for _, d in buttons if d.endswith(":" + verdict))
+                await self.chat.button(CHAT, SENDER, data, self._report)
+
+        asyncio.run(go())
+
+    def said(self) -> list[str]:
+        return [str(v[0]) for k, v in self.log if k == "say"]  # type: ignore[index]
+
+
+def test_the_chat_asks_each_question_once_and_reports_before_it_explains(engine: sa.engine.Engine) -> None:
+    chat = Chat(engine)
+    chat.run("p" * 10)
+    said = chat.said()
+    assert "not a medical assessment" in said[0] and len(said) == 1 + 10 + 1 and "baseline" in said[-1]
+    assert ("answered", CHAT) in chat.log, "the check-in that offered it is answered"
+    data = [d for k, v in chat.log if k == "say" for _, d in v[1]]  # type: ignore[index]
+    assert data and max(len(d.encode()) for d in data) <= 64, "Telegram's callback data limit"
+    chat.log.clear()
+    chat.run("ppf")
+    kinds = [k for k, _ in chat.log]
+    report = kinds.index("report")
+    assert kinds[report + 1 :] == ["say"] and "call 911" in chat.said()[-1] and "the city" in chat.said()[-1]
+
+
+def test_a_database_that_fails_still_gets_the_911_line(tmp_path: Path) -> None:
+    broken = create_db_engine(f"sqlite:///{tmp_path / 'missing' / 'nowhere.db'}")
+    chat = Chat(broken)
+    chat.run("")
+    assert chat.said() == [CONFIG.texts["unavailable"]] and "911" in chat.said()[0]
+    asyncio.run(chat.chat.button(CHAT, SENDER, f"{neuro.PREFIX}abc:0:p", chat._report))
+    assert chat.said()[-1] == CONFIG.texts["unavailable"]
+
+
+def test_callback_data_parses_back_and_rejects_anything_else() -> None:
+    assert neuro.parse(f"{neuro.PREFIX}{'a' * 12}:9:{neuro.FAIL}") == ("a" * 12, 9, neuro.FAIL)
     assert neuro.parse("neuro:x:1:z") is None and neuro.parse("neuro:start") is None and neuro.parse("checkin:yes") is None
 
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.checkins.schedule import CheckinConfigError, due_between, load_checkin_config
+from bot.checkins.schedule import CheckinConfigError, due_between, due_for, load_checkin_config
 
 CHICAGO = ZoneInfo("America/Chicago")
 
@@ -71,3 +71,18 @@ def test_a_clinics_typo_fails_loudly(tmp_path: Path, bad: str, message: str) -> 
     path.write_text(bad)
     with pytest.raises(CheckinConfigError, match=message):
         load_checkin_config(path)
+
+
+def test_step_up_doses_each_restart_the_schedule_and_a_day_follows_only_its_latest_dose() -> None:
+    config = load_checkin_config()
+    first = date(2026, 12, 1)
+    doses = [first, date(2026, 12, 4), date(2026, 12, 6)]  # teclistamab-like step-up: day 0, 3, 5
+    due = due_for(config, "TEC", "t_cell_engager", doses, CHICAGO, *span(first, CHICAGO, days=20))
+    by_day: dict[date, list[tuple[str, int]]] = {}
+    for d in due:
+        by_day.setdefault(d.local.date(), []).append((d.local.strftime("%H:%M"), d.day))
+    assert by_day[date(2026, 12, 1)] == [("08:00", 0), ("20:00", 0)]
+    assert by_day[date(2026, 12, 4)] == [("08:00", 0), ("20:00", 0)], "the second dose restarts day 0, twice a day"
+    assert by_day[date(2026, 12, 5)] == [("08:00", 1), ("20:00", 1)], "not the first dose's 09:00 as well"
+    assert by_day[date(2026, 12, 10)] == [("09:00", 4)] and max(by_day) == date(2026, 12, 13), "days 4-7 of the last dose"
+    assert all(len({day for _, day in v}) == 1 for v in by_day.values()), "one day count per day"

@@ -96,6 +96,7 @@ class Step:
     baseline_score: int | None = None  # None: this check is the baseline
     failed: tuple[str, ...] = ()  # item ids not right in this check
     newly_failed: str | None = None  # the item, right before, that was not right now (kind "escalated")
+    item_id: str = ""  # the item to ask (kind "question"): the check's own list, whatever the file says now
 
 
 def start(engine: Engine, config: NeuroConfig, chat_id: int, sender_id: str, now: float) -> Step:
@@ -114,7 +115,7 @@ def start(engine: Engine, config: NeuroConfig, chat_id: int, sender_id: str, now
                 answers="", item_ids=",".join(i.id for i in config.items),
             )
         )  # fmt: skip
-    return Step("question", check_id, 0)
+    return Step("question", check_id, 0, item_id=config.items[0].id)
 
 
 def parse(data: str) -> tuple[str, int, str] | None:
@@ -128,54 +129,72 @@ def parse(data: str) -> tuple[str, int, str] | None:
 def answer(
     engine: Engine, config: NeuroConfig, tracking: worklist.Tracking, check_id: str, index: int, verdict: str, now: float
 ) -> Step | None:
-    """Record one tap. None: a repeated or out-of-date tap (nothing changes, nothing to say)."""
+    """Record one tap. The same tap again (a relay replaying it after a crash, a retry after a slow
+    database) gets the same step again, so an escalation is never lost between saving and
+    reporting it (the report's message id makes Rasa take it once). None: a tap of an earlier
+    question, or one another replica is recording (nothing to say)."""
     with engine.begin() as conn:
         row = conn.execute(sa.select(NEURO_CHECKS).where(NEURO_CHECKS.c.id == check_id)).mappings().first()
-        if row is None or row["status"] != "open":
-            return Step("expired", check_id) if row is None or row["status"] == "abandoned" else None
+        if row is None:
+            return Step("expired", check_id)
+        if verdict in (PASS, FAIL) and len(row["answers"]) == index + 1 and row["answers"][index] == verdict:
+            return _step(conn, row) if row["status"] in ("open", "complete", "escalated") else None
+        if row["status"] != "open":
+            return Step("expired", check_id) if row["status"] == "abandoned" else None
         if len(row["answers"]) != index:
             return None  # a double tap, or a button of an earlier question
-        if now - row["started_at"] > config.abandon_after_s:
-            _finish(conn, row, "abandoned", now)
-            return Step("expired", check_id)
         if verdict == STOP:
             _finish(conn, row, "stopped", now)
             return Step("stopped", check_id)
-        answers = row["answers"] + verdict
         item_ids = row["item_ids"].split(",")
         passed_before = _passed_before(conn, row["sender_id"], row["started_at"])
+        worse = verdict == FAIL and item_ids[index] in passed_before
+        if now - (row["last_at"] or row["started_at"]) > config.abandon_after_s and not worse:
+            _finish(conn, row, "abandoned", now)  # left too long; a worse answer still counts, however late
+            return Step("expired", check_id)
+        answers = row["answers"] + verdict
         baseline = _baseline(conn, row["sender_id"], row["started_at"])
-        item_id = item_ids[index]
-        failed = tuple(i for i, a in zip(item_ids, answers, strict=False) if a == FAIL)
-        score = answers.count(PASS)
-        baseline_score = baseline["score"] if baseline is not None else None
-        if verdict == FAIL and item_id in passed_before:
-            status, kind = "escalated", "escalated"
-        elif len(answers) == len(item_ids):
-            status, kind = "complete", "complete"
-        else:
-            status, kind = "open", "question"
+        status = "escalated" if worse else "complete" if len(answers) == len(item_ids) else "open"
         done = status != "open"
         moved = conn.execute(
             sa.update(NEURO_CHECKS)
             .where(NEURO_CHECKS.c.id == check_id, NEURO_CHECKS.c.status == "open", NEURO_CHECKS.c.answers == row["answers"])
             .values(
-                answers=answers, status=status, finished_at=now if done else None, score=score if done else None,
-                baseline=status == "complete" and baseline is None, baseline_score=baseline_score if done else None,
+                answers=answers, status=status, last_at=now, finished_at=now if done else None,
+                score=answers.count(PASS) if done else None, baseline=status == "complete" and baseline is None,
+                baseline_score=baseline["score"] if done and baseline is not None else None,
             )
         ).rowcount  # fmt: skip
         if not moved:
             return None  # the same tap, handled by another replica a moment ago
-        if status == "complete" and baseline is None and failed:
-            names = ", ".join(config.item(i).name if config.item(i) else i for i in failed)  # type: ignore[union-attr]
+        row = conn.execute(sa.select(NEURO_CHECKS).where(NEURO_CHECKS.c.id == check_id)).mappings().one()
+        step = _step(conn, row)
+        if step.kind == "complete" and step.baseline_score is None and step.failed:
+            names = ", ".join(not_right(config, row))
             reason = (
-                f"caregiver neuro check, first one (baseline): {score}/{len(item_ids)}, not right: {names}"
+                f"caregiver neuro check, first one (baseline): {step.score}/{len(item_ids)}, not right: {names}"
                 f" → baseline_not_full → {config.baseline_not_full_level} (neuro check)"
             )
             worklist.open_item(conn, tracking, row["sender_id"], config.baseline_not_full_level, now, reason)
-    return Step(
-        kind, check_id, len(answers), score, baseline_score, failed, newly_failed=item_id if kind == "escalated" else None
-    )  # fmt: skip
+    return step
+
+
+def _step(conn: sa.engine.Connection, row: Any) -> Step:
+    """The step a check's row stands at (after its last answer)."""
+    item_ids, answers = row["item_ids"].split(","), row["answers"]
+    failed = tuple(i for i, a in zip(item_ids, answers, strict=False) if a == FAIL)
+    if row["status"] == "open":
+        return Step("question", row["id"], len(answers), item_id=item_ids[len(answers)])
+    baseline = row["baseline_score"]
+    kind = str(row["status"])
+    last = item_ids[len(answers) - 1] if answers else None
+    return Step(kind, row["id"], len(answers), answers.count(PASS), baseline, failed, newly_failed=last if kind == "escalated" else None)
+
+
+def not_right(config: NeuroConfig, row: Any) -> list[str]:
+    """The names of the items a check's answers were not right on (the clinic's words for them)."""
+    names = {i.id: i.name for i in config.items}
+    return [names.get(i, i) for i, a in zip(row["item_ids"].split(","), row["answers"], strict=False) if a == FAIL]
 
 
 def _finish(conn: sa.engine.Connection, row: Any, status: str, now: float) -> None:

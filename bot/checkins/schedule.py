@@ -51,6 +51,7 @@ class CheckinConfig:
     texts: tuple[tuple[str, str], ...] = ()  # what the patient reads (scheduler.Texts)
     tick_s: float = 30.0  # how often the relay looks for check-ins that fell due
     send_rate_share: float = 0.5  # of TELEGRAM_SEND_RATE: the rest stays for patients' replies
+    emergency_screen: tuple[str, ...] = ()  # symptom ids the check-in's yes/no question asks about
 
     def in_quiet_hours(self, t: time) -> bool:
         if self.quiet_start <= self.quiet_end:
@@ -121,7 +122,21 @@ def _load(path: Path) -> CheckinConfig:
         texts=tuple((str(k), str(v)) for k, v in (raw.get("texts") or {}).items()),
         tick_s=float(raw.get("tick_s", 30)),
         send_rate_share=float(raw.get("send_rate_share", 0.5)),
+        emergency_screen=_symptom_ids(raw.get("emergency_screen"), path),
     )
+
+
+def _symptom_ids(values: list[object] | None, path: Path) -> tuple[str, ...]:
+    """The emergency screen's symptom ids; without a list, every emergency-class symptom."""
+    from bot.nlu.knowledge import load_knowledge_base
+
+    kb = load_knowledge_base()
+    if values is None:
+        return tuple(s for s in kb.symptoms if kb.symptom_class(s) == "emergency")
+    unknown = [str(v) for v in values if str(v) not in kb.symptoms]
+    if unknown or not values:
+        raise CheckinConfigError(f"{path.name}: emergency_screen needs symptom ids of data/symptoms.yml (unknown: {', '.join(unknown)})")
+    return tuple(str(v) for v in values)
 
 
 def _moved_out_of_quiet_hours(config: CheckinConfig, local: datetime) -> datetime:
@@ -146,10 +161,12 @@ def due_between(config: CheckinConfig, code: str, kind: str, infusion: date, zon
 
 
 def due_for(config: CheckinConfig, code: str, kind: str, anchors: list[date], zone: ZoneInfo, start: float, end: float) -> list[Due]:
-    """`due_between` from each dose (the infusion, then a bispecific's step-up doses): one schedule
-    per dose, a check-in two doses put at the same minute sent once, its day counted from the later dose."""
-    found: dict[str, Due] = {}
-    for anchor in sorted(anchors):
-        for due in due_between(config, code, kind, anchor, zone, start, end):
-            found[due.key] = due
-    return sorted(found.values(), key=lambda d: d.at)
+    """`due_between` from each dose (the infusion, then a bispecific's step-up doses): a day
+    follows the schedule of the latest dose on or before it, so its check-ins and day count
+    never mix two doses' windows."""
+    doses = sorted(set(anchors))
+    found: list[Due] = []
+    for n, dose in enumerate(doses):
+        until = doses[n + 1] if n + 1 < len(doses) else None
+        found += [d for d in due_between(config, code, kind, dose, zone, start, end) if until is None or d.local.date() < until]
+    return sorted(found, key=lambda d: d.at)

@@ -51,8 +51,6 @@ class Texts:
     reminder: str
     button_none: str
     button_yes: str
-    answer_none: str
-    answer_yes: str
     checkins_off: str
     checkins_on: str
     checkins_usage: str
@@ -104,6 +102,8 @@ class CheckinScheduler:
             if await self._deliver(row, self._checkin_text(row), buttons=True, neuro=bool(row["neuro"])):
                 await asyncio.to_thread(self._mark_sent, row["key"], self.clock())
                 sent += 1
+            else:  # not delivered: a message the patient wrote meanwhile did not answer it; retried while fresh
+                await asyncio.to_thread(self._unanswer, row["key"])
         reminded = 0
         for row in await asyncio.to_thread(self._claim_reminders, now):
             reminded += await self._deliver(row, self.texts.reminder, buttons=False)
@@ -213,6 +213,14 @@ class CheckinScheduler:
                     taken.append({**dict(row), "taken_over": True})
         return taken
 
+    def _unanswer(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(CHECKINS)
+                .where(CHECKINS.c.key == key, CHECKINS.c.status == "answered", CHECKINS.c.sent_at.is_(None))
+                .values(status="claimed", answered_at=None)
+            )
+
     def _mark_sent(self, key: str, at: float) -> None:
         """Sent; a patient who answered between Telegram's receipt and this (a quick tap) stays answered."""
         with self.engine.begin() as conn:
@@ -277,7 +285,8 @@ def _answer_open(conn: sa.engine.Connection, chat_id: int, at: float) -> int:
 
 def reported_emergency(engine: Engine, tracking: worklist.Tracking, chat_id: int, at: float) -> str | None:
     """The "Yes, one of these" button: the open check-in is answered, and the clinic gets an
-    emergency item at once (the patient was told to call 911). Returns the sender id, if linked."""
+    emergency item at once, even while Rasa (whose triage answers the patient) is away.
+    Returns the sender id, if linked."""
     with engine.begin() as conn:
         row = conn.execute(sa.select(CHATS.c.sender_id).where(CHATS.c.chat_id == chat_id)).first()
         if row is None:

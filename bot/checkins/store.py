@@ -53,6 +53,7 @@ NEURO_CHECKS = sa.Table(
     sa.Column("chat_id", sa.BigInteger, nullable=False),
     sa.Column("code", sa.String(64)),  # the enrolment, when the chat is linked to one
     sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("last_at", sa.Float),  # the last answer: a check left this long (abandon_after_min) is abandoned
     sa.Column("finished_at", sa.Float),
     # open → complete | escalated (an item right before was not right) | stopped | abandoned
     sa.Column("status", sa.String(16), nullable=False),
@@ -65,7 +66,8 @@ NEURO_CHECKS = sa.Table(
 
 
 def create_checkin_tables(engine: sa.engine.Engine) -> None:
-    from bot.clinic.schema import create_tables
+    from bot.clinic.schema import add_missing_columns, create_tables
 
     create_tables(engine)  # the enrolments and worklist it reads and writes
     metadata.create_all(engine)
+    add_missing_columns(engine, metadata)

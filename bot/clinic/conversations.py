@@ -416,8 +416,11 @@ def load_conversation(engine: Engine, sender_id: str) -> Conversation | None:
         if e.type_name == "user":
             turn = Turn(e.timestamp, "patient", str(data.get("text") or ""))
             reported = reported_entities(data.get("metadata"))  # a caregiver's neuro check, not typed words
+            button = ((data.get("metadata") or {}).get("telegram") or {}).get("button")
             if reported:
                 turn.text = "[caregiver neuro check] " + "; ".join(str(r["evidence"]) for r in reported)
+            elif button and turn.text.startswith("/"):  # a tapped button's payload: show what the patient saw
+                turn.text = f"[tapped: {button}]"
             for entity in [*((data.get("parse_data") or {}).get("entities") or []), *reported]:
                 # a reading of the patient now: not "what if it hits 104F", not someone else's, not an old one
                 if entity.get("entity") == "vital" and entity.get("role", "measured") == "measured":

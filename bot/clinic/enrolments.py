@@ -88,6 +88,8 @@ def create(
         raise EnrolmentError("at most 8 later dose dates")
     if doses and day is None:
         raise EnrolmentError("later dose dates need the first dose (infusion) date")
+    if doses and day is not None and doses[0] <= day:
+        raise EnrolmentError("later dose dates must come after the infusion date")
     enrolment = Enrolment(new_code(), label, therapy, day, zone, doses)
     with engine.begin() as conn:
         conn.execute(

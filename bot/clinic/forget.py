@@ -1,6 +1,7 @@
 """What a patient's `/forget` removes on the clinic side, and the trace it leaves.
 
-The conversation's summary row and alerts go with its events; an audit entry records that a
+The conversation's summary row, alerts, check-ins, neuro checks and the chat's link to its
+enrolment go with its events; an audit entry records that a
 conversation was deleted at the patient's request, under its pseudonym only (no content).
 """
 
@@ -12,6 +13,7 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from bot.checkins.store import CHATS
 from bot.clinic.conversations import pseudonym
 from bot.clinic.schema import AUDIT, WORKLIST, create_tables, delete_clinic_rows
 
@@ -27,6 +29,8 @@ def forget_clinic_rows(engine: Engine, sender_id: str) -> None:
                 sa.select(sa.func.count()).select_from(WORKLIST).where(WORKLIST.c.sender_id == sender_id, WORKLIST.c.closed_at.is_(None))
             ).scalar_one()
             delete_clinic_rows(conn, [sender_id])
+            if sa.inspect(conn).has_table(CHATS.name):  # the chat's link to its enrolment: no more check-ins until /start again
+                conn.execute(sa.delete(CHATS).where(CHATS.c.sender_id == sender_id))
             detail = f"open worklist items deleted: {waiting}" if waiting else ""
             conn.execute(
                 sa.insert(AUDIT).values(at=time.time(), username="patient", action="forget", target=pseudonym(sender_id), detail=detail)

@@ -173,6 +173,11 @@ def delete_clinic_rows(conn: sa.engine.Connection, sender_ids: list[str]) -> Non
         conn.execute(sa.delete(table).where(table.c.sender_id.in_(sender_ids)))
     if sa.inspect(conn).has_table(OLD_ALERTS.name):
         conn.execute(sa.delete(OLD_ALERTS).where(OLD_ALERTS.c.sender_id.in_(sender_ids)))
+    from bot.checkins.store import CHECKINS, NEURO_CHECKS  # what check-ins and neuro checks recorded
+
+    for table in (NEURO_CHECKS, CHECKINS):
+        if sa.inspect(conn).has_table(table.name):
+            conn.execute(sa.delete(table).where(table.c.sender_id.in_(sender_ids)))
 
 
 # Rasa's table (rasa.core.tracker_store.SQLTrackerStore.SQLEvent), read here, created by Rasa.

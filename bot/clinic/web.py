@@ -488,15 +488,10 @@ async def patient_page(request: Request) -> Response:
 
 def _neuro_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each check with its items not right, by the names data/neurocheck.yml gives them."""
-    from bot.checkins.neuro import FAIL, load_neuro_config
+    from bot.checkins.neuro import load_neuro_config, not_right
 
-    names = {i.id: i.name for i in load_neuro_config().items}
-    rows = []
-    for check in checks:
-        ids = check["item_ids"].split(",")
-        not_right = [names.get(i, i) for i, a in zip(ids, check["answers"], strict=False) if a == FAIL]
-        rows.append({**check, "max": len(ids), "asked": len(check["answers"]), "not_right": not_right})
-    return rows
+    config = load_neuro_config()
+    return [{**c, "max": len(c["item_ids"].split(",")), "asked": len(c["answers"]), "not_right": not_right(config, c)} for c in checks]
 
 
 def _infusion_start(enrolment: enrolments.Enrolment, zone: ZoneInfo) -> float | None:

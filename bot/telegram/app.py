@@ -15,7 +15,7 @@ import secrets
 from typing import Any
 from urllib.parse import urlparse
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -37,6 +37,7 @@ from bot.telegram.logs import configure_logging
 from bot.telegram.outbox import Outbox
 from bot.telegram.rasa_client import RasaClient
 from bot.telegram.relay import Relay
+from bot.telegram.splitting import split_message
 from bot.telegram.texts import load_texts
 
 log = logging.getLogger("bot.telegram")
@@ -104,6 +105,18 @@ def build_checkins(settings: Settings) -> Any:
     )  # fmt: skip
 
 
+def checkin_sender(bot: Bot) -> Any:
+    """How the check-ins (bot/checkins) send: a message with its buttons as one inline keyboard row."""
+
+    async def send(chat_id: int, text: str, buttons: list[tuple[str, str]]) -> None:
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(t, callback_data=d) for t, d in buttons]]) if buttons else None
+        parts = split_message(text)
+        for index, part in enumerate(parts):
+            await bot.send_message(chat_id, part, reply_markup=keyboard if index == len(parts) - 1 else None)
+
+    return send
+
+
 def build_application(settings: Settings, relay: Relay, claims: MessageClaims | None = None) -> Application:
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
@@ -154,13 +167,7 @@ async def _post_init(application: Application, relay: Relay, claims: MessageClai
     monitor_collections("relay")
     relay.start_retrying(application.bot)
     if relay.checkins is not None:
-        bot = application.bot
-
-        async def send(chat_id: int, text: str, buttons: list[tuple[str, str]]) -> None:
-            keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(t, callback_data=d) for t, d in buttons]]) if buttons else None
-            await relay._send(bot, chat_id, text, keyboard)
-
-        await relay.checkins.start(send)
+        await relay.checkins.start(checkin_sender(application.bot))
     try:
         await application.bot.set_my_commands(COMMANDS)
     except TelegramError as exc:  # a cosmetic menu must not keep the relay from serving

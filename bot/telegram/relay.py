@@ -20,7 +20,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ def log_ref(sender: str) -> str:
 
 
 FORGET_YES, FORGET_NO = "relay:forget:yes", "relay:forget:no"
+NEURO_START = "neuro:start"  # bot.checkins.neuro.START (the relay does not import the check-ins)
 CALLBACK_DATA_LIMIT = 64  # bytes, Telegram's limit for inline button data
 TYPING_DELAY = 0.3  # answers faster than this need no "typing…" (saves rate budget)
 TYPING_REFRESH = 4.5  # Telegram shows "typing…" for about 5 s
@@ -67,6 +68,8 @@ class Inbound:
     answered: bool = False  # the patient already got a reply (fail-safe or Rasa's)
     retry: bool = False  # Rasa may have it already (a copy taken over): do not process it twice
     reply_ready: bool = False  # Rasa has answered; the reply may still wait for Telegram's send budget
+    # asked under the chat's lock before Rasa gets it: what the message answers (an open check-in), as metadata
+    probe: Callable[[], Awaitable[dict[str, Any] | None]] | None = None
 
 
 class Relay:
@@ -101,8 +104,6 @@ class Relay:
         if message is None or chat is None:
             return
         text = message.text or message.caption or ""
-        if self.checkins is not None:  # any message answers an open check-in
-            self._spawn(self.checkins.answered(chat.id))
         edited = update.edited_message is not None
         suffix = f":e{int(message.edit_date.timestamp())}" if edited and message.edit_date else ""
         item = self._inbound(
@@ -112,6 +113,9 @@ class Relay:
             {"edited": edited, "update_id": update.update_id},
             reply_to=message.message_id,
         )
+        if self.checkins is not None:  # any message answers an open check-in; a bare "yes" then means an emergency sign
+            checkins = self.checkins
+            item.probe = lambda: checkins.answered(chat.id)
         await self.handle(context.bot, item)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -123,15 +127,18 @@ class Relay:
         if data.startswith(("checkin:", "neuro:")) and self.checkins is not None:
             with contextlib.suppress(TelegramError):
                 await query.answer()
-            if query.message is not None:
+            if query.message is not None and data != NEURO_START:  # the check-in keeps its yes/no after "Neuro check"
                 with contextlib.suppress(BadRequest):
                     await query.edit_message_reply_markup(reply_markup=None)
             if data.startswith("neuro:"):
-                await self.checkins.neuro_button(
+                await self.checkins.neuro.button(
                     chat.id, self._sender(chat.id), data, lambda found: self._neuro_report(context.bot, chat.id, found)
                 )
             else:
-                await self.checkins.button(chat.id, data, lambda text: self._send(context.bot, chat.id, text))
+                title = _button_title(query.message, data) if query.message else None
+                await self.checkins.button(
+                    chat.id, data, lambda text, question: self._checkin_answer(context.bot, chat.id, query.id, text, question, title)
+                )
             return
         if data in (FORGET_YES, FORGET_NO):
             work = self._spawn(self._forget(context.bot, chat.id, confirmed=data == FORGET_YES))
@@ -178,7 +185,7 @@ class Relay:
         if self.checkins is None:
             await self._send(context.bot, update.effective_chat.id, self.texts["unknown_command"])
             return
-        await self.checkins.neuro_start(update.effective_chat.id, self._sender(update.effective_chat.id))
+        await self.checkins.neuro.start(update.effective_chat.id, self._sender(update.effective_chat.id))
 
     async def _neuro_report(self, bot: Bot, chat_id: int, found: dict[str, Any]) -> None:
         """An escalated neuro check goes to Rasa like a message (intent fixed, the findings in its
@@ -186,6 +193,12 @@ class Relay:
         item = self._inbound(
             chat_id, "/report_symptoms", f"neuro:{found['check']}", {"neuro_check": found}, None, fallback=self.texts.failsafe_emergency
         )
+        await self.handle(bot, item)
+
+    async def _checkin_answer(self, bot: Bot, chat_id: int, query_id: str, text: str, question: dict[str, Any], title: str | None) -> None:
+        """A check-in button's yes or no goes to Rasa like a message, answering the check-in's question."""
+        fallback = self.texts.failsafe_emergency if text == "/affirm" else None  # Rasa away: a yes still says 911
+        item = self._inbound(chat_id, text, f"cb:{query_id}", {"checkin": question, "button": title}, None, fallback=fallback)
         await self.handle(bot, item)
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -274,6 +287,10 @@ class Relay:
         async with self._locks.hold(item.chat_id):
             if not await self._claim(item):
                 return
+            if item.probe is not None:
+                found = await item.probe()
+                if found:
+                    item.metadata["telegram"]["checkin"] = found
             typing = self._spawn(self._keep_typing(bot, item.chat_id))
             alive = self._spawn(self.claims.keep_alive(item.message_id)) if self.claims is not None else None
             done = False  # the message is safe: stored by Rasa or parked here

@@ -192,3 +192,33 @@ async def test_a_malformed_or_unknown_structured_report_adds_nothing() -> None:
         events = await ActionTriage().run(dispatcher, t, DOMAIN)
         assert not [e for e in events if e.get("name") == "triage_level" and e.get("value") != "none"]
         assert dispatcher.messages  # never silent
+
+
+def _answering_checkin(text: str, intent: str, **slots: Any) -> Tracker:
+    t = tracker(text, intent, **slots)
+    signs = ["difficulty_breathing", "chest_pain", "confusion", "seizure"]
+    t.latest_message["metadata"] = {"telegram": {"checkin": {"question": "emergency_check", "signs": signs}}}
+    return t
+
+
+async def test_a_typed_yes_to_a_check_in_is_an_emergency_naming_its_question() -> None:
+    dispatcher = CollectingDispatcher()
+    events = await ActionAnswerYesNo().run(dispatcher, _answering_checkin("yeah", "affirm"), DOMAIN)
+    assert [m["response"] for m in dispatcher.messages] == ["utter_emergency_check_yes"]
+    assert slot(events, "triage_level") == "emergency"
+    assert any(
+        r.startswith("answered yes to the check-in's emergency question (") and "chest pain" in r for r in slot(events, "triage_reasons")
+    )
+
+
+async def test_a_no_to_a_check_in_thanks_and_asks_for_the_temperature_and_an_older_question_does_not_win() -> None:
+    dispatcher = CollectingDispatcher()
+    events = await ActionAnswerYesNo().run(dispatcher, _answering_checkin("nope", "deny", pending_question="therapy_question"), DOMAIN)
+    assert dispatcher.messages[0]["response"] == "utter_checkin_screen_no"
+    assert not [e for e in events if e.get("name") == "triage_level"]
+
+
+async def test_a_bare_yes_answering_nothing_stays_a_plain_acknowledgement() -> None:
+    dispatcher = CollectingDispatcher()
+    await ActionAnswerYesNo().run(dispatcher, tracker("yes", "affirm"), DOMAIN)
+    assert [m["response"] for m in dispatcher.messages] == ["utter_affirm_no_question"]

@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from bot.checkins import neuro
+from bot.checkins.scheduler import link_chat
+from bot.checkins.store import CHATS, CHECKINS, NEURO_CHECKS, create_checkin_tables
 from bot.clinic import accounts, conversations, retention
 from bot.clinic.alerts import AlertConfig
 from bot.clinic.conversations import Filters
 from bot.clinic.forget import forget_clinic_rows
-from bot.clinic.schema import ALERTS, AUDIT, EVENTS, OLD_ALERTS, RETENTION_RUNS, SUMMARIES, WORKLIST, create_tables
+from bot.clinic.schema import ALERTS, AUDIT, ENROLMENTS, EVENTS, OLD_ALERTS, RETENTION_RUNS, SUMMARIES, WORKLIST, create_tables
 from bot.db import create_db_engine
 
 DAY = 86400
@@ -94,12 +97,24 @@ def test_forget_removes_clinic_rows_and_leaves_a_content_free_trace(engine: sa.e
     with engine.begin() as conn:  # an alert table from before the worklist, as an older database has it
         OLD_ALERTS.create(conn)
         conn.execute(sa.insert(OLD_ALERTS).values(sender_id="tg-x"))
-    for table in (WORKLIST, ALERTS, OLD_ALERTS):
+    create_checkin_tables(engine)  # the chat's link, a check-in and a neuro check
+    with engine.begin() as conn:
+        conn.execute(sa.insert(ENROLMENTS).values(code="FGT1", label="Bed 8", therapy="", created_by="a", created_at=0))
+    link_chat(engine, "FGT1", 31, "tg-x", now=1.0)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(CHECKINS).values(
+                key="FGT1@x", code="FGT1", chat_id=31, sender_id="tg-x", due_at=1.0, day=0, missed_level="urgent", neuro=False,
+                status="answered", owner="r", claimed_at=1.0,
+            )
+        )  # fmt: skip
+    neuro.start(engine, neuro.load_neuro_config(), 31, "tg-x", 2.0)
+    for table in (WORKLIST, ALERTS, OLD_ALERTS, CHATS, CHECKINS, NEURO_CHECKS):
         with engine.connect() as conn:
             assert conn.execute(sa.select(table).where(table.c.sender_id == "tg-x")).first() is not None, table.name
     forget_clinic_rows(engine, "tg-x")
     with engine.connect() as conn:
-        for table in (SUMMARIES, WORKLIST, ALERTS, OLD_ALERTS):
+        for table in (SUMMARIES, WORKLIST, ALERTS, OLD_ALERTS, CHATS, CHECKINS, NEURO_CHECKS):
             assert conn.execute(sa.select(table).where(table.c.sender_id == "tg-x")).first() is None, table.name
         trace = conn.execute(sa.select(AUDIT).where(AUDIT.c.action == "forget")).mappings().one()
     assert trace["target"] == conversations.pseudonym("tg-x") and "secret" not in json.dumps(dict(trace))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -61,7 +62,7 @@ def enrol(stack: Stack, now: datetime) -> str:
 @pytest.fixture
 def rig(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RelayRig, str, list[datetime]]]:
     now = datetime.now(UTC).replace(microsecond=0)
-    times = write_schedule(tmp_path, monkeypatch, now, (20, 45, 70))
+    times = write_schedule(tmp_path, monkeypatch, now, (20, 45, 70, 95))
     code = enrol(stack, now)
     fake = FakeTelegram(token=BOT_TOKEN).start()
     settings = relay_settings(stack, fake, tmp_path)
@@ -101,20 +102,28 @@ def test_a_linked_patient_gets_check_ins_and_every_answer_is_handled(rig: tuple[
     fake.wait_for(CHAT, lambda s: "911" in str(s.params.get("text")), timeout=30, after=count)
     wait_until(lambda: statuses()[:1] == ["answered"], what="the first check-in answered")
 
-    # 2. the second: "Yes, one of these" says 911 at once and puts the patient on the worklist
+    # 2. the second: "Yes, one of these" goes to the triage (911) and puts the patient on the worklist at once
     second = fake.wait_for(CHAT, lambda s: "check-in for day 0" in str(s.params.get("text")), timeout=60, after=count + 1)
     count = len(fake.sent(CHAT))
     fake.push_callback(CHAT, second, "checkin:yes")
-    fake.wait_for(CHAT, lambda s: "Call 911 now" in str(s.params.get("text")), timeout=15, after=count)
+    fake.wait_for(CHAT, lambda s: "Call 911" in str(s.params.get("text")), timeout=15, after=count)
     sender = relay.sender(CHAT)
     wait_until(
         lambda: any(i.sender_id == sender and i.level == "emergency" for i in worklist.items(engine, "open")[0]), what="emergency item"
     )
 
-    # 3. the third, unanswered: one reminder, then "no response" on the patient's worklist item
+    # 3. the third: a typed "yeah" answers its yes/no question: an emergency through the triage, the question in the reason
     third = fake.wait_for(CHAT, lambda s: "check-in for day 0" in str(s.params.get("text")), timeout=60, after=count + 1)
+    count = len(fake.sent(CHAT))
+    fake.push_text(CHAT, "yeah")
+    fake.wait_for(CHAT, lambda s: "Call 911" in str(s.params.get("text")), timeout=30, after=count)
+    reasons = relay.tracker(CHAT)["slots"]["triage_reasons"]
+    assert any(r.startswith("answered yes to the check-in's emergency question (") for r in reasons), reasons
+
+    # 4. the fourth, unanswered: one reminder, then "no response" on the patient's worklist item
+    fourth = fake.wait_for(CHAT, lambda s: "check-in for day 0" in str(s.params.get("text")), timeout=60, after=count + 1)
     reminder = fake.wait_for(
-        CHAT, lambda s: "reminder" in str(s.params.get("text")).lower(), timeout=40, after=fake.sent(CHAT).index(third)
+        CHAT, lambda s: "reminder" in str(s.params.get("text")).lower(), timeout=40, after=fake.sent(CHAT).index(fourth)
     )
     assert reminder is not None
 
@@ -122,10 +131,11 @@ def test_a_linked_patient_gets_check_ins_and_every_answer_is_handled(rig: tuple[
         return any(i.sender_id == sender and any("no response" in r for r in i.reasons) for i in worklist.items(engine, "open")[0])
 
     wait_until(no_response, timeout=40, what="no response recorded for the clinic")
-    assert statuses() == ["answered", "answered", "missed"]
+    assert statuses() == ["answered", "answered", "answered", "missed"]
     checkins = [s for s in fake.sent(CHAT) if "check-in for day 0" in str(s.params.get("text"))]
     reminders = [s for s in fake.sent(CHAT) if "reminder" in str(s.params.get("text")).lower()]
-    assert len(checkins) == 3 and len(reminders) == 1, "each once"
+    assert len(checkins) == 4 and len(reminders) == 1, "each once"
+    assert third is not None
 
     # the patient turns them off, and back on
     count = len(fake.sent(CHAT))
@@ -201,5 +211,75 @@ def test_a_relay_killed_mid_schedule_neither_repeats_nor_floods(stack: Stack, tm
         assert len(checkins()) == 2, "the first not repeated, the stale second not sent late"
     finally:
         relay_stack.stop()
+        fake.stop()
+        engine.dispose()
+
+
+def test_28_simulated_days_of_check_ins_reach_the_bot_api_at_their_local_times(tmp_path: Path) -> None:
+    """The scheduler with a controlled clock, sending through python-telegram-bot's real HTTP stack
+    (the relay's own sender) to the fake Bot API: every check-in of a CAR-T enrolment in Chicago,
+    at 08:00 / 20:00 then 09:00 local time, none in quiet hours, each once."""
+    from zoneinfo import ZoneInfo
+
+    from telegram import Bot
+
+    from bot.checkins.schedule import load_checkin_config
+    from bot.checkins.scheduler import CheckinScheduler, Texts, link_chat
+    from bot.checkins.store import create_checkin_tables
+    from bot.telegram.aiohttp_request import AiohttpRequest
+    from bot.telegram.app import bot_api_urls, checkin_sender
+
+    zone = ZoneInfo("America/Chicago")
+    infusion = datetime(2026, 3, 1, tzinfo=zone)  # across the daylight-saving change of 8 March
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'days.db'}")
+    create_checkin_tables(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(ENROLMENTS).values(
+                code="DAYS1",
+                label="Bed 1",
+                therapy="tisagenlecleucel",
+                infusion_date="2026-03-01",
+                created_by="t",
+                created_at=0,
+                timezone="America/Chicago",
+            )
+        )  # noqa: E501
+    link_chat(engine, "DAYS1", CHAT, "tg-days", now=infusion.timestamp())
+    fake = FakeTelegram(token=BOT_TOKEN).start()
+    clock = [infusion.timestamp()]
+    sent_at: list[float] = []
+
+    async def run() -> None:
+        api, files = bot_api_urls(fake.base_url)
+        async with Bot(BOT_TOKEN, base_url=api, base_file_url=files, request=AiohttpRequest()) as bot:
+            send = checkin_sender(bot)
+
+            async def timed(chat_id: int, text: str, buttons: list[tuple[str, str]]) -> None:
+                await send(chat_id, text, buttons)
+                sent_at.append(clock[0])
+
+            config = load_checkin_config()
+            tracking = worklist.Tracking(levels=("emergency",))
+            s = CheckinScheduler(
+                engine, config, Texts.of(config), timed, "relay-t", tracking, clock=lambda: clock[0], neuro_button="Neuro check"
+            )
+            while clock[0] < infusion.timestamp() + 30 * 86400:
+                before = len(sent_at)
+                await s.tick()
+                if len(sent_at) > before:
+                    s.answered(CHAT, at=clock[0] + 60)
+                clock[0] += 900
+
+    try:
+        asyncio.run(run())
+        messages = [m for m in fake.sent(CHAT) if "check-in for day" in str(m.params.get("text"))]
+        local = [datetime.fromtimestamp(t, zone).strftime("%H:%M") for t in sent_at]
+        assert len(messages) == len(sent_at) == 15 * 2 + 14, "days 0-14 twice, 15-28 once, each once"
+        assert local == ["08:00", "20:00"] * 15 + ["09:00"] * 14, "local times, through the daylight-saving change"
+        evening = messages[1].params["reply_markup"]["inline_keyboard"][0]
+        assert [b["callback_data"] for b in evening] == ["checkin:none", "checkin:yes", "neuro:start"]
+        assert "day 28 after" in messages[-1].params["text"]
+    finally:
         fake.stop()
         engine.dispose()
