@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -11,17 +11,45 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.conversation import MessageFindings, TriageState, labels, responders_note
 from actions.replies import EMERGENCY_CHECK, POSSIBLE_SYMPTOM, THERAPY_QUESTION, follow_up_events, send_level_advice, slot_events
+from bot.checkins.schedule import load_checkin_config
 from bot.nlu.knowledge import KnowledgeBase, load_knowledge_base
 
 
-def checkin_question(metadata: Any, kb: KnowledgeBase) -> list[str] | None:
-    """The emergency signs an open check-in asked about (relay metadata `checkin`, see
-    bot/checkins/service.py), or None when the message answers no check-in."""
+@dataclass(frozen=True)
+class CheckinQuestion:
+    """The emergency screen of a check-in the relay sent (metadata `checkin`, bot/checkins/service.py)."""
+
+    signs: list[str]
+    key: str  # the check-in; recorded in `asked` once answered, so a later yes answers something else
+    sent_at: float
+
+    @property
+    def marker(self) -> str:
+        return f"checkin:{self.key}"
+
+
+def checkin_question(metadata: Any, kb: KnowledgeBase, events: list[dict[str, Any]], asked: list[str]) -> CheckinQuestion | None:
+    """The check-in question a yes or no answers, or None: no check-in, answered already, or the
+    assistant has asked a question of its own since (that one is being answered)."""
     checkin = ((metadata or {}).get("telegram") or {}).get("checkin") if isinstance(metadata, dict) else None
     if not isinstance(checkin, dict) or checkin.get("question") != EMERGENCY_CHECK:
         return None
     signs = checkin.get("signs")
-    return [s for s in signs if isinstance(s, str) and s in kb.symptoms] if isinstance(signs, list) else []
+    try:
+        sent_at = float(checkin.get("sent_at") or 0.0)
+    except (TypeError, ValueError):
+        sent_at = 0.0
+    question = CheckinQuestion(
+        [s for s in signs if isinstance(s, str) and s in kb.symptoms] if isinstance(signs, list) else [],
+        str(checkin.get("key") or ""),
+        sent_at,
+    )
+    if question.key and question.marker in asked:
+        return None
+    newer = [e for e in events if e.get("event") == "slot" and e.get("name") == "pending_question" and e.get("value")]
+    if newer and float(newer[-1].get("timestamp") or 0.0) > sent_at:
+        return None
+    return question
 
 
 class ActionAnswerYesNo(Action):
@@ -38,12 +66,18 @@ class ActionAnswerYesNo(Action):
         asked = list(tracker.get_slot("asked") or [])
         state = before = TriageState.from_slots(tracker.current_slot_values())
         events: list[dict[str, Any]] = [SlotSet("pending_question", None)]
-        checkin = checkin_question((tracker.latest_message or {}).get("metadata"), kb)
-        if checkin is not None:  # the check-in the relay sent last asked it: that is the question answered
-            pending = EMERGENCY_CHECK
+        message = tracker.latest_message or {}
+        checkin = checkin_question(message.get("metadata"), kb, list(tracker.events), asked)
+        if checkin is not None:  # a check-in asked it last: that is the question answered
+            if yes and not load_checkin_config().is_clear_yes(str(message.get("text") or "")):
+                # "ok", "sure": maybe "I will take my temperature"; ask again, with buttons and the 911 line
+                dispatcher.utter_message(response="utter_checkin_screen_ask", signs=labels(kb, checkin.signs).replace(" and ", " or "))
+                return events
+            pending, asked = EMERGENCY_CHECK, [*asked, checkin.marker]
+            events.append(SlotSet("asked", asked))
 
         if pending == EMERGENCY_CHECK:
-            screened = checkin if checkin is not None else [s for s in asked if s in kb.symptoms]
+            screened = checkin.signs if checkin is not None else [s for s in asked if s in kb.symptoms]
             if yes:
                 what = "the check-in's emergency question" if checkin is not None else "the emergency screen"
                 reason = f"answered yes to {what} ({labels(kb, screened)}) → emergency"
@@ -82,4 +116,5 @@ class ActionAnswerYesNo(Action):
             dispatcher.utter_message(response="utter_affirm_no_question")
             return events
 
-        return follow_up_events(dispatcher, kb, state, before, asked)
+        marked = [e for e in events if e.get("name") == "asked"]  # the check-in answered, if it was one
+        return marked + follow_up_events(dispatcher, kb, state, before, asked)

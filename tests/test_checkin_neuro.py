@@ -159,7 +159,8 @@ def test_a_worse_answer_counts_however_late_and_the_clock_runs_from_the_last_ans
     caregiver.check(ALL_RIGHT)
     step = neuro.start(engine, CONFIG, CHAT, SENDER, caregiver.tick())
     for index in range(3):  # each answer just inside the limit: the check stays open past it in all
-        assert neuro.answer(engine, CONFIG, TRACKING, step.check_id, index, neuro.PASS, caregiver.tick(CONFIG.abandon_after_s - 1))
+        asked = neuro.answer(engine, CONFIG, TRACKING, step.check_id, index, neuro.PASS, caregiver.tick(CONFIG.abandon_after_s - 1))
+        assert asked is not None and asked.kind == "question"
     late = neuro.answer(engine, CONFIG, TRACKING, step.check_id, 3, neuro.FAIL, caregiver.tick(CONFIG.abandon_after_s * 3))
     assert late is not None and late.kind == "escalated" and late.newly_failed == "place"
     idle = neuro.start(engine, CONFIG, CHAT, SENDER, caregiver.tick())

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from telegram.error import Forbidden, TimedOut
 
 from bot.checkins.schedule import load_checkin_config
 from bot.checkins.scheduler import CheckinScheduler, Texts, link_chat, set_opted_out
@@ -122,6 +123,41 @@ def test_an_answer_stops_the_reminder(engine: sa.engine.Engine) -> None:
     clock.now = local(3, 11, 0).timestamp()
     run(s)
     assert len(outbox.sent) == 1 and worklist.items(engine, "all")[1] == 0
+
+
+def test_a_check_in_s_question_stays_open_for_a_yes_or_no_after_the_first_reply(engine: sa.engine.Engine) -> None:
+    """ "37.2" then "yes": the second message answers the question too, until question_open_min."""
+    clock = Clock(local(5, 7, 59))
+    outbox = Outbox(clock)
+    link_chat(engine, "CART1", CHAT, "tg-cart1", now=clock.now)
+    s = scheduler(engine, clock, outbox)
+    assert s.asked(CHAT, at=clock.now) is None
+    clock.now = local(5, 8, 0).timestamp()
+    run(s)
+    assert s.answered(CHAT, at=clock.now + 60) == 1  # "37.2"
+    asked = s.asked(CHAT, at=clock.now + 120)  # "yes"
+    assert asked is not None and asked["key"].endswith("@2026-12-06T08:00") and asked["sent_at"] == clock.now
+    assert s.asked(CHAT, at=clock.now + s.config.question_open_s + 1) is None
+
+
+@pytest.mark.parametrize(("error", "answered_stays"), [(TimedOut(), True), (Forbidden("blocked"), False)])
+def test_a_refused_send_is_not_answered_by_a_message_meanwhile_but_a_timed_out_one_may_have_arrived(
+    engine: sa.engine.Engine, error: Exception, answered_stays: bool
+) -> None:
+    clock = Clock(local(6, 7, 59))
+    link_chat(engine, "CART1", CHAT, "tg-cart1", now=clock.now)
+
+    class Failing(Outbox):
+        async def __call__(self, chat_id: int, text: str, buttons: list[tuple[str, str]]) -> None:
+            s.answered(CHAT, at=clock.now)  # the patient wrote while Telegram was being asked
+            raise error
+
+    s = scheduler(engine, clock, Failing(clock))
+    clock.now = local(6, 8, 0).timestamp()
+    run(s)
+    with engine.connect() as conn:
+        status = conn.execute(sa.select(CHECKINS.c.status)).scalar_one()
+    assert status == ("answered" if answered_stays else "claimed"), "refused: retried after the lease, not counted as answered"
 
 
 def test_a_tap_before_the_send_is_recorded_still_answers(engine: sa.engine.Engine) -> None:

@@ -52,6 +52,15 @@ class CheckinConfig:
     tick_s: float = 30.0  # how often the relay looks for check-ins that fell due
     send_rate_share: float = 0.5  # of TELEGRAM_SEND_RATE: the rest stays for patients' replies
     emergency_screen: tuple[str, ...] = ()  # symptom ids the check-in's yes/no question asks about
+    clear_yes: frozenset[str] = frozenset()  # typed answers that mean yes to it (see is_clear_yes)
+    question_open_s: float = 7200.0  # how long after a check-in a yes/no still answers its question
+
+    def is_clear_yes(self, text: str) -> bool:
+        """A typed "yes" to the check-in's question (a button's "/affirm" always is)."""
+        if text.strip().startswith("/"):
+            return True
+        words = "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower()).split()
+        return " ".join(words) in self.clear_yes
 
     def in_quiet_hours(self, t: time) -> bool:
         if self.quiet_start <= self.quiet_end:
@@ -123,7 +132,15 @@ def _load(path: Path) -> CheckinConfig:
         tick_s=float(raw.get("tick_s", 30)),
         send_rate_share=float(raw.get("send_rate_share", 0.5)),
         emergency_screen=_symptom_ids(raw.get("emergency_screen"), path),
+        clear_yes=_clear_yes(raw.get("clear_yes"), path),
+        question_open_s=float(raw.get("question_open_min", raw.get("missed_after_min", 120))) * 60,
     )
+
+
+def _clear_yes(values: list[object] | None, path: Path) -> frozenset[str]:
+    if any(isinstance(v, bool) for v in values or ()):
+        raise CheckinConfigError(f'{path.name}: clear_yes: quote each answer ("yes"): YAML reads a bare yes as true')
+    return frozenset(" ".join(str(w).lower().split()) for w in values or ["yes", "yeah", "yep", "y"])
 
 
 def _symptom_ids(values: list[object] | None, path: Path) -> tuple[str, ...]:

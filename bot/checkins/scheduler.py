@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from telegram.error import BadRequest, Forbidden, NetworkError
 
 from bot.checkins.neuro import START as NEURO_START
 from bot.checkins.schedule import CheckinConfig, Due, due_for
@@ -99,18 +100,20 @@ class CheckinScheduler:
                 continue
             if self.send_interval:
                 await asyncio.sleep(self.send_interval)
-            if await self._deliver(row, self._checkin_text(row), buttons=True, neuro=bool(row["neuro"])):
+            delivered, maybe_delivered = await self._deliver(row, self._checkin_text(row), buttons=True, neuro=bool(row["neuro"]))
+            if delivered:
                 await asyncio.to_thread(self._mark_sent, row["key"], self.clock())
                 sent += 1
-            else:  # not delivered: a message the patient wrote meanwhile did not answer it; retried while fresh
+            elif not maybe_delivered:  # refused: a message the patient wrote meanwhile did not answer it; retried while fresh
                 await asyncio.to_thread(self._unanswer, row["key"])
         reminded = 0
         for row in await asyncio.to_thread(self._claim_reminders, now):
-            reminded += await self._deliver(row, self.texts.reminder, buttons=False)
+            reminded += (await self._deliver(row, self.texts.reminder, buttons=False))[0]
         missed = await asyncio.to_thread(self._record_missed, now)
         return {"sent": sent, "reminded": reminded, "missed": missed, "not_sent": not_sent}
 
-    async def _deliver(self, row: dict[str, Any], text: str, buttons: bool, neuro: bool = False) -> bool:
+    async def _deliver(self, row: dict[str, Any], text: str, buttons: bool, neuro: bool = False) -> tuple[bool, bool]:
+        """(delivered, maybe delivered): a timeout or a lost connection may have delivered it anyway."""
         keyboard = [(self.texts.button_none, BUTTON_NONE), (self.texts.button_yes, BUTTON_YES)] if buttons else []
         if keyboard and neuro and self.neuro_button:
             keyboard.append((self.neuro_button, NEURO_START))
@@ -118,8 +121,8 @@ class CheckinScheduler:
             await self.send(int(row["chat_id"]), text, keyboard)
         except Exception as exc:  # Telegram refused or is unreachable: the next round tries again while fresh
             log.warning("checkins.send_failed key=%s type=%s", row["key"].split("@")[-1], type(exc).__name__)
-            return False
-        return True
+            return False, isinstance(exc, (TimeoutError, OSError, NetworkError)) and not isinstance(exc, (BadRequest, Forbidden))
+        return True, True
 
     def _checkin_text(self, row: dict[str, Any]) -> str:
         therapy = load_knowledge_base().therapy(row["therapy"]) if row.get("therapy") else None
@@ -269,6 +272,19 @@ class CheckinScheduler:
         """The patient (or a caregiver) wrote: every open check-in of this chat is answered."""
         with self.engine.begin() as conn:
             return _answer_open(conn, chat_id, at or self.clock())
+
+    def asked(self, chat_id: int, at: float | None = None) -> dict[str, Any] | None:
+        """The chat's latest check-in sent within `question_open_min`, whatever its status: a yes or
+        no now may answer its question ({key, sent_at}); None if there is none."""
+        at = at or self.clock()
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(CHECKINS.c.key, CHECKINS.c.sent_at)
+                .where(CHECKINS.c.chat_id == chat_id, CHECKINS.c.sent_at >= at - self.config.question_open_s)
+                .order_by(CHECKINS.c.sent_at.desc())
+                .limit(1)
+            ).first()  # fmt: skip
+        return {"key": row.key, "sent_at": row.sent_at} if row else None
 
 
 def _answer_open(conn: sa.engine.Connection, chat_id: int, at: float) -> int:

@@ -81,33 +81,44 @@ class CheckinService:
         if await self._quietly(sched.link_chat, self.engine, code, chat_id, sender_id):
             log.info("checkins.linked")
 
-    def question(self) -> dict[str, Any]:
-        """What a reply to a check-in answers (message metadata `checkin`): the emergency screen,
-        so a typed or tapped "yes" is an emergency through the triage (action_answer_yes_no)."""
-        return {"question": "emergency_check", "signs": list(self.config.emergency_screen)}
+    def question(self, asked: dict[str, Any]) -> dict[str, Any]:
+        """What a yes or no may answer (message metadata `checkin`): the check-in's emergency
+        screen, so a typed or tapped "yes" is an emergency through the triage (action_answer_yes_no)."""
+        return {"question": "emergency_check", "signs": list(self.config.emergency_screen), **asked}
 
     async def answered(self, chat_id: int) -> dict[str, Any] | None:
-        """The chat wrote: its open check-ins are answered. Returns `question()` if one was open
-        (None also when the database is slow: the message must not wait for it)."""
+        """The chat wrote: its open check-ins are answered. Returns `question()` of its latest
+        check-in still open for a yes or no (None also when the database is slow: the message
+        must not wait for it)."""
         if self.scheduler is None:
             return None
+        scheduler = self.scheduler
+
+        def mark_and_ask() -> dict[str, Any] | None:
+            now = time.time()
+            scheduler.answered(chat_id, now)
+            return scheduler.asked(chat_id, now)
+
         try:
-            count = await asyncio.wait_for(self._quietly(self.scheduler.answered, chat_id, time.time()), ANSWER_WAIT_S)
+            asked = await asyncio.wait_for(self._quietly(mark_and_ask), ANSWER_WAIT_S)
         except TimeoutError:
             log.warning("checkins.answered.slow")
             return None
-        return self.question() if count else None
+        return self.question(asked) if asked else None
+
+    def is_clear_yes(self, text: str) -> bool:
+        return self.config.is_clear_yes(text)
 
     async def button(self, chat_id: int, data: str, reply: Reply) -> None:
         """checkin:yes / checkin:none go to the triage as a yes or no to the check-in's question.
         A yes also opens the clinic's emergency item directly, while the triage answers (911)."""
+        asked = await self.answered(chat_id) or self.question({})  # the tapped check-in's question, even past its window
         if data == sched.BUTTON_YES:
             told = asyncio.create_task(self._quietly(sched.reported_emergency, self.engine, self.tracking, chat_id, time.time()))
-            await reply("/affirm", self.question())
+            await reply("/affirm", asked)
             await told
         else:
-            await self.answered(chat_id)
-            await reply("/deny", self.question())
+            await reply("/deny", asked)
 
     async def command(self, chat_id: int, argument: str) -> str:
         """`/checkins off|on`."""

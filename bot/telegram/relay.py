@@ -146,6 +146,9 @@ class Relay:
             payload = self._long_payloads.get(data, data)
             title = _button_title(query.message, data) if query.message else None
             item = self._inbound(chat.id, payload, f"cb:{query.id}", {"button": title, "update_id": update.update_id}, None)
+            if self.checkins is not None:  # "/affirm" from a button answers an open check-in's question too
+                checkins = self.checkins
+                item.probe = lambda: checkins.answered(chat.id)
             work = self._spawn(self._process(context.bot, item))  # takes its place in line before any await
         with contextlib.suppress(TelegramError):
             await query.answer()
@@ -291,6 +294,8 @@ class Relay:
                 found = await item.probe()
                 if found:
                     item.metadata["telegram"]["checkin"] = found
+                    if item.fallback is None and self.checkins.is_clear_yes(item.text):  # Rasa away: a yes to it still says 911
+                        item.fallback = self.texts.failsafe_emergency
             typing = self._spawn(self._keep_typing(bot, item.chat_id))
             alive = self._spawn(self.claims.keep_alive(item.message_id)) if self.claims is not None else None
             done = False  # the message is safe: stored by Rasa or parked here

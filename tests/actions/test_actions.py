@@ -9,6 +9,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.action_answer_yes_no import ActionAnswerYesNo
 from actions.action_triage import ActionTriage
+from actions.replies import THERAPY_QUESTION
 
 DOMAIN: dict[str, Any] = {}
 
@@ -194,10 +195,14 @@ async def test_a_malformed_or_unknown_structured_report_adds_nothing() -> None:
         assert dispatcher.messages  # never silent
 
 
-def _answering_checkin(text: str, intent: str, **slots: Any) -> Tracker:
+def _answering_checkin(text: str, intent: str, events: list[dict[str, Any]] | None = None, **slots: Any) -> Tracker:
+    """A reply carrying the relay's `checkin` metadata: a check-in sent at t=1000 asked the emergency screen."""
     t = tracker(text, intent, **slots)
     signs = ["difficulty_breathing", "chest_pain", "confusion", "seizure"]
-    t.latest_message["metadata"] = {"telegram": {"checkin": {"question": "emergency_check", "signs": signs}}}
+    t.latest_message["metadata"] = {
+        "telegram": {"checkin": {"question": "emergency_check", "signs": signs, "key": "K@1", "sent_at": 1000.0}}
+    }
+    t.events = events or []
     return t
 
 
@@ -205,17 +210,42 @@ async def test_a_typed_yes_to_a_check_in_is_an_emergency_naming_its_question() -
     dispatcher = CollectingDispatcher()
     events = await ActionAnswerYesNo().run(dispatcher, _answering_checkin("yeah", "affirm"), DOMAIN)
     assert [m["response"] for m in dispatcher.messages] == ["utter_emergency_check_yes"]
-    assert slot(events, "triage_level") == "emergency"
+    assert slot(events, "triage_level") == "emergency" and "checkin:K@1" in slot(events, "asked")
     assert any(
         r.startswith("answered yes to the check-in's emergency question (") and "chest pain" in r for r in slot(events, "triage_reasons")
     )
 
 
-async def test_a_no_to_a_check_in_thanks_and_asks_for_the_temperature_and_an_older_question_does_not_win() -> None:
+async def test_an_ok_to_a_check_in_asks_its_question_again_instead_of_calling_it_an_emergency() -> None:
+    for text in ("ok", "sure", "yes please"):
+        dispatcher = CollectingDispatcher()
+        events = await ActionAnswerYesNo().run(dispatcher, _answering_checkin(text, "affirm"), DOMAIN)
+        assert [m["response"] for m in dispatcher.messages] == ["utter_checkin_screen_ask"], text
+        assert "chest pain" in dispatcher.messages[0]["signs"] and not [e for e in events if e.get("name") == "triage_level"]
     dispatcher = CollectingDispatcher()
-    events = await ActionAnswerYesNo().run(dispatcher, _answering_checkin("nope", "deny", pending_question="therapy_question"), DOMAIN)
+    events = await ActionAnswerYesNo().run(dispatcher, _answering_checkin("/affirm", "affirm"), DOMAIN)  # its Yes button
+    assert slot(events, "triage_level") == "emergency"
+
+
+async def test_a_no_to_a_check_in_thanks_asks_for_the_temperature_and_beats_an_older_question() -> None:
+    older = [{"event": "slot", "name": "pending_question", "value": THERAPY_QUESTION, "timestamp": 500.0}]
+    dispatcher = CollectingDispatcher()
+    t = _answering_checkin("nope", "deny", events=older, pending_question=THERAPY_QUESTION)
+    events = await ActionAnswerYesNo().run(dispatcher, t, DOMAIN)
     assert dispatcher.messages[0]["response"] == "utter_checkin_screen_no"
-    assert not [e for e in events if e.get("name") == "triage_level"]
+    assert not [e for e in events if e.get("name") == "triage_level"] and "checkin:K@1" in slot(events, "asked")
+
+
+async def test_a_question_asked_after_the_check_in_or_a_check_in_answered_already_is_not_the_one_answered() -> None:
+    newer = [{"event": "slot", "name": "pending_question", "value": THERAPY_QUESTION, "timestamp": 1500.0}]
+    dispatcher = CollectingDispatcher()
+    events = await ActionAnswerYesNo().run(
+        dispatcher, _answering_checkin("yes", "affirm", events=newer, pending_question=THERAPY_QUESTION), DOMAIN
+    )
+    assert dispatcher.messages[0]["response"] == "utter_ask_therapy_details" and not [e for e in events if e.get("value") == "emergency"]
+    dispatcher = CollectingDispatcher()
+    await ActionAnswerYesNo().run(dispatcher, _answering_checkin("yes", "affirm", asked=["checkin:K@1"]), DOMAIN)
+    assert [m["response"] for m in dispatcher.messages] == ["utter_affirm_no_question"]
 
 
 async def test_a_bare_yes_answering_nothing_stays_a_plain_acknowledgement() -> None:

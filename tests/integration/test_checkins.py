@@ -62,7 +62,7 @@ def enrol(stack: Stack, now: datetime) -> str:
 @pytest.fixture
 def rig(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RelayRig, str, list[datetime]]]:
     now = datetime.now(UTC).replace(microsecond=0)
-    times = write_schedule(tmp_path, monkeypatch, now, (20, 45, 70, 95))
+    times = write_schedule(tmp_path, monkeypatch, now, (20, 45, 70, 110))
     code = enrol(stack, now)
     fake = FakeTelegram(token=BOT_TOKEN).start()
     settings = relay_settings(stack, fake, tmp_path)
@@ -112,11 +112,14 @@ def test_a_linked_patient_gets_check_ins_and_every_answer_is_handled(rig: tuple[
         lambda: any(i.sender_id == sender and i.level == "emergency" for i in worklist.items(engine, "open")[0]), what="emergency item"
     )
 
-    # 3. the third: a typed "yeah" answers its yes/no question: an emergency through the triage, the question in the reason
+    # 3. the third: "37.1", then "ok" (asked again, with buttons), then "yeah": its yes/no question answered
+    #    over three messages, an emergency through the triage with the question in the reason
     third = fake.wait_for(CHAT, lambda s: "check-in for day 0" in str(s.params.get("text")), timeout=60, after=count + 1)
-    count = len(fake.sent(CHAT))
-    fake.push_text(CHAT, "yeah")
-    fake.wait_for(CHAT, lambda s: "Call 911" in str(s.params.get("text")), timeout=30, after=count)
+    for text, expect in (("37.1", ""), ("ok", "To be sure I understood"), ("yeah", "Call 911")):
+        count = len(fake.sent(CHAT))
+        fake.push_text(CHAT, text)
+        reply = fake.wait_for(CHAT, lambda s, e=expect: e in str(s.params.get("text")), timeout=30, after=count)
+    assert reply is not None
     reasons = relay.tracker(CHAT)["slots"]["triage_reasons"]
     assert any(r.startswith("answered yes to the check-in's emergency question (") for r in reasons), reasons
 
