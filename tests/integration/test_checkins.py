@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.checkins.store import CHECKINS
+from bot.checkins.scheduler import link_chat
+from bot.checkins.store import CHECKINS, create_checkin_tables
 from bot.clinic import worklist
 from bot.clinic.schema import ENROLMENTS, create_tables
 from bot.db import create_db_engine
+from bot.pgcluster import PgCluster
 from bot.servers import Stack
 from bot.telegram.fake_api import FakeTelegram
 from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings, wait_until
@@ -227,8 +229,7 @@ def test_28_simulated_days_of_check_ins_reach_the_bot_api_at_their_local_times(t
     from telegram import Bot
 
     from bot.checkins.schedule import load_checkin_config
-    from bot.checkins.scheduler import CheckinScheduler, Texts, link_chat
-    from bot.checkins.store import create_checkin_tables
+    from bot.checkins.scheduler import CheckinScheduler, Texts
     from bot.telegram.aiohttp_request import AiohttpRequest
     from bot.telegram.app import bot_api_urls, checkin_sender
 
@@ -284,5 +285,53 @@ def test_28_simulated_days_of_check_ins_reach_the_bot_api_at_their_local_times(t
         assert [b["callback_data"] for b in evening] == ["checkin:none", "checkin:yes", "neuro:start"]
         assert "day 28 after" in messages[-1].params["text"]
     finally:
+        fake.stop()
+        engine.dispose()
+
+
+def test_two_relay_replicas_on_postgresql_send_each_check_in_once(
+    stack: Stack, pg_cluster: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two relay processes on one PostgreSQL database, both running the scheduler: each check-in
+    reaches the patient once (the claim is the row's primary key)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    write_schedule(tmp_path, monkeypatch, now, (40, 50, 60, 61), remind_after_min=10, missed_after_min=20)
+    url = pg_cluster.create_database("checkins_replicas")
+    engine = create_db_engine(url)
+    create_checkin_tables(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(ENROLMENTS).values(
+                code="TWO1",
+                label="Bed 2",
+                therapy="tisagenlecleucel",
+                infusion_date=now.date().isoformat(),
+                created_by="t",
+                created_at=0,
+                timezone="UTC",
+            )
+        )  # noqa: E501
+    link_chat(engine, "TWO1", CHAT, "tg-two", now=now.timestamp())
+    fake = FakeTelegram(token=BOT_TOKEN).start()
+    replicas = []
+    try:
+        for name in ("a", "b"):
+            settings = relay_settings(stack, fake, tmp_path / name, database_url=url)
+            (tmp_path / name).mkdir()
+            replica = Stack(settings, log_dir=tmp_path / name)
+            replica.start_relay()
+            replicas.append(replica)
+
+        def checkins() -> list:
+            return [s for s in fake.sent(CHAT) if "check-in for day 0" in str(s.params.get("text"))]
+
+        wait_until(lambda: len(checkins()) >= 4, timeout=90, what="four check-ins")
+        time.sleep(6)  # several more rounds of both schedulers
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(CHECKINS.c.status, CHECKINS.c.owner).where(CHECKINS.c.code == "TWO1")).all()
+        assert len(checkins()) == 4 and [r.status for r in rows] == ["sent"] * 4, "each once"
+    finally:
+        for replica in replicas:
+            replica.stop()
         fake.stop()
         engine.dispose()
