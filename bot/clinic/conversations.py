@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from bot.checkins.neuro import reported_entities
+from bot.checkins.store import CHECKINS
 from bot.clinic.schema import ENROLMENTS, EVENTS, STATE, SUMMARIES
 from bot.clinic.worklist import Episodes, Tracking
 from bot.nlu.knowledge import LEVEL_RANK, load_knowledge_base
@@ -407,6 +408,7 @@ def load_conversation(engine: Engine, sender_id: str) -> Conversation | None:
         events = conn.execute(
             sa.select(EVENTS.c.type_name, EVENTS.c.timestamp, EVENTS.c.data).where(EVENTS.c.sender_id == sender_id).order_by(EVENTS.c.id)
         ).all()
+        checkins = _checkin_turns(conn, sender_id)
     turns: list[Turn] = []
     shown_reasons: set[str] = set()
     slots: dict[str, Any] = {}
@@ -446,6 +448,8 @@ def load_conversation(engine: Engine, sender_id: str) -> Conversation | None:
         elif e.type_name == "restart":
             shown_reasons.clear()
             slots.clear()
+    if checkins:  # the assistant wrote first: in the transcript where it happened (a stable sort keeps each turn's order)
+        turns = sorted(turns + checkins, key=lambda t: t.at or 0.0)
     return Conversation(
         sender_id=sender_id,
         patient=summary.label or pseudonym(sender_id),
@@ -459,6 +463,26 @@ def load_conversation(engine: Engine, sender_id: str) -> Conversation | None:
         therapy_id=summary.enrolled_therapy or str(slots.get("therapy") or ""),
         enrolment_code=summary.enrolment_code or "" if summary.label is not None else "",
     )
+
+
+def _checkin_turns(conn: Connection, sender_id: str) -> list[Turn]:
+    """The scheduled check-ins (bot/checkins) sent to this chat: they are not Rasa events, but a
+    reviewer must see what the patient was asked before a "yes"."""
+    if not sa.inspect(conn).has_table(CHECKINS.name):
+        return []
+    rows = conn.execute(
+        sa.select(CHECKINS.c.sent_at, CHECKINS.c.day, CHECKINS.c.status, CHECKINS.c.reminded_at)
+        .where(CHECKINS.c.sender_id == sender_id, CHECKINS.c.sent_at.is_not(None))
+        .order_by(CHECKINS.c.sent_at)
+    ).all()  # fmt: skip
+    turns = []
+    for row in rows:
+        turns.append(
+            Turn(row.sent_at, "bot", f"[check-in sent, day {row.day}: temperature, and the emergency signs as one yes/no question]")
+        )
+        if row.reminded_at:
+            turns.append(Turn(row.reminded_at, "bot", "[check-in reminder sent]"))
+    return turns
 
 
 def vital_reading(entity: dict[str, Any]) -> dict[str, Any]:

@@ -137,3 +137,20 @@ def test_accounts_hash_lock_out_and_unlock(engine: sa.engine.Engine) -> None:
     staff, _ = accounts.authenticate(engine, "alice", "long enough password", now=t + accounts.LOCK_SECONDS + 1)
     assert staff is not None and staff.is_admin
     assert accounts.authenticate(engine, "nobody", "whatever") == (None, "invalid")
+
+
+def test_the_transcript_shows_the_check_ins_sent_where_they_happened(engine: sa.engine.Engine) -> None:
+    create_checkin_tables(engine)
+    now = time.time()
+    add_events(engine, "tg-c", now - 600, "emergency", ["confusion"], text="yeah")
+    conversations.refresh(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(CHECKINS).values(
+                key="C@1", code="C", chat_id=3, sender_id="tg-c", due_at=now - 700, day=4, missed_level="emergency", neuro=False,
+                status="answered", owner="r", claimed_at=now - 700, sent_at=now - 699, reminded_at=None,
+            )
+        )  # fmt: skip
+    conv = conversations.load_conversation(engine, "tg-c")
+    assert conv is not None
+    assert [(t.who, t.text.split(",")[0]) for t in conv.turns] == [("bot", "[check-in sent"), ("patient", "yeah"), ("bot", "advice")]
