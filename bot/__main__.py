@@ -266,7 +266,7 @@ def cmd_bench_clinic(args: argparse.Namespace) -> int:
 
 CASE_KINDS = {
     "own": "tuned (written beside the patterns)",
-    "blind": "blind (written before the changes it measures; README 'Blind scores' says which were read since)",
+    "blind": "blind (written before the changes it measures; docs/evaluation.md 'Blind scores' says which were read since)",
 }
 
 
@@ -332,7 +332,8 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="start and supervise every part: action server, Rasa, Telegram relay, clinic app").set_defaults(func=cmd_run)
+    run_help = "start and supervise every part: action server, Rasa, clinic app, and the Telegram relay when TELEGRAM_BOT_TOKEN is set"
+    sub.add_parser("run", help=run_help).set_defaults(func=cmd_run)
     sub.add_parser("status", help="each part of a running `make run`: state, pid, restarts, uptime, port").set_defaults(func=cmd_status)
     sub.add_parser("relay", help="run the Telegram relay alone (needs TELEGRAM_BOT_TOKEN and a running Rasa server)").set_defaults(
         func=cmd_relay

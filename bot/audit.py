@@ -54,7 +54,7 @@ def main() -> int:
         sys.stdout.write(f"  skipped, e.g. {result['skipped'][0]['name']}: {result['skipped'][0]['reason']}\n")
     (PROJECT_ROOT / "var" / "audit-summary.json").write_text(json.dumps(result, indent=2))
     if audited == 0:
-        sys.stdout.write('NOT AUDITED: no vulnerability service answered from this machine (see README "Security").\n')
+        sys.stdout.write("NOT AUDITED: no vulnerability service answered from this machine (see docs/reliability-and-security.md).\n")
         return 2
     return 1 if result["vulnerable"] else 0
 

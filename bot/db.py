@@ -58,7 +58,7 @@ def scrub_deleted(engine: Engine) -> bool:
     write-ahead log still holds the older page images until a checkpoint, so checkpoint and
     truncate it. False if a reader kept the checkpoint from finishing (it is retried at the next
     deletion and happens by itself as the log fills). PostgreSQL keeps deleted row versions until
-    VACUUM (autovacuum): see README "Data at rest"."""
+    VACUUM (autovacuum): see docs/reliability-and-security.md, "Data at rest"."""
     if engine.dialect.name != "sqlite":
         return True
     with engine.connect() as connection:

@@ -1,4 +1,4 @@
-"""`python -m bot.screenshots`: the README's pictures of the worklist and of a patient's chart.
+"""`python -m bot.screenshots`: the docs' pictures of the worklist, a patient's chart and check-ins.
 
 A throw-away clinic app on a SQLite file filled with invented conversations (Rasa-format events,
 as bot/benchmarks/clinic.py makes them), photographed by Debian's chromium through Playwright,

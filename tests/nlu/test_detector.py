@@ -194,7 +194,7 @@ def test_the_extractor_runs_without_a_detector_it_cannot_build(extractor: Sympto
 # A review's benign messages: a relative at rest, normal readings, denials beside a neutral clause.
 # Before the guards (everyday examples, no readings, kind_from, denials) all fourteen fired;
 # "My husband fell asleep watching TV." still reads 0.76 (drowsiness) and is left out: a known
-# false alarm, see README.
+# false alarm (docs/evaluation.md).
 @pytest.mark.parametrize(
     "text",
     [

@@ -12,7 +12,7 @@ import pytest
 from bot.nlu.encoder import MiniLMEncoder, ModelIntegrityError, packaged_model_dir, sha256_of, verify_model
 from bot.nlu.semantic import load_semantic_config
 
-# Computed once with sentence-transformers (torch, CPU) on the same package's files; see README.
+# Computed once with sentence-transformers (torch, CPU) on the same package's files; see docs/architecture.md.
 REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "minilm_reference.json").read_text(encoding="utf-8"))
 CHECKSUMS = load_semantic_config().checksums
 
