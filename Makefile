@@ -11,7 +11,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml data/che
 CASES ?= tests/cases/own.jsonl tests/cases/blind-a.jsonl tests/cases/blind-b.jsonl tests/cases/blind-c.jsonl tests/cases/blind-d.jsonl tests/cases/blind-e.jsonl tests/cases/blind-f.jsonl tests/cases/blind-g.jsonl tests/cases/blind-h.jsonl tests/cases/blind-i.jsonl tests/cases/blind-j.jsonl tests/cases/blind-k.jsonl tests/cases/blind-l.jsonl tests/cases/blind-m.jsonl tests/cases/blind-n.jsonl tests/cases/blind-o.jsonl tests/cases/blind-p.jsonl tests/cases/blind-q.jsonl tests/cases/blind-r.jsonl tests/cases/blind-s.jsonl tests/cases/blind-t.jsonl tests/cases/blind-u.jsonl tests/cases/blind-v.jsonl tests/cases/blind-w.jsonl data/examples/contrast.jsonl ../shared/cases/dev.jsonl ../shared/cases/real-accounts.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: properties run status test eval user retention clinic browser bench bench-checkins bench-clinic bench-relay soak chaos fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: properties run status test unit eval user retention clinic browser bench bench-checkins bench-clinic bench-relay soak chaos fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt requirements/model.txt
@@ -112,6 +112,11 @@ $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
 	else echo "Debian's chromium is needed for the browser tests: sudo apt-get install chromium"; exit 1; fi
+
+# The edit-test loop: tests that need no trained model, no servers and no browser (not the
+# integration ones, not those marked slow). `make test` runs these and everything else.
+unit: .venv/.installed
+	$(PY) -m pytest tests --ignore=tests/integration -m "not slow and not integration" -q -p no:cacheprovider
 
 test: $(MODEL) $(CHROMIUM)
 	.venv/bin/ruff check .

@@ -72,6 +72,7 @@ def run(s: CheckinScheduler) -> dict[str, int]:
     return asyncio.run(s.tick())
 
 
+@pytest.mark.slow
 def test_28_days_of_check_ins_arrive_at_their_local_times_when_answered(engine: sa.engine.Engine) -> None:
     clock = Clock(local(0, 0))
     outbox = Outbox(clock)
@@ -187,6 +188,7 @@ def test_a_tap_before_the_send_is_recorded_still_answers(engine: sa.engine.Engin
         assert conn.execute(sa.select(CHECKINS.c.status, CHECKINS.c.sent_at)).one()[0] == "answered"
 
 
+@pytest.mark.slow
 def test_two_replicas_send_each_check_in_once(engine: sa.engine.Engine) -> None:
     clock = Clock(local(1, 0))
     outbox = Outbox(clock)

@@ -176,6 +176,7 @@ _EVENTS = st.one_of(
     st.fixed_dictionaries({}, optional={"events": st.lists(_EVENTS, max_size=4) | _JSON, "responses": st.lists(_BY_TYPE["object"]) | _JSON})
     | _JSON
 )
+@pytest.mark.slow
 def test_response_validation_matches_stock_jsonschema_on_generated_responses(result: Any) -> None:
     assert _ours_accepts(result) == _stock_accepts(result)
 

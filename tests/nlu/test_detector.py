@@ -151,6 +151,7 @@ def test_bad_configuration_and_examples_are_refused(extractor: SymptomExtractor,
         detector_module.training_set((one_sided,), extractor.semantic, extractor.clause_texts)
 
 
+@pytest.mark.slow
 def test_a_disabled_detector_is_not_built(extractor: SymptomExtractor) -> None:
     config = dataclasses.replace(extractor.semantic.config, detector=DetectorConfig(False, 1.01, (), 1.0))
     plain = SymptomExtractor(extractor.kb, extractor.rules, SemanticMatcher(extractor.kb, config, extractor.semantic.encoder))
@@ -183,6 +184,7 @@ def test_a_broken_cache_is_trained_again(extractor: SymptomExtractor, tiny_confi
     assert EmergencyDetector.load_or_train(config, extractor.semantic, extractor.clause_texts).weights.shape == good.weights.shape
 
 
+@pytest.mark.slow
 def test_the_extractor_runs_without_a_detector_it_cannot_build(extractor: SymptomExtractor, tmp_path: Path) -> None:
     """A missing example file (or an unwritable cache) loses the second opinion, not the bot."""
     config = dataclasses.replace(extractor.semantic.config, detector=DetectorConfig(True, 0.85, (tmp_path / "missing.jsonl",), 1.0))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot import PROJECT_ROOT
 from bot.fuzz import check
 
@@ -16,6 +18,7 @@ def test_the_harness_accepts_ordinary_and_odd_messages() -> None:
         check(text)
 
 
+@pytest.mark.slow
 def test_a_short_fuzzing_run_finds_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "CRS_FUZZ_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT)}
     run = subprocess.run(

@@ -13,6 +13,7 @@ import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +55,7 @@ _LONG = st.tuples(st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
 )
 
 
+@pytest.mark.slow
 @runs()
 @given(_UNICODE | _LONG)
 @example("\x00" * MAX_CHARS)

@@ -114,6 +114,7 @@ def test_cues_match_whole_words_whatever_the_case_and_apostrophes(kb: KnowledgeB
     assert config.corroborating_cue("hallucinations", "he studied all day") is None  # "died" only as a word
 
 
+@pytest.mark.slow
 def test_a_stricter_threshold_from_data_turns_a_hit_into_a_question(extractor: SymptomExtractor, kb: KnowledgeBase) -> None:
     """Thresholds are data: the same clause is a hit, then (threshold raised above its score) a question."""
     text = "there are children playing in the corner of the room and nobody else can see them"
@@ -136,6 +137,7 @@ def test_the_data_file_is_where_the_readme_says() -> None:
     assert Path(__file__).resolve().parents[2] / "data" / "semantic.yml" == DEFAULT_SEMANTIC_PATH
 
 
+@pytest.mark.slow
 def test_a_weak_read_beside_a_sure_emergency_adds_no_reason(extractor: SymptomExtractor, kb: KnowledgeBase) -> None:
     """ "spoon in hand" sounds like speech beside a drowsy scene; with the rule off it counts, with
     data/semantic.yml's `beside_emergency` it does not, and the message stays an emergency."""
@@ -152,6 +154,7 @@ def test_a_weak_read_beside_a_sure_emergency_adds_no_reason(extractor: SymptomEx
     assert not {m.symptom for m in weak} & set(found.present)
 
 
+@pytest.mark.slow
 def test_unsure_reads_of_one_group_add_up(extractor: SymptomExtractor, kb: KnowledgeBase) -> None:
     """Two clauses that are each only perhaps a neurological emergency (each in the question band,
     here made so by raising the thresholds) count together with `group_agreeing`, and not alone."""

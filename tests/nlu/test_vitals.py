@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -144,12 +145,9 @@ def test_numbers_said_loosely(parser: VitalsParser, text: str, kind: str, value:
         ("bp 60/95", [("blood_pressure", 95.0, "mmHg", None, 60.0, "measured")]),
     ],
 )
-def test_every_reading_becomes_a_vital_entity_with_its_unit_and_context(text: str, expected: list[tuple]) -> None:
-    from bot.nlu.extractor import SymptomExtractor
-    from bot.nlu.knowledge import load_knowledge_base, load_language_rules
+def test_every_reading_becomes_a_vital_entity_with_its_unit_and_context(text: str, expected: list[tuple], extractor: Any) -> None:
     from bot.nlu.rasa_component import findings_to_entities
 
-    extractor = SymptomExtractor(load_knowledge_base(), load_language_rules())
     vitals = [e for e in findings_to_entities(extractor(text)) if e["entity"] == "vital"]
     assert [(e["kind"], e["value"], e["unit"], e["value_c"], e["diastolic"], e["role"]) for e in vitals] == expected
     assert all(text[e["start"] : e["end"]] == e["text"] for e in vitals)
