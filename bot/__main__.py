@@ -205,9 +205,13 @@ def cmd_rasa(args: argparse.Namespace) -> int:
         rasa_args += ["--auth-token", token]
     from rasa.__main__ import main as rasa_main
 
-    from bot.gc_tuning import install_for_rasa_server
+    from bot import rasa_patches
 
-    install_for_rasa_server()
+    try:
+        rasa_patches.install()
+    except (ValueError, rasa_patches.RasaVersionError) as error:
+        sys.stderr.write(f"refusing to start the Rasa server: {error}\n")
+        return 2
     sys.argv = ["rasa", *rasa_args]
     rasa_main()
     return 0

@@ -34,3 +34,21 @@ def install() -> None:
         return
     setattr(redact, _INSTALLED, True)
     structlog.configure(processors=[redact, *processors])
+
+
+def install_for_rasa_server() -> None:
+    """Before Rasa's main runs: Rasa replaces structlog's processors when it configures logging,
+    so `redact` is put first again right after it does (and now, for anything configured already)."""
+    import rasa.__main__ as rasa_cli
+
+    configure = rasa_cli.configure_structlog
+    if not getattr(configure, _INSTALLED, False):
+
+        def configure_then_redact(*args: Any, **kwargs: Any) -> Any:
+            result = configure(*args, **kwargs)
+            install()
+            return result
+
+        setattr(configure_then_redact, _INSTALLED, True)
+        rasa_cli.configure_structlog = configure_then_redact
+    install()

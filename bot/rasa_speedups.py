@@ -71,7 +71,6 @@ from rasa.shared.core.events import (
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.utils.endpoints import DEFAULT_REQUEST_TIMEOUT, EndpointConfig
 
-_PATCHED = "_crs_speedups"
 STOCK_GRAPH_RUN = DaskGraphRunner.run  # kept for the equivalence tests
 STOCK_PAST_STATES = DialogueStateTracker.past_states
 STOCK_FORMAT_STATES = Policy.format_tracker_states
@@ -439,18 +438,48 @@ def _endpoint_session(self: EndpointConfig) -> _BorrowedSession:
     return _BorrowedSession(session)
 
 
+# One function per patch (bot/rasa_patches names them; CRS_RASA_PATCHES switches them one by one).
+def patch_response_validation() -> None:
+    RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
+
+
+def patch_event_lookup() -> None:
+    Event.resolve_by_type = staticmethod(_resolve_event_by_type)  # type: ignore[method-assign,assignment]
+
+
+def patch_graph_runner() -> None:
+    DaskGraphRunner.run = _run_graph  # type: ignore[method-assign]
+
+
+def patch_past_states() -> None:
+    """The carried-on states fold, with the tracker copy and rule-state parsing it relies on."""
+    DialogueStateTracker.past_states = _past_states  # type: ignore[method-assign]
+    DialogueStateTracker.copy = _copy  # type: ignore[method-assign]
+    RulePolicy._rule_key_to_state = staticmethod(_rule_key_to_state)  # type: ignore[method-assign,assignment]
+
+
+def patch_debug_format() -> None:
+    Policy.format_tracker_states = staticmethod(_format_tracker_states)  # type: ignore[method-assign,assignment]
+
+
+def patch_endpoint_session() -> None:
+    EndpointConfig.session = _endpoint_session  # type: ignore[method-assign]
+
+
+PATCHES = {
+    "response_validation": patch_response_validation,
+    "event_lookup": patch_event_lookup,
+    "graph_runner": patch_graph_runner,
+    "past_states": patch_past_states,
+    "debug_format": patch_debug_format,
+    "endpoint_session": patch_endpoint_session,
+}
+
+
 def apply() -> None:
-    """Idempotent: install the faster, equivalent implementations."""
-    if not getattr(RemoteAction, _PATCHED, False):
-        RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
-        Event.resolve_by_type = staticmethod(_resolve_event_by_type)  # type: ignore[method-assign,assignment]
-        DaskGraphRunner.run = _run_graph  # type: ignore[method-assign]
-        DialogueStateTracker.past_states = _past_states  # type: ignore[method-assign]
-        DialogueStateTracker.copy = _copy  # type: ignore[method-assign]
-        RulePolicy._rule_key_to_state = staticmethod(_rule_key_to_state)  # type: ignore[method-assign,assignment]
-        EndpointConfig.session = _endpoint_session  # type: ignore[method-assign]
-        Policy.format_tracker_states = staticmethod(_format_tracker_states)  # type: ignore[method-assign,assignment]
-        setattr(RemoteAction, _PATCHED, True)
+    """Every speed-up (idempotent: each assigns the same function again)."""
+    for patch in PATCHES.values():
+        patch()
 
 
-__all__ = ["ValidationError", "apply"]
+__all__ = ["PATCHES", "ValidationError", "apply"]

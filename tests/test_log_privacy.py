@@ -26,3 +26,14 @@ def test_installed_once_and_first() -> None:
         assert sum(p is log_privacy.redact for p in processors) == 1
     finally:
         structlog.configure(processors=before)
+
+
+def test_redaction_survives_rasa_configuring_structlog_after_it_is_installed() -> None:
+    """`python -m bot rasa` installs it before Rasa's main, which then replaces structlog's processors."""
+    import logging
+
+    import rasa.__main__ as rasa_cli
+
+    log_privacy.install_for_rasa_server()
+    rasa_cli.configure_structlog(logging.DEBUG)
+    assert structlog.get_config()["processors"][0] is log_privacy.redact

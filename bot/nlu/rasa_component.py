@@ -21,15 +21,10 @@ from rasa.nlu.extractors.extractor import EntityExtractorMixin
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
-from bot import action_failsafe, log_privacy, rasa_speedups
 from bot.nlu.extractor import ABSENT, HYPOTHETICAL, PRESENT, Findings, SymptomExtractor
 from bot.nlu.knowledge import load_knowledge_base, load_language_rules
 
-# This module is what the Rasa server loads of ours: see bot/rasa_speedups.py and
-# bot/action_failsafe.py for why each patch exists.
-rasa_speedups.apply()
-action_failsafe.apply()
-log_privacy.install()
+# The Rasa patches are installed by `python -m bot rasa` (bot/rasa_patches), not on import.
 
 EXTRACTOR_NAME = "CRSSymptomExtractor"
 
