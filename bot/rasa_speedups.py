@@ -1,4 +1,4 @@
-"""Performance fixes for Rasa 3.6 internals, applied when the Rasa server loads our component.
+"""Performance fixes for Rasa 3.6 internals, installed by bot/rasa_patches (`python -m bot rasa`), one named patch each.
 
 Each fix comes from a py-spy profile of the Rasa server answering REST messages that call the
 action server, and each keeps Rasa's behaviour (tests/test_rasa_speedups.py compares them with
