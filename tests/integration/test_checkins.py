@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from bot.checkins.scheduler import link_chat
 from bot.checkins.store import CHECKINS, create_checkin_tables
 from bot.clinic import worklist
-from bot.clinic.schema import ENROLMENTS, create_tables
+from bot.clinic.schema import ENROLMENTS
 from bot.db import create_db_engine
 from bot.pgcluster import PgCluster
 from bot.servers import Stack
@@ -46,15 +46,16 @@ def write_schedule(
     return times
 
 
-def enrol(stack: Stack, now: datetime) -> str:
-    code = f"CHK{uuid.uuid4().hex[:6].upper()}"
-    engine = create_db_engine(stack.settings.database_url)
-    create_tables(engine)
+def enrol(url: str, infusion: str, code: str | None = None, zone: str = "UTC") -> str:
+    """A CAR-T enrolment in the database at `url`; returns its code."""
+    code = code or f"CHK{uuid.uuid4().hex[:6].upper()}"
+    engine = create_db_engine(url)
+    create_checkin_tables(engine)
     with engine.begin() as conn:
         conn.execute(
             sa.insert(ENROLMENTS).values(
-                code=code, label="Check-in test", therapy="tisagenlecleucel", infusion_date=now.date().isoformat(),
-                created_by="test", created_at=0, timezone="UTC",
+                code=code, label="Check-in test", therapy="tisagenlecleucel", infusion_date=infusion,
+                created_by="test", created_at=0, timezone=zone,
             )
         )  # fmt: skip
     engine.dispose()
@@ -65,7 +66,7 @@ def enrol(stack: Stack, now: datetime) -> str:
 def rig(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RelayRig, str, list[datetime]]]:
     now = datetime.now(UTC).replace(microsecond=0)
     times = write_schedule(tmp_path, monkeypatch, now, (20, 45, 70, 110))
-    code = enrol(stack, now)
+    code = enrol(stack.settings.database_url, now.date().isoformat())
     fake = FakeTelegram(token=BOT_TOKEN).start()
     settings = relay_settings(stack, fake, tmp_path)
     relay_stack = Stack(settings, log_dir=tmp_path)
@@ -189,7 +190,7 @@ def test_a_relay_killed_mid_schedule_neither_repeats_nor_floods(stack: Stack, tm
     recorded not sent, the first is not repeated."""
     now = datetime.now(UTC).replace(microsecond=0)
     times = write_schedule(tmp_path, monkeypatch, now, (30, 50, 110), remind_after_min=10, missed_after_min=20, stale_after_min=0.75)
-    code = enrol(stack, now)
+    code = enrol(stack.settings.database_url, now.date().isoformat())
     fake = FakeTelegram(token=BOT_TOKEN).start()
     settings = relay_settings(stack, fake, tmp_path)
     relay_stack = Stack(settings, log_dir=tmp_path)
@@ -235,20 +236,9 @@ def test_28_simulated_days_of_check_ins_reach_the_bot_api_at_their_local_times(t
 
     zone = ZoneInfo("America/Chicago")
     infusion = datetime(2026, 3, 1, tzinfo=zone)  # across the daylight-saving change of 8 March
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'days.db'}")
-    create_checkin_tables(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.insert(ENROLMENTS).values(
-                code="DAYS1",
-                label="Bed 1",
-                therapy="tisagenlecleucel",
-                infusion_date="2026-03-01",
-                created_by="t",
-                created_at=0,
-                timezone="America/Chicago",
-            )
-        )  # noqa: E501
+    url = f"sqlite:///{tmp_path / 'days.db'}"
+    enrol(url, "2026-03-01", "DAYS1", "America/Chicago")
+    engine = create_db_engine(url)
     link_chat(engine, "DAYS1", CHAT, "tg-days", now=infusion.timestamp())
     fake = FakeTelegram(token=BOT_TOKEN).start()
     clock = [infusion.timestamp()]
@@ -297,20 +287,8 @@ def test_two_relay_replicas_on_postgresql_send_each_check_in_once(
     now = datetime.now(UTC).replace(microsecond=0)
     write_schedule(tmp_path, monkeypatch, now, (40, 50, 60, 61), remind_after_min=10, missed_after_min=20)
     url = pg_cluster.create_database("checkins_replicas")
+    enrol(url, now.date().isoformat(), "TWO1")
     engine = create_db_engine(url)
-    create_checkin_tables(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.insert(ENROLMENTS).values(
-                code="TWO1",
-                label="Bed 2",
-                therapy="tisagenlecleucel",
-                infusion_date=now.date().isoformat(),
-                created_by="t",
-                created_at=0,
-                timezone="UTC",
-            )
-        )  # noqa: E501
     link_chat(engine, "TWO1", CHAT, "tg-two", now=now.timestamp())
     fake = FakeTelegram(token=BOT_TOKEN).start()
     replicas = []
