@@ -177,6 +177,13 @@ def due_between(config: CheckinConfig, code: str, kind: str, infusion: date, zon
     return sorted(found.values(), key=lambda d: d.at)
 
 
+def dose_anchors(infusion_date: str | None, later_doses: str | None) -> list[date]:
+    """The dates schedules count days from, as an enrolment stores them: the infusion (first dose)
+    and the later step-up doses, comma-separated ISO dates. ValueError on a malformed one."""
+    values = [infusion_date or "", *(later_doses or "").split(",")]
+    return sorted({date.fromisoformat(v) for v in values if v})
+
+
 def due_for(config: CheckinConfig, code: str, kind: str, anchors: list[date], zone: ZoneInfo, start: float, end: float) -> list[Due]:
     """`due_between` from each dose (the infusion, then a bispecific's step-up doses): a day
     follows the schedule of the latest dose on or before it, so its check-ins and day count

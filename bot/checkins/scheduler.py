@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from telegram.error import BadRequest, Forbidden, NetworkError
 
 from bot.checkins.neuro import START as NEURO_START
-from bot.checkins.schedule import CheckinConfig, Due, due_for
+from bot.checkins.schedule import CheckinConfig, Due, dose_anchors, due_for
 from bot.checkins.store import CHATS, CHECKINS
 from bot.clinic import worklist
 from bot.clinic.schema import ENROLMENTS
@@ -144,8 +143,7 @@ class CheckinScheduler:
         therapy = kb.therapy(chat["therapy"]) if chat["therapy"] else None
         kind = therapy.kind if therapy else ""
         try:
-            doses = [chat["infusion_date"], *(d for d in (chat["dose_dates"] or "").split(",") if d)]
-            anchors = [date.fromisoformat(d) for d in doses]
+            anchors = dose_anchors(chat["infusion_date"], chat["dose_dates"])
             zone = ZoneInfo(chat["timezone"]) if chat["timezone"] else self.default_zone
         except (ValueError, KeyError) as exc:
             log.error("checkins.bad_enrolment type=%s", type(exc).__name__)

@@ -9,7 +9,6 @@ the highest-risk handling without being asked.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -43,12 +42,13 @@ class Enrolment:
 
     @property
     def anchors(self) -> list[date]:
-        """The dates check-in schedules count days from: the infusion (first dose), then each later dose."""
-        days = []
-        for value in (self.infusion_date, *self.dose_dates):
-            with contextlib.suppress(TypeError, ValueError):
-                days.append(date.fromisoformat(value or ""))
-        return sorted(set(days))
+        """The dates check-in schedules count days from, read as the scheduler reads them (none if one is malformed)."""
+        from bot.checkins.schedule import dose_anchors
+
+        try:
+            return dose_anchors(self.infusion_date, ",".join(self.dose_dates))
+        except ValueError:
+            return []
 
     def therapy_context(self) -> dict[str, Any] | None:
         """Slots the triage takes from this enrolment (None if no therapy is recorded)."""

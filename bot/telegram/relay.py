@@ -113,9 +113,7 @@ class Relay:
             {"edited": edited, "update_id": update.update_id},
             reply_to=message.message_id,
         )
-        if self.checkins is not None:  # any message answers an open check-in; a bare "yes" then means an emergency sign
-            checkins = self.checkins
-            item.probe = lambda: checkins.answered(chat.id)
+        self._answers_checkins(item)  # any message answers an open check-in; a bare "yes" then means an emergency sign
         await self.handle(context.bot, item)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -146,9 +144,7 @@ class Relay:
             payload = self._long_payloads.get(data, data)
             title = _button_title(query.message, data) if query.message else None
             item = self._inbound(chat.id, payload, f"cb:{query.id}", {"button": title, "update_id": update.update_id}, None)
-            if self.checkins is not None:  # "/affirm" from a button answers an open check-in's question too
-                checkins = self.checkins
-                item.probe = lambda: checkins.answered(chat.id)
+            self._answers_checkins(item)  # "/affirm" from a button answers an open check-in's question too
             work = self._spawn(self._process(context.bot, item))  # takes its place in line before any await
         with contextlib.suppress(TelegramError):
             await query.answer()
@@ -266,6 +262,12 @@ class Relay:
         """`message_id` is unique within the chat; Rasa stores it prefixed with the pseudonym."""
         sender = self._sender(chat_id)
         return Inbound(chat_id, sender, text, f"{sender}:{message_id}", {"telegram": metadata}, reply_to, fallback)
+
+    def _answers_checkins(self, item: Inbound) -> None:
+        """Before Rasa gets it, the message answers the chat's open check-ins and learns which question it may answer."""
+        if self.checkins is not None:
+            checkins, chat_id = self.checkins, item.chat_id
+            item.probe = lambda: checkins.answered(chat_id)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)
