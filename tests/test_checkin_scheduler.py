@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from telegram.error import Forbidden, TimedOut
 
 from bot.checkins.schedule import load_checkin_config
-from bot.checkins.scheduler import CheckinScheduler, Texts, link_chat, set_opted_out
+from bot.checkins.scheduler import CLAIM_LEASE_S, CheckinScheduler, Texts, link_chat, set_opted_out
 from bot.checkins.store import CHECKINS, create_checkin_tables
 from bot.clinic import alerts, worklist
 from bot.clinic.schema import ENROLMENTS
@@ -204,6 +204,49 @@ def test_two_replicas_send_each_check_in_once(engine: sa.engine.Engine) -> None:
             s.answered(CHAT, at=clock.now + 1)
         clock.now += 120
     assert [datetime.fromtimestamp(at, ZoneInfo(ZONE)).strftime("%H:%M") for at, *_ in outbox.sent] == ["08:00", "20:00"]
+
+
+class Killed(BaseException):
+    """The relay dies inside the send (SIGKILL): its claim stays, unsent."""
+
+
+def test_a_claim_whose_owner_died_before_sending_is_taken_over_once_after_the_lease(engine: sa.engine.Engine) -> None:
+    clock = Clock(local(1, 8, 0))
+    link_chat(engine, "CART1", CHAT, "tg-cart1", now=local(0, 0).timestamp())
+
+    async def die(chat_id: int, text: str, buttons: list[tuple[str, str]]) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        run(scheduler(engine, clock, die, "relay-a"))
+    outbox = Outbox(clock)
+    b = scheduler(engine, clock, outbox, "relay-b")
+    clock.now += CLAIM_LEASE_S - 30
+    assert run(b)["sent"] == 0 and outbox.sent == [], "a claim within its lease may still be sending"
+    clock.now += 60
+    assert run(b)["sent"] == 1
+    run(b)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(CHECKINS.c.status, CHECKINS.c.owner).where(CHECKINS.c.key == "CART1@2026-12-02T08:00")).all()
+    assert [tuple(r) for r in rows] == [("sent", "relay-b")] and len(outbox.sent) == 1
+
+
+def test_a_claim_abandoned_until_it_went_stale_is_recorded_not_sent(engine: sa.engine.Engine) -> None:
+    clock = Clock(local(1, 8, 0))
+    link_chat(engine, "CART1", CHAT, "tg-cart1", now=local(0, 0).timestamp())
+
+    async def die(chat_id: int, text: str, buttons: list[tuple[str, str]]) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        run(scheduler(engine, clock, die, "relay-a"))
+    outbox = Outbox(clock)
+    clock.now += load_checkin_config().stale_after_s + 60
+    run(scheduler(engine, clock, outbox, "relay-b"))
+    with engine.connect() as conn:
+        status = conn.execute(sa.select(CHECKINS.c.status).where(CHECKINS.c.key == "CART1@2026-12-02T08:00")).scalar_one()
+    assert status == "not_sent"
+    assert outbox.sent == [], "no stale question out of the blue"
 
 
 def test_a_relay_down_for_hours_sends_no_burst_of_stale_check_ins(engine: sa.engine.Engine) -> None:
