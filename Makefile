@@ -6,9 +6,9 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 MODEL := models/crs.tar.gz
-TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml data/checkins.yml data/neurocheck.yml,$(wildcard data/*.yml)) $(wildcard bot/nlu/*.py) $(wildcard tests/cases/*.jsonl) $(wildcard data/examples/*.jsonl)
+TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml data/checkins.yml data/neurocheck.yml,$(wildcard data/*.yml)) $(wildcard bot/nlu/*.py bot/clinical/*.py) $(wildcard data/cases/*.jsonl) $(wildcard data/examples/*.jsonl)
 # Scored apart: our tuned cases, the blind files (written before the patterns), the shared samples.
-CASES ?= tests/cases/own.jsonl tests/cases/blind-a.jsonl tests/cases/blind-b.jsonl tests/cases/blind-c.jsonl tests/cases/blind-d.jsonl tests/cases/blind-e.jsonl tests/cases/blind-f.jsonl tests/cases/blind-g.jsonl tests/cases/blind-h.jsonl tests/cases/blind-i.jsonl tests/cases/blind-j.jsonl tests/cases/blind-k.jsonl tests/cases/blind-l.jsonl tests/cases/blind-m.jsonl tests/cases/blind-n.jsonl tests/cases/blind-o.jsonl tests/cases/blind-p.jsonl tests/cases/blind-q.jsonl tests/cases/blind-r.jsonl tests/cases/blind-s.jsonl tests/cases/blind-t.jsonl tests/cases/blind-u.jsonl tests/cases/blind-v.jsonl tests/cases/blind-w.jsonl data/examples/contrast.jsonl ../shared/cases/dev.jsonl ../shared/cases/real-accounts.jsonl
+CASES ?= data/cases/own.jsonl data/cases/blind-a.jsonl data/cases/blind-b.jsonl data/cases/blind-c.jsonl data/cases/blind-d.jsonl data/cases/blind-e.jsonl data/cases/blind-f.jsonl data/cases/blind-g.jsonl data/cases/blind-h.jsonl data/cases/blind-i.jsonl data/cases/blind-j.jsonl data/cases/blind-k.jsonl data/cases/blind-l.jsonl data/cases/blind-m.jsonl data/cases/blind-n.jsonl tests/cases/blind-o.jsonl tests/cases/blind-p.jsonl tests/cases/blind-q.jsonl tests/cases/blind-r.jsonl tests/cases/blind-s.jsonl tests/cases/blind-t.jsonl tests/cases/blind-u.jsonl tests/cases/blind-v.jsonl tests/cases/blind-w.jsonl data/examples/contrast.jsonl ../shared/cases/dev.jsonl ../shared/cases/real-accounts.jsonl
 OUT ?= var/eval/results.jsonl
 
 .PHONY: properties run status test unit eval user retention clinic browser bench bench-checkins bench-clinic bench-relay soak chaos fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
@@ -43,7 +43,7 @@ actions: .venv/.installed
 	$(PY) -m bot actions --actions actions
 
 eval: $(MODEL)
-	$(PY) -m bot eval --cases $(CASES) --out $(OUT) $(if $(URL),--url $(URL))
+	$(PY) -m tools eval --cases $(CASES) --out $(OUT) $(if $(URL),--url $(URL))
 
 user: .venv/.installed
 	@test -n "$(NAME)" || (echo "usage: make user NAME=alice [ROLE=admin|viewer]"; exit 2)
@@ -56,48 +56,48 @@ clinic: .venv/.installed
 	$(PY) -m bot clinic
 
 bench: $(MODEL)
-	$(PY) -m bot bench
+	$(PY) -m tools bench
 
-# Installs PostgreSQL and Redis from Debian's packages when missing (as root), see bot/scale.py.
+# Installs PostgreSQL and Redis from Debian's packages when missing (as root), see tools/scale.py.
 scale-test: $(MODEL)
-	$(PY) -m bot scale-test
+	$(PY) -m tools scale-test
 
 bench-clinic: .venv/.installed
-	$(PY) -m bot bench-clinic
+	$(PY) -m tools bench-clinic
 
 # 10,000 enrolled patients' check-ins due at once (BENCH_CHECKINS_ARGS="--patients 1000" for a quick run).
 bench-checkins: .venv/.installed
-	$(PY) -m bot bench-checkins $(BENCH_CHECKINS_ARGS)
+	$(PY) -m tools bench-checkins $(BENCH_CHECKINS_ARGS)
 
 bench-relay: $(MODEL)
-	$(PY) -m bot bench-relay
+	$(PY) -m tools bench-relay
 
 # Coverage-guided fuzzing of the extractor and triage (atheris); crashes land in var/fuzz/.
 FUZZ_SECONDS ?= 300
 PIP_AUDIT_VERSION := 2.10.1
 fuzz: .venv/.installed
-	$(PY) -m bot.fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=30 -rss_limit_mb=4096
+	$(PY) -m tools.fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=30 -rss_limit_mb=4096
 
 # Dependency audit of requirements/lock.txt (pip-audit in its own virtualenv, see docs/reliability-and-security.md, "Security").
 audit: .venv/.installed
 	test -x .venv-audit/bin/pip-audit || (python3 -m venv .venv-audit && .venv-audit/bin/pip install --quiet pip-audit==$(PIP_AUDIT_VERSION))
-	$(PY) -m bot audit
+	$(PY) -m tools audit
 
 # 30 msg/s for 30 minutes through the Telegram relay (SOAK_ARGS="--minutes 5" for a shorter run).
 soak: $(MODEL)
-	$(PY) -m bot soak $(SOAK_ARGS)
+	$(PY) -m tools soak $(SOAK_ARGS)
 
 # 20 msg/s for 10 minutes on PostgreSQL while parts are killed, frozen and starved at random
 # (CHAOS_ARGS="--minutes 2 --faults 8" for a shorter run; a 2-minute run is part of make test).
 chaos: $(MODEL)
-	$(PY) -m bot chaos $(CHAOS_ARGS)
+	$(PY) -m tools chaos $(CHAOS_ARGS)
 
 # Property tests at random with many more examples (make test runs them derandomized).
 properties: .venv/.installed
 	HYPOTHESIS_PROFILE=explore $(PY) -m pytest tests/nlu/test_properties.py -p no:cacheprovider
 
 nlu-heldout: $(MODEL)
-	$(PY) -m bot nlu-heldout --show-errors
+	$(PY) -m tools nlu-heldout --show-errors
 
 validate: .venv/.installed
 	$(RASA) data validate --fail-on-warnings

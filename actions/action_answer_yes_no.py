@@ -12,7 +12,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.conversation import MessageFindings, TriageState, labels, responders_note
 from actions.replies import EMERGENCY_CHECK, POSSIBLE_SYMPTOM, THERAPY_QUESTION, follow_up_events, send_level_advice, slot_events
 from bot.checkins.schedule import load_checkin_config
-from bot.nlu.knowledge import KnowledgeBase, load_knowledge_base
+from bot.clinical.knowledge import KnowledgeBase, load_knowledge_base
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from actions.conversation import MessageFindings, TriageState
 from actions.enrolment_context import with_enrolment
 from actions.replies import THERAPY_QUESTION, ask_possible_symptom, follow_up_events, hypothetical_advice, send_level_advice, slot_events
 from bot.checkins.neuro import reported_entities
-from bot.nlu.knowledge import load_knowledge_base
+from bot.clinical.knowledge import load_knowledge_base
 
 
 class ActionTriage(Action):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from actions.triage import Assessment, assess, higher
-from bot.nlu.knowledge import KnowledgeBase
+from bot.clinical.knowledge import KnowledgeBase
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.conversation import TriageState, labels, responders_note
 from actions.triage import RANK, Assessment, emergency_signs, symptom_level
-from bot.nlu.knowledge import KnowledgeBase
+from bot.clinical.knowledge import KnowledgeBase
 
 THERAPY_QUESTION = "therapy"
 EMERGENCY_CHECK = "emergency_check"

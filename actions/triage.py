@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from bot.nlu.knowledge import LEVEL_RANK as RANK
-from bot.nlu.knowledge import KnowledgeBase
+from bot.clinical.knowledge import LEVEL_RANK as RANK
+from bot.clinical.knowledge import KnowledgeBase
 
 
 def higher(a: str, b: str) -> str:

@@ -1,5 +1,6 @@
-"""CRS symptom checker: the NLU components, the Telegram relay, the check-ins, the clinic review app
-and the operations CLI (`python -m bot`)."""
+"""CRS symptom checker, the shipped product: the clinical knowledge base, the NLU components, the
+Telegram relay, the check-ins, the clinic review app, what plugs into Rasa and what patches it,
+and the operations CLI (`python -m bot`). Developer tooling is in tools/."""
 
 from pathlib import Path
 

@@ -53,6 +53,10 @@ def actions_command(settings: Settings) -> list[str]:
     return [sys.executable, "-m", "bot", "actions", "--actions", "actions", "--port", str(settings.actions_port)]
 
 
+def clinic_worker_command() -> list[str]:
+    return [sys.executable, "-m", "bot", "clinic-worker"]
+
+
 def rasa_command(settings: Settings, model: Path = MODEL_PATH) -> list[str]:
     """`python -m bot rasa run …`: the model is checked first, and the API token is handed to Rasa
     from $RASA_API_TOKEN inside the process, so it never shows in the process list."""
@@ -98,6 +102,7 @@ def isolated_settings(directory: Path, **overrides: object) -> Settings:
         sender_id_key=Secret(f"isolated-{directory.name}"),
         clinic_secret_key=Secret(f"isolated-clinic-{directory.name}"),
         status_port=free_port(),
+        clinic_worker_port=free_port(),
         log_dir=directory,
     )
     return dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
@@ -192,10 +197,15 @@ class Stack:
             time.sleep(0.2)
         raise TimeoutError(f"Telegram relay not ready after {timeout:.0f} s")
 
-    def start_clinic(self, timeout: float = 60) -> float:
-        """The clinic review app (`python -m bot clinic`), ready when its login page answers."""
+    def start_clinic(self, timeout: float = 60, worker: bool = True) -> float:
+        """The clinic review app (`python -m bot clinic`), ready when its login page answers, and its
+        background worker (`python -m bot clinic-worker`), ready when its first round is done."""
+        waited = 0.0
+        if worker:
+            proc = self.spawn("clinic-worker", clinic_worker_command())
+            waited = wait_until_up(f"{self.settings.clinic_worker_url}/health", proc, timeout, "clinic worker")
         proc = self.spawn("clinic", [sys.executable, "-m", "bot", "clinic"])
-        return wait_until_up(f"{self.settings.clinic_url}/login", proc, timeout, "clinic app")
+        return waited + wait_until_up(f"{self.settings.clinic_url}/login", proc, timeout, "clinic app")
 
     def start(self) -> dict[str, float]:
         return {"actions": self.start_actions(), "rasa": self.start_rasa()}

@@ -50,6 +50,7 @@ ENV_VARIABLES: dict[str, str] = {
     "FHIR_IDENTIFIER_SYSTEM": "fhir_identifier_system",
     "CLINIC_TIMEZONE": "clinic_timezone",
     "STATUS_PORT": "status_port",
+    "CLINIC_WORKER_PORT": "clinic_worker_port",
     "LOG_DIR": "log_dir",
     "RETENTION_DAYS": "retention_days",
     "REDIS_URL": "redis_url",
@@ -86,6 +87,7 @@ class Settings:
     fhir_identifier_system: str | None = None
     clinic_timezone: str = "UTC"
     status_port: int = 5098
+    clinic_worker_port: int = 8001
     log_dir: Path = VAR_DIR / "log"
     retention_days: float = 365.0
     redis_url: Secret | None = None
@@ -111,6 +113,10 @@ class Settings:
     @property
     def clinic_url(self) -> str:
         return f"http://127.0.0.1:{self.clinic_port}"
+
+    @property
+    def clinic_worker_url(self) -> str:
+        return f"http://127.0.0.1:{self.clinic_worker_port}"
 
     @property
     def actions_url(self) -> str:
@@ -184,10 +190,12 @@ def load_settings(env_file: Path | None = None) -> Settings:
         clinic_timezone=config("CLINIC_TIMEZONE", default="UTC"),
         # `make run`'s supervisor answers `/status` and `/health` here, on loopback (bot/supervisor.py).
         status_port=config("STATUS_PORT", cast=int, default=5098),
+        # The clinic worker's `/health` (bot/clinic/worker.py), loopback unless `--host`.
+        clinic_worker_port=config("CLINIC_WORKER_PORT", cast=int, default=8001),
         # where `make run` writes each part's log (<name>.log)
         log_dir=Path(config("LOG_DIR", default=str(VAR_DIR / "log"))),
         retention_days=config("RETENTION_DAYS", cast=float, default=365.0),
-        # Several Rasa replicas: their conversation locks in Redis (bot/lock_store.py).
+        # Several Rasa replicas: their conversation locks in Redis (bot/rasa_plugins/lock_store.py).
         redis_url=config("REDIS_URL", cast=Secret, default=None) or None,
         # Where the relay finds Rasa when it is not on this host (a Kubernetes Service, a load balancer).
         relay_rasa_url=config("RELAY_RASA_URL", default=None),

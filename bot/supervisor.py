@@ -1,7 +1,7 @@
 """`make run`'s supervisor: one crashed part is restarted; the rest keep serving patients.
 
-The product is four processes: the action server, the Rasa server, the Telegram relay and
-the clinic app. When one exits (an out-of-memory kill, a crash) or stops answering (a hung
+The product is five processes: the action server, the Rasa server, the Telegram relay, the
+clinic app and the clinic worker. When one exits (an out-of-memory kill, a crash) or stops answering (a hung
 event loop: three failed health checks in a row once it had been healthy, or not ready within
 its start-up deadline, and it is killed), the others keep running — the relay answers with its
 fail-safe and parks messages while Rasa is away, Rasa answers with its own fail-safe while the
@@ -45,7 +45,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bot.servers import RELAY_READY, Stack, actions_command, is_up, logged_since, rasa_command
+from bot.servers import RELAY_READY, Stack, actions_command, clinic_worker_command, is_up, logged_since, rasa_command
 
 log = logging.getLogger("bot.supervisor")
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 30.0
@@ -138,7 +138,8 @@ class Supervisor:
             else:
                 children.append(Child("relay", _relay_command, _logged_ready(stack.log_dir / "relay.log", RELAY_READY), None))
         clinic = Child("clinic", lambda: [sys.executable, "-m", "bot", "clinic"], _http_ready(f"{s.clinic_url}/health"), s.clinic_port)
-        return cls(stack, [*children, clinic])
+        worker = Child("clinic-worker", clinic_worker_command, _http_ready(f"{s.clinic_worker_url}/health"), s.clinic_worker_port)
+        return cls(stack, [*children, clinic, worker])
 
     # ------------------------------------------------------------------ processes
     def start(self, child: Child) -> None:

@@ -7,8 +7,8 @@ import os
 import pytest
 from hypothesis import settings
 
+from bot.clinical.knowledge import KnowledgeBase, load_knowledge_base
 from bot.nlu.extractor import SymptomExtractor
-from bot.nlu.knowledge import KnowledgeBase, load_knowledge_base
 
 # `make test` runs the property tests derandomized: a fresh clone gets the same verdict every
 # time. `make properties` explores at random (HYPOTHESIS_PROFILE=explore) with more examples;

@@ -67,7 +67,7 @@ def test_rasa_replicas_share_postgres_and_redis(applied: list[dict]) -> None:
         if value.endswith(".yml"):
             assert (Path(PROJECT_ROOT) / value).is_file()
     endpoints = yaml.safe_load((Path(PROJECT_ROOT) / "endpoints.yml").read_text())
-    assert endpoints["lock_store"]["type"] == "bot.lock_store.ConfiguredLockStore"
+    assert endpoints["lock_store"]["type"] == "bot.rasa_plugins.lock_store.ConfiguredLockStore"
     assert endpoints["action_endpoint"]["url"] == "http://localhost:${ACTIONS_PORT}/webhook", "the action server beside Rasa"
     assert "--port" in containers["actions"]["args"] and "ACTIONS_PORT" in documents("config.yaml")[0]["data"]
 
@@ -105,9 +105,10 @@ def test_every_long_running_container_has_probes_that_reach_a_real_health_route(
     from bot.db import create_db_engine
 
     clinic_paths = {r.path for r in create_app(create_db_engine("sqlite://"), "k").routes if isinstance(r, Route)}
-    channels = (Path(PROJECT_ROOT) / "bot" / "channels.py").read_text()
+    channels = (Path(PROJECT_ROOT) / "bot" / "rasa_plugins" / "channels.py").read_text()
+    worker = (Path(PROJECT_ROOT) / "bot" / "clinic" / "worker.py").read_text()
     containers = _containers(applied)
-    assert {c["name"] for c in containers} >= {"rasa", "actions", "relay", "clinic"}
+    assert {c["name"] for c in containers} >= {"rasa", "actions", "relay", "clinic", "clinic-worker"}
     for c in containers:
         for kind in ("readinessProbe", "livenessProbe"):
             probe = c.get(kind)
@@ -118,6 +119,8 @@ def test_every_long_running_container_has_probes_that_reach_a_real_health_route(
                     assert path in clinic_paths, (c["name"], path)
                 elif c["name"] == "rasa":
                     assert path == "/webhooks/relay/" and 'relay.add_route(_health, "/"' in channels
+                elif c["name"] == "clinic-worker":
+                    assert path == "/health" and 'add_get("/health"' in worker and "--host" in c["args"]
             elif "exec" in probe:
                 assert "127.0.0.1:5055/health" in " ".join(probe["exec"]["command"]), c["name"]
             else:

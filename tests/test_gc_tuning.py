@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.gc_tuning import freeze_long_lived, freezing_after, install_for_rasa_server
+from bot.gc_tuning import freeze_long_lived, freezing_after
+from bot.rasa_patches.gc_tuning import install as install_for_rasa_server
 
 
 @pytest.fixture(autouse=True)

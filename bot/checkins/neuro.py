@@ -61,7 +61,7 @@ class NeuroConfig:
 @lru_cache(maxsize=4)
 def load_neuro_config(path: str | None = None) -> NeuroConfig:
     """Read and check data/neurocheck.yml (or `CRS_NEUROCHECK`): a broken file fails at start-up, not mid-check."""
-    from bot.nlu.knowledge import load_knowledge_base
+    from bot.clinical.knowledge import load_knowledge_base
 
     source = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_PATH)
     raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from bot.checkins import neuro
 from bot.checkins.scheduler import Send
 from bot.clinic import worklist
-from bot.nlu.knowledge import load_knowledge_base
+from bot.clinical.knowledge import load_knowledge_base
 
 log = logging.getLogger("bot.checkins")
 # the relay's way to hand the triage an escalated neuro check (message metadata `neuro_check`)

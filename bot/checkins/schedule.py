@@ -145,7 +145,7 @@ def _clear_yes(values: list[object] | None, path: Path) -> frozenset[str]:
 
 def _symptom_ids(values: list[object] | None, path: Path) -> tuple[str, ...]:
     """The emergency screen's symptom ids; without a list, every emergency-class symptom."""
-    from bot.nlu.knowledge import load_knowledge_base
+    from bot.clinical.knowledge import load_knowledge_base
 
     kb = load_knowledge_base()
     if values is None:

@@ -34,7 +34,7 @@ from bot.checkins.schedule import CheckinConfig, Due, dose_anchors, due_for
 from bot.checkins.store import CHATS, CHECKINS
 from bot.clinic import worklist
 from bot.clinic.schema import ENROLMENTS
-from bot.nlu.knowledge import load_knowledge_base
+from bot.clinical.knowledge import load_knowledge_base
 
 log = logging.getLogger("bot.checkins")
 CLAIM_LEASE_S = 120.0

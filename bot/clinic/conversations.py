@@ -24,13 +24,13 @@ from bot.checkins.neuro import reported_entities
 from bot.checkins.store import CHECKINS
 from bot.clinic.schema import ENROLMENTS, EVENTS, STATE, SUMMARIES
 from bot.clinic.worklist import Episodes, Tracking
-from bot.nlu.knowledge import LEVEL_RANK, load_knowledge_base
+from bot.clinical.knowledge import LEVEL_RANK, load_knowledge_base
 
 log = logging.getLogger("bot.clinic")
 LEVELS_BY_SEVERITY = sorted(LEVEL_RANK, key=LEVEL_RANK.get, reverse=True)  # emergency first
 BATCH = 5000
 PAGE_SIZE = 50
-# Set to "test" in a user message's metadata by an authenticated caller (bot/channels.py): the
+# Set to "test" in a user message's metadata by an authenticated caller (bot/rasa_plugins/channels.py): the
 # conversation is evaluation or benchmark traffic, hidden from the clinic and never alerted.
 TRAFFIC_KEY = "traffic"
 

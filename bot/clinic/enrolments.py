@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from bot.checkins.store import CHATS, CHECKINS, NEURO_CHECKS
 from bot.clinic.schema import ENROLMENTS
-from bot.nlu.knowledge import load_knowledge_base
+from bot.clinical.knowledge import load_knowledge_base
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud or typed from paper
 

@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bot.clinic.conversations import Conversation, Row, Turn, pseudonym, symptom_label
-from bot.nlu.knowledge import load_knowledge_base
+from bot.clinical.knowledge import load_knowledge_base
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
@@ -544,26 +543,10 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 # ---------------------------------------------------------------------- app
-async def _keep_summaries_fresh(app: Starlette, interval: float) -> None:
-    """Fold new events into the summaries (opening worklist items and queueing their alerts),
-    escalate items nobody acknowledged in time, send due notices."""
-    engine, config = app.state.engine, app.state.alert_config
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        while True:
-            try:
-                await asyncio.to_thread(conversations.refresh, engine, config.tracking)
-                await asyncio.to_thread(worklist.escalate_due, engine, config.escalate_after, config.escalation_channels)
-                await alerts.deliver_due(engine, config, session)
-            except Exception as exc:  # keep serving; the next round retries
-                log.error("clinic.refresh.failed type=%s", type(exc).__name__)
-            await asyncio.sleep(interval)
-
-
 def create_app(
     engine: Engine,
     secret_key: str,
     https_only: bool = False,
-    refresh_interval: float = 1.0,
     alert_config: alerts.AlertConfig | None = None,
     fhir_identifier_system: str | None = None,
     timezone: str = "UTC",
@@ -572,10 +555,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # its own tables and the check-ins' it shows (the relay may not have created them yet)
         await asyncio.to_thread(create_checkin_tables, engine)
-        task = asyncio.create_task(_keep_summaries_fresh(app, refresh_interval))
-        log.info("clinic.ready")
+        log.info("clinic.ready")  # summaries, escalations and alerts: the clinic worker (bot/clinic/worker.py)
         yield
-        task.cancel()
 
     app = Starlette(
         routes=[

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from bot.clinic.schema import ALERTS, AUDIT, ENROLMENTS, SUMMARIES, WORKLIST
-from bot.nlu.knowledge import LEVEL_RANK, load_knowledge_base
+from bot.clinical.knowledge import LEVEL_RANK, load_knowledge_base
 
 # What a nurse records when closing an item (value stored → label shown).
 OUTCOMES = {

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from spacy.tokens import Doc, Span
 
-from bot.nlu.knowledge import ContextRule
+from bot.clinical.knowledge import ContextRule
 
 HARD_BOUNDARY = {".", ";", "!", "?"}
 BACKWARD_BOUNDARY = HARD_BOUNDARY | {","}

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from bot import PROJECT_ROOT
-from bot.nlu.knowledge import KnowledgeBaseError
+from bot.clinical.knowledge import KnowledgeBaseError
 
 CACHE_DIR_ENV = "CRS_DETECTOR_CACHE"
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "models" / "detector"

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 
 from spacy.tokens import Doc, Span, Token
 
+from bot.clinical.knowledge import KnowledgeBase, LanguageRules, load_knowledge_base, load_language_rules
 from bot.nlu.clauses import clause_spans
 from bot.nlu.context import ContextScopes, Trigger, resolve_overlaps
 from bot.nlu.detector import EmergencyDetector, features
-from bot.nlu.knowledge import KnowledgeBase, LanguageRules, load_knowledge_base, load_language_rules
 from bot.nlu.pipeline import CompiledRules, build_pipeline
 from bot.nlu.semantic import SemanticMatcher, load_semantic_config
 from bot.nlu.vitals import Vital, VitalsParser

@@ -1,6 +1,6 @@
 """Rasa 3 intent classifier: TF-IDF word + character n-grams into a logistic regression.
 
-Why not DIET: on our held-out split it is as accurate (`python -m bot nlu-heldout`), it trains
+Why not DIET: on our held-out split it is as accurate (`python -m tools nlu-heldout`), it trains
 in about a second instead of a minute, and it predicts in well under a millisecond without
 TensorFlow on the message path — DIET was ~19 % of the Rasa server's time per message and
 most of its start-up. Character n-grams (inside word boundaries) keep it robust to the typos

@@ -68,7 +68,7 @@ class NormalizerComponent:
 @Language.factory("crs_normalizer", default_config={"knowledge_base": "", "language_rules": ""})
 def make_normalizer(nlp: Language, name: str, knowledge_base: str, language_rules: str) -> NormalizerComponent:
     """Factory with a JSON-safe config: empty paths mean the project's defaults."""
-    from bot.nlu.knowledge import load_knowledge_base, load_language_rules
+    from bot.clinical.knowledge import load_knowledge_base, load_language_rules
     from bot.nlu.pipeline import vocabulary
 
     kb = load_knowledge_base(knowledge_base or None)

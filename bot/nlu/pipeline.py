@@ -16,7 +16,7 @@ from spacy.matcher import Matcher
 from spacy.symbols import ORTH
 
 import bot.nlu.normalizer  # noqa: F401  (registers the crs_normalizer factory)
-from bot.nlu.knowledge import KnowledgeBase, LanguageRules
+from bot.clinical.knowledge import KnowledgeBase, LanguageRules
 from bot.nlu.patterns import compile_phrase
 
 SENTENCE_PUNCT = [".", "!", "?", "\n", "\n\n", ";"]

@@ -21,8 +21,8 @@ from rasa.nlu.extractors.extractor import EntityExtractorMixin
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
+from bot.clinical.knowledge import load_knowledge_base, load_language_rules
 from bot.nlu.extractor import ABSENT, HYPOTHETICAL, PRESENT, Findings, SymptomExtractor
-from bot.nlu.knowledge import load_knowledge_base, load_language_rules
 
 # The Rasa patches are installed by `python -m bot rasa` (bot/rasa_patches), not on import.
 

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from bot import PROJECT_ROOT
+from bot.clinical.knowledge import KnowledgeBase, KnowledgeBaseError, _read_yaml, _require, _str_list
 from bot.nlu.detector import DetectorConfig
-from bot.nlu.knowledge import KnowledgeBase, KnowledgeBaseError, _read_yaml, _require, _str_list
 
 DEFAULT_SEMANTIC_PATH = PROJECT_ROOT / "data" / "semantic.yml"
 SEMANTIC_ENV = "CRS_SEMANTIC_CONFIG"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from bot.nlu.knowledge import KnowledgeBase
+from bot.clinical.knowledge import KnowledgeBase
 
 _NUM = r"(\d{2,3}(?:[.,]\d{1,2})?)"
 

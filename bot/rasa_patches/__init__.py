@@ -8,10 +8,11 @@ problem one patch at a time. `none` is for that and for comparison runs: without
 `action_failsafe` a failed action answers nothing, without `log_privacy` Rasa's debug logs carry
 patients' words.
 
-Each patch, what it replaces and why (the measured gains are in docs/architecture.md):
+One module per patch, each saying what it replaces, why, and what it gained; each has an
+`install()`, run in this order:
 - `response_validation`, `event_lookup`, `graph_runner`, `past_states`, `debug_format`,
-  `endpoint_session`: the speed-ups of bot/rasa_speedups.py (a py-spy profile of the server;
-  tests/test_rasa_speedups.py compares each with the Rasa code it replaces);
+  `endpoint_session`: speed-ups found with a py-spy profile of the server
+  (tests/rasa_patches/test_speedups.py compares each with the Rasa code it replaces);
 - `action_failsafe`: RemoteAction.run answers with the fail-safe reply when the action server fails;
 - `log_privacy`: structlog's processors start with a redaction of message text;
 - `gc_tuning`: the model loaded at start is frozen out of the garbage collector's reach.
@@ -19,9 +20,10 @@ Each patch, what it replaces and why (the measured gains are in docs/architectur
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-from collections.abc import Callable
+from types import ModuleType
 
 ENV = "CRS_RASA_PATCHES"
 RASA_VERSION = "3.6.21"
@@ -33,19 +35,19 @@ class RasaVersionError(RuntimeError):
     pass
 
 
-def _patches() -> dict[str, Callable[[], None]]:
-    from bot import action_failsafe, gc_tuning, log_privacy, rasa_speedups
+PATCHES = (
+    "response_validation", "event_lookup", "graph_runner", "past_states", "debug_format", "endpoint_session",
+    "action_failsafe", "log_privacy", "gc_tuning",
+)  # fmt: skip
 
-    return {
-        **rasa_speedups.PATCHES,
-        "action_failsafe": action_failsafe.apply,
-        "log_privacy": log_privacy.install_for_rasa_server,
-        "gc_tuning": gc_tuning.install_for_rasa_server,
-    }
+
+def module(name: str) -> ModuleType:
+    """A patch's module, imported only when asked for (each imports the Rasa internals it replaces)."""
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def names() -> list[str]:
-    return list(_patches())
+    return list(PATCHES)
 
 
 def selected(value: str) -> list[str]:
@@ -56,10 +58,10 @@ def selected(value: str) -> list[str]:
     if value == "none":
         return []
     chosen = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in chosen if n not in _patches()]
+    unknown = [n for n in chosen if n not in PATCHES]
     if unknown:
         raise ValueError(f"{ENV}: unknown patch {', '.join(unknown)} (known: {', '.join(names())}, or all / none)")
-    return chosen
+    return [n for n in PATCHES if n in chosen]  # in PATCHES' order, each once
 
 
 def install(value: str | None = None) -> list[str]:
@@ -70,9 +72,8 @@ def install(value: str | None = None) -> list[str]:
 
         if rasa.__version__ != RASA_VERSION:
             raise RasaVersionError(f"the Rasa patches were written for Rasa {RASA_VERSION}, not {rasa.__version__}: set {ENV}=none")
-    patches = _patches()
     for name in chosen:
-        patches[name]()
+        module(name).install()
     off = [n for n in SAFETY if n not in chosen]
     if off:
         log.warning("rasa_patches.safety_off %s", ",".join(off))

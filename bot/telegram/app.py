@@ -56,8 +56,8 @@ COMMANDS = [
 def emergency_detector() -> Any:
     """The NLU's own symptom extractor, so a fail-safe reply can say "call 911 now" when the
     message names an emergency sign even while Rasa is down."""
+    from bot.clinical.knowledge import load_knowledge_base
     from bot.nlu.extractor import SymptomExtractor
-    from bot.nlu.knowledge import load_knowledge_base
 
     kb = load_knowledge_base()
     extractor = SymptomExtractor(kb)

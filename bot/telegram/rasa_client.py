@@ -1,4 +1,4 @@
-"""Async client for the Rasa server's `relay` channel (bot/channels.py).
+"""Async client for the Rasa server's `relay` channel (bot/rasa_plugins/channels.py).
 
 aiohttp, like the relay's Bot API calls (see aiohttp_request.py for the measured reason); one
 pooled session serves every chat. It is created on first use, inside the running event loop.

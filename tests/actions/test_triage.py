@@ -6,7 +6,7 @@ import pytest
 
 from actions.conversation import MessageFindings, TriageState, responders_note
 from actions.triage import assess, higher
-from bot.nlu.knowledge import KnowledgeBase
+from bot.clinical.knowledge import KnowledgeBase
 
 
 @pytest.mark.parametrize("status", [True, False, None])

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from bot.clinic import alerts, conversations, worklist
 from bot.clinic.schema import ALERTS, EVENTS, create_tables
 from bot.db import create_db_engine
-from bot.telegram.fake_api import FakeTelegram
+from tools.fake_bot_api import FakeTelegram
 
 TOKEN = "777:alert-token"
 

@@ -20,7 +20,7 @@ from fhir.resources.bundle import Bundle
 
 from bot.clinic.conversations import Conversation, Turn, pseudonym
 from bot.clinic.exports import fhir_bundle, iso
-from bot.nlu.knowledge import DEFAULT_KB_PATH, KnowledgeBase, KnowledgeBaseError, parse_knowledge_base
+from bot.clinical.knowledge import DEFAULT_KB_PATH, KnowledgeBase, KnowledgeBaseError, parse_knowledge_base
 
 SYSTEM = "https://fhir.crs-clinic.org/sid/patient"
 NOW = 1_700_100_000.0

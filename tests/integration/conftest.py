@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from starlette.datastructures import Secret
 
-from bot.evaluate import RestClient
-from bot.pgcluster import PgCluster, pg_bin, throwaway_cluster
 from bot.servers import Stack, isolated_settings
 from bot.settings import Settings
-from bot.telegram.fake_api import FakeTelegram
 from bot.telegram.identity import sender_id
+from tools.evaluate import RestClient
+from tools.fake_bot_api import FakeTelegram
+from tools.pgcluster import PgCluster, pg_bin, throwaway_cluster
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Our own cases (tests/cases/own.jsonl) and the public samples, scored through the live stack."""
+"""Our own cases (data/cases/own.jsonl) and the public samples, scored through the live stack."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from bot import PROJECT_ROOT
-from bot.evaluate import RestClient, evaluate, format_summary
+from tools.evaluate import RestClient, evaluate, format_summary
 
 pytestmark = pytest.mark.integration
 
-CASE_FILES = [PROJECT_ROOT / "tests" / "cases" / "own.jsonl", PROJECT_ROOT.parent / "shared" / "cases" / "dev.jsonl"]
+CASE_FILES = [PROJECT_ROOT / "data" / "cases" / "own.jsonl", PROJECT_ROOT.parent / "shared" / "cases" / "dev.jsonl"]
 
 
 @pytest.mark.parametrize("cases", [p for p in CASE_FILES if p.exists()], ids=lambda p: p.name)

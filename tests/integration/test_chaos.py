@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.benchmarks.chaos import FAULT_KINDS, format_result, run
-from bot.pgcluster import pg_bin
+from tools.benchmarks.chaos import FAULT_KINDS, format_result, run
+from tools.pgcluster import pg_bin
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ from bot.checkins.store import CHECKINS, create_checkin_tables
 from bot.clinic import worklist
 from bot.clinic.schema import ENROLMENTS
 from bot.db import create_db_engine
-from bot.pgcluster import PgCluster
 from bot.servers import Stack
-from bot.telegram.fake_api import FakeTelegram
 from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings, wait_until
+from tools.fake_bot_api import FakeTelegram
+from tools.pgcluster import PgCluster
 
 pytestmark = pytest.mark.integration
 CHAT = 61001
@@ -207,7 +207,7 @@ def test_a_relay_killed_mid_schedule_neither_repeats_nor_floods(stack: Stack, tm
         relay_stack.start_relay()
         fake.push_text(CHAT, f"/start {code}")
         # killed once the first is delivered *and* recorded: killed between the two, the claim is
-        # taken over after CLAIM_LEASE_S (test_checkin_scheduler), which this test's clock does not reach
+        # taken over after CLAIM_LEASE_S (tests/checkins/test_scheduler.py), which this test's clock does not reach
         wait_until(lambda: len(checkins()) == 1 and statuses()[:1] == ["sent"], timeout=60, what="the first check-in recorded sent")
         relay_stack.kill("relay")  # SIGKILL: no goodbye
         wait_until(lambda: datetime.now(UTC) > times[2] + timedelta(seconds=2), timeout=120, what="the third check-in's time")

@@ -26,12 +26,12 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from bot.clinic.conversations import pseudonym
 from bot.clinic.schema import SUMMARIES, WORKLIST
+from bot.clinical.knowledge import load_knowledge_base
 from bot.db import create_db_engine
-from bot.evaluate import RestClient
-from bot.nlu.knowledge import load_knowledge_base
 from bot.servers import Stack, child_env, isolated_settings
 from bot.settings import Settings
 from tests.integration.conftest import wait_until
+from tools.evaluate import RestClient
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
@@ -532,7 +532,8 @@ def test_test_traffic_and_evaluations_add_nothing_to_the_clinic_and_page_nobody(
         json.dumps({"id": "e1", "messages": ["my husband is confused and slurring"], "expect": {"triage": "emergency"}}) + "\n"
     )
     run = subprocess.run(
-        [sys.executable, "-m", "bot", "eval", "--url", clinic.settings.rasa_url, "--cases", str(cases), "--out", str(tmp_path / "o.jsonl")],
+        [sys.executable, "-m", "tools", "eval", "--url", clinic.settings.rasa_url, "--cases", str(cases),
+         "--out", str(tmp_path / "o.jsonl")],
         env=child_env(dataclasses.replace(clinic.settings, clinic_alert_webhook_url=clinic.alerts.url)),
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -548,7 +549,8 @@ def test_test_traffic_and_evaluations_add_nothing_to_the_clinic_and_page_nobody(
         )
         assert refused.status_code == 403, refused.text
     wrong = subprocess.run(
-        [sys.executable, "-m", "bot", "eval", "--url", clinic.settings.rasa_url, "--cases", str(cases), "--out", str(tmp_path / "w.jsonl")],
+        [sys.executable, "-m", "tools", "eval", "--url", clinic.settings.rasa_url, "--cases", str(cases),
+         "--out", str(tmp_path / "w.jsonl")],
         env={**child_env(clinic.settings), "RASA_API_TOKEN": "not-this-servers-token"},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -27,14 +27,14 @@ import requests
 import sqlalchemy as sa
 
 from bot import PROJECT_ROOT
-from bot.benchmarks.chaos import fill
-from bot.evaluate import RestClient
 from bot.model_check import ModelError, check_model
-from bot.pgcluster import PgCluster
 from bot.servers import Stack, isolated_settings
 from bot.settings import MODEL_PATH
-from bot.telegram.fake_api import FakeTelegram, Sent
 from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings, wait_until
+from tools.benchmarks.chaos import fill
+from tools.evaluate import RestClient
+from tools.fake_bot_api import FakeTelegram, Sent
+from tools.pgcluster import PgCluster
 
 pytestmark = pytest.mark.integration
 _chats = itertools.count(60_000)

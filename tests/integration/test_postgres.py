@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from bot.evaluate import RestClient
-from bot.pgcluster import PgCluster
 from bot.servers import Stack, isolated_settings
+from tools.evaluate import RestClient
+from tools.pgcluster import PgCluster
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import uuid
 import pytest
 import requests
 
-from bot.evaluate import RestClient
 from bot.servers import Stack
+from tools.evaluate import RestClient
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.lock_store import AtomicRedisLockStore
-from bot.redisserver import throwaway_redis
-from bot.scale import Replicas, check_conversation, interleaved, missing_services, replicas
+from bot.rasa_plugins.lock_store import AtomicRedisLockStore
+from tools.redisserver import throwaway_redis
+from tools.scale import Replicas, check_conversation, interleaved, missing_services, replicas
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def test_redis_tickets_are_unique_across_replicas() -> None:
 
 
 def test_a_second_message_waits_its_turn_not_a_second() -> None:
-    from bot.lock_store import POLL_SECONDS, FastInMemoryLockStore
+    from bot.rasa_plugins.lock_store import POLL_SECONDS, FastInMemoryLockStore
 
     store = FastInMemoryLockStore()
 

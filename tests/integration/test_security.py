@@ -14,10 +14,10 @@ import pytest
 import requests
 from starlette.datastructures import Secret
 
-from bot.evaluate import RestClient
 from bot.servers import Stack, free_port, isolated_settings
-from bot.telegram.fake_api import FakeTelegram
 from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings, wait_until
+from tools.evaluate import RestClient
+from tools.fake_bot_api import FakeTelegram
 
 pytestmark = pytest.mark.integration
 

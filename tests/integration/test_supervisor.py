@@ -28,8 +28,8 @@ from starlette.datastructures import Secret
 from bot import PROJECT_ROOT
 from bot.servers import child_env, isolated_settings
 from bot.settings import Settings
-from bot.telegram.fake_api import FakeTelegram
 from tests.integration.conftest import BOT_TOKEN, wait_until
+from tools.fake_bot_api import FakeTelegram
 
 pytestmark = pytest.mark.integration
 MAKE = shutil.which("make") or "make"
@@ -115,7 +115,7 @@ def test_each_part_killed_in_turn_while_patients_write(product: Product) -> None
         sent_texts.append(text)
         return before
 
-    for name in ("actions", "rasa", "relay", "clinic"):
+    for name in ("actions", "rasa", "relay", "clinic", "clinic-worker"):
         old = product.status()["processes"][name]
         assert old["state"] == "up" and old["pid"], old
         benign = write(BENIGN, f"I have a mild headache ({name})")
@@ -141,7 +141,7 @@ def test_each_part_killed_in_turn_while_patients_write(product: Product) -> None
         fake.wait_for(EMERGENCY, lambda s: "911" in str(s.params.get("text")), timeout=RELAY_TIMEOUT_S + 10, after=again)
 
     restarts = {n: r["restarts"] for n, r in product.status()["processes"].items()}
-    assert restarts == {"actions": 1, "rasa": 1, "relay": 1, "clinic": 1}, "each restarted once, nothing else died"
+    assert restarts == {"actions": 1, "rasa": 1, "relay": 1, "clinic": 1, "clinic-worker": 1}, "each restarted once, nothing else died"
 
     def all_stored() -> bool:
         stored = stored_user_texts(product.settings)
@@ -151,7 +151,7 @@ def test_each_part_killed_in_turn_while_patients_write(product: Product) -> None
     stored = stored_user_texts(product.settings)
     assert {t: stored.count(t) for t in sent_texts} == {t: 1 for t in sent_texts}, "nothing lost, nothing stored twice"
     log = product.log.read_text()
-    for name in ("actions", "rasa", "relay", "clinic"):
+    for name in ("actions", "rasa", "relay", "clinic", "clinic-worker"):
         assert f"supervisor.exited process={name} how='signal SIGKILL' restarts=0" in log, log[-2000:]
 
     status = subprocess.run([MAKE, "-s", "status"], cwd=PROJECT_ROOT, env=child_env(product.settings), capture_output=True, text=True)

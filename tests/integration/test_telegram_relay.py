@@ -19,9 +19,9 @@ import requests
 
 from bot.clinic.conversations import pseudonym
 from bot.servers import Stack, free_port
-from bot.telegram.fake_api import FakeTelegram, Sent
 from bot.telegram.relay import FORGET_YES
 from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings, wait_until
+from tools.fake_bot_api import FakeTelegram, Sent
 
 pytestmark = pytest.mark.integration
 _chats = itertools.count(1000)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
+from bot.clinical.knowledge import KnowledgeBaseError
 from bot.nlu import detector as detector_module
 from bot.nlu.detector import DetectorConfig, EmergencyDetector, features
 from bot.nlu.extractor import PRESENT, Question, SymptomExtractor
-from bot.nlu.knowledge import KnowledgeBaseError
 from bot.nlu.semantic import DEFAULT_SEMANTIC_PATH, SemanticMatcher
 
 # never training data: their score must measure something
@@ -139,7 +139,7 @@ def test_weights_are_cached_by_what_they_depend_on(
 
 def test_bad_configuration_and_examples_are_refused(extractor: SymptomExtractor, tmp_path: Path) -> None:
     with pytest.raises(KnowledgeBaseError, match="fires_from"):
-        DetectorConfig.parse({"enabled": True, "fires_from": 0.2, "examples": ["tests/cases/own.jsonl"]}, "x")
+        DetectorConfig.parse({"enabled": True, "fires_from": 0.2, "examples": ["data/cases/own.jsonl"]}, "x")
     assert not DetectorConfig.parse({"enabled": True}, "x").enabled  # nothing to learn from: off
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"messages": ["hi"]}\n')

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot import PROJECT_ROOT
-from bot.fuzz import check
+from tools.fuzz import check
 
 
 def test_the_harness_accepts_ordinary_and_odd_messages() -> None:
@@ -22,7 +22,7 @@ def test_the_harness_accepts_ordinary_and_odd_messages() -> None:
 def test_a_short_fuzzing_run_finds_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "CRS_FUZZ_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT)}
     run = subprocess.run(
-        [sys.executable, "-m", "bot.fuzz", "-runs=3000", "-timeout=30", "-rss_limit_mb=4096", "-seed=1"],
+        [sys.executable, "-m", "tools.fuzz", "-runs=3000", "-timeout=30", "-rss_limit_mb=4096", "-seed=1"],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

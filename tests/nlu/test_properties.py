@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from actions.conversation import MessageFindings, TriageState
 from actions.triage import RANK
-from bot.evaluate import OWN_CASES, load_cases
-from bot.fuzz import check
+from bot.clinical.knowledge import load_knowledge_base, load_language_rules
 from bot.nlu.extractor import MAX_CHARS, SymptomExtractor
-from bot.nlu.knowledge import load_knowledge_base, load_language_rules
 from bot.nlu.rasa_component import findings_to_entities
 from bot.nlu.vitals import VitalsParser
+from tools.evaluate import OWN_CASES, load_cases
+from tools.fuzz import check
 
 KB = load_knowledge_base()
 RULES = load_language_rules()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
+from bot.clinical.knowledge import KnowledgeBase, KnowledgeBaseError
 from bot.nlu.clauses import clause_spans
 from bot.nlu.detector import DetectorConfig
 from bot.nlu.extractor import ABSENT, PAST, PRESENT, SymptomExtractor
-from bot.nlu.knowledge import KnowledgeBase, KnowledgeBaseError
 from bot.nlu.semantic import DEFAULT_SEMANTIC_PATH, SemanticMatcher, is_negated_text, parse_semantic_config
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from bot.clinical.knowledge import KnowledgeBase
 from bot.nlu.extractor import ABSENT, NOT_PATIENT, PAST, PRESENT, Question, SymptomExtractor
-from bot.nlu.knowledge import KnowledgeBase
 from bot.nlu.vitals import VitalsParser, spelled_as_digits
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.nlu.knowledge import KnowledgeBase
+from bot.clinical.knowledge import KnowledgeBase
 from bot.nlu.vitals import VitalsParser
 
 

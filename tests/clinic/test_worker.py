@@ -1,0 +1,112 @@
+"""The clinic worker on a real SQLite file and a real local webhook: a round opens the worklist
+item and delivers its alert; /health turns 503 when rounds stop succeeding; the app runs none."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+from aiohttp import web
+
+from bot.clinic import alerts, worklist
+from bot.clinic.schema import create_tables
+from bot.clinic.web import create_app
+from bot.clinic.worker import ClinicWorker, serve
+from bot.db import create_db_engine
+from tests.clinic.test_worklist import EMERGENCY_REASON, say
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> sa.engine.Engine:
+    e = create_db_engine(f"sqlite:///{tmp_path / 'clinic.db'}")
+    create_tables(e)
+    return e
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_round_opens_the_item_and_delivers_its_alert_once(engine: sa.engine.Engine) -> None:
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        config = alerts.AlertConfig(levels=("emergency",), webhook_url=f"http://127.0.0.1:{port}/hook")
+        say(engine, "patient-a", time.time() - 5, "emergency", [EMERGENCY_REASON])
+        worker = ClinicWorker(engine, config, interval=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        for _ in range(200):
+            if received:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # more rounds: nothing is sent twice
+        stop.set()
+        await task
+    finally:
+        await runner.cleanup()
+    [item] = worklist.items(engine, "open")[0]
+    assert (item.sender_id, item.level) == ("patient-a", "emergency")
+    assert len(received) == 1 and worker.last_ok is not None and worker.failures == 0
+
+
+async def test_health_is_503_once_rounds_fail_for_longer_than_stale_after(tmp_path: Path) -> None:
+    broken = create_db_engine(f"postgresql://crs:x@127.0.0.1:{free_port()}/crs")  # nothing listens there
+    clock = Clock()
+    worker = ClinicWorker(broken, alerts.AlertConfig(levels=()), interval=0.01, stale_after=30, clock=clock)
+    port, stop = free_port(), asyncio.Event()
+    task = asyncio.create_task(serve(worker, "127.0.0.1", port, stop))
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/health") as r:
+                        first = r.status
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            assert first == 200, "a worker just started is given stale_after to succeed"
+            clock.now += 31
+            async with http.get(f"http://127.0.0.1:{port}/health") as r:
+                body = await r.json()
+                assert r.status == 503 and body["status"] == "stale" and body["last_round_s_ago"] is None, body
+    finally:
+        stop.set()
+        await task
+    assert worker.failures > 0
+
+
+def test_the_web_app_runs_no_background_work(engine: sa.engine.Engine) -> None:
+    """Several app pods must not each fold events and send alerts: that is the worker's alone."""
+    from starlette.testclient import TestClient
+
+    say(engine, "patient-b", 1_700_000_000.0, "emergency", [EMERGENCY_REASON])
+    with TestClient(create_app(engine, "k")) as client:  # `with`: the lifespan runs
+        assert client.get("/health").status_code == 200
+        asyncio.run(asyncio.sleep(0.5))
+    assert worklist.items(engine, "open")[0] == []

@@ -1,0 +1,105 @@
+"""The knowledge base loads, covers the SPEC vocabulary, and rejects malformed entries clearly."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from bot.clinical.knowledge import (
+    DEFAULT_KB_PATH,
+    DEFAULT_LANGUAGE_PATH,
+    KnowledgeBase,
+    KnowledgeBaseError,
+    parse_knowledge_base,
+    parse_language_rules,
+)
+from bot.nlu.patterns import PatternError, compile_phrase
+
+SPEC_IDS = {
+    "emergency": {
+        "high_fever",
+        "rapid_heartbeat",
+        "difficulty_breathing",
+        "low_blood_pressure",
+        "chest_pain",
+        "confusion",
+        "speech_difficulty",
+        "seizure",
+        "hallucinations",
+        "drowsiness",
+        "fainting",
+        "skin_discoloration",
+    },
+    "serious": {"leg_swelling", "stomach_pain", "bleeding"},
+    "mild": {"fever", "chills", "fatigue", "cough", "headache", "loss_of_appetite", "rash", "body_pain", "malaise", "nausea", "dizziness"},
+}
+
+
+def test_every_spec_symptom_has_its_class(kb: KnowledgeBase) -> None:
+    for cls, ids in SPEC_IDS.items():
+        assert set(kb.ids_of_class(cls)) == ids
+
+
+def test_article_therapies_present_and_engagers_highest_risk(kb: KnowledgeBase) -> None:
+    ids = {t.id for t in kb.therapies}
+    assert {"tisagenlecleucel", "blinatumomab", "rituximab", "nivolumab", "alemtuzumab", "oxaliplatin"} <= ids
+    assert kb.therapy_kinds["t_cell_engager"].highest_risk and kb.therapy_kinds["car_t"].highest_risk
+    assert not kb.therapy_kinds["antibody"].highest_risk
+
+
+@pytest.fixture()
+def raw_kb() -> dict:
+    return yaml.safe_load(DEFAULT_KB_PATH.read_text())
+
+
+def test_unknown_class_is_named(raw_kb: dict) -> None:
+    bad = copy.deepcopy(raw_kb)
+    bad["symptoms"]["cough"]["class"] = "meh"
+    with pytest.raises(KnowledgeBaseError, match="cough has unknown class 'meh'"):
+        parse_knowledge_base(bad)
+
+
+def test_missing_phrases_is_named(raw_kb: dict) -> None:
+    bad = copy.deepcopy(raw_kb)
+    del bad["symptoms"]["rash"]["phrases"]
+    with pytest.raises(KnowledgeBaseError, match="rash"):
+        parse_knowledge_base(bad)
+
+
+def test_bad_level_is_named(raw_kb: dict) -> None:
+    bad = copy.deepcopy(raw_kb)
+    bad["classes"]["serious"]["level"] = "panic"
+    with pytest.raises(KnowledgeBaseError, match="panic"):
+        parse_knowledge_base(bad)
+
+
+def test_context_rule_keys_are_whitelisted() -> None:
+    raw = yaml.safe_load(DEFAULT_LANGUAGE_PATH.read_text())
+    raw["context_rules"].append({"literal": "nah", "category": "negated", "scope": 3})
+    with pytest.raises(KnowledgeBaseError, match="unknown keys"):
+        parse_language_rules(raw)
+    raw["context_rules"][-1] = {"literal": "nah", "category": "maybe"}
+    with pytest.raises(KnowledgeBaseError, match="unknown category"):
+        parse_language_rules(raw)
+
+
+def test_phrase_syntax() -> None:
+    tok = lambda s: s.lower().split()  # noqa: E731
+    [p] = compile_phrase("heart ... racing|pounding", tok)
+    assert p[0] == {"NORM": "heart"} and p[-1] == {"NORM": {"IN": ["pounding", "racing"]}}
+    assert sum(1 for t in p if t.get("OP") == "?") == 3
+    [p] = compile_phrase("[very] tired", tok)
+    assert p[0]["OP"] == "?"
+    with pytest.raises(PatternError, match="may not start"):
+        compile_phrase("... breath", tok)
+    with pytest.raises(PatternError, match="bad brackets"):
+        compile_phrase("[very tired", tok)
+
+
+def test_gives_way_to_must_name_a_known_symptom(raw_kb: dict) -> None:
+    bad = copy.deepcopy(raw_kb)
+    bad["symptoms"]["chills"]["gives_way_to"] = {"epilepsy": ["shaking"]}
+    with pytest.raises(KnowledgeBaseError, match="gives way to unknown symptom 'epilepsy'"):
+        parse_knowledge_base(bad)
