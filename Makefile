@@ -104,6 +104,7 @@ validate: .venv/.installed
 
 lint: .venv/.installed
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 # Browser tests drive Debian's chromium (Playwright with executable_path; no browser download).
 CHROMIUM := /usr/bin/chromium
@@ -120,6 +121,7 @@ unit: .venv/.installed
 
 test: $(MODEL) $(CHROMIUM)
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 	$(PY) -m pytest
 
 lock:

@@ -51,7 +51,8 @@ class ActionTriage(Action):
                 risk = "This kind of therapy carries the highest risk of CRS, so" if kind and kind.highest_risk else "So"
                 dispatcher.utter_message(
                     response="utter_therapy_noted",
-                    therapy=state.therapy + (f", {state.therapy_when}" if state.therapy_when else ""),
+                    # on immunotherapy with no name known (an enrolment or a reply we could not parse): say so plainly
+                    therapy=(state.therapy or "immunotherapy") + (f", {state.therapy_when}" if state.therapy_when else ""),
                     risk=f"{risk} tell me at once about any new symptom, even a mild one; in an emergency call 911.",
                 )
             else:

@@ -64,7 +64,7 @@ class MessageFindings:
         absent = {s: ev for s, ev in absent.items() if s not in present}
         hypothetical = [s for s in hypothetical if s not in present and s not in absent]
         named = [t for t in therapies_on if t.get("kind") and t.get("value") != t.get("kind")]
-        best = (named or therapies_on or [None])[0]
+        best = named[0] if named else (therapies_on[0] if therapies_on else None)
         return cls(
             present=present,
             absent=absent,

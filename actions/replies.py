@@ -34,7 +34,7 @@ def send_level_advice(dispatcher: CollectingDispatcher, kb: KnowledgeBase, state
     if state.level == "urgent":
         urgent = [r for r in result.reasons if r.level == "urgent" and r.symptom]
         why = _urgent_why(state, result)
-        signs = labels(kb, [r.symptom for r in urgent]) or "how you feel"
+        signs = labels(kb, [r.symptom for r in urgent if r.symptom]) or "how you feel"
         dispatcher.utter_message(response="utter_urgent", signs=signs, why=why)
         return
     if state.level == "monitor":

@@ -90,7 +90,7 @@ def cmd_clinic(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bot.clinic.alerts import alert_config_of
-    from bot.clinic.web import create_app
+    from bot.clinic.app import create_app
     from bot.db import create_db_engine
 
     settings = load_settings()

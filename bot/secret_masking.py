@@ -135,7 +135,7 @@ class MaskingStream(io.TextIOBase):
     @property
     def buffer(self) -> Any:
         """Bytes written here bypass the mask; Python's own printers use the text layer."""
-        return self._stream.buffer  # type: ignore[attr-defined]
+        return self._stream.buffer
 
 
 def install(secrets: list[str]) -> None:
@@ -150,7 +150,7 @@ def install(secrets: list[str]) -> None:
         setattr(sys, name, wrapped)
         for handler in _stream_handlers():
             if handler.stream is current:
-                handler.setStream(wrapped)  # type: ignore[arg-type]
+                handler.setStream(wrapped)
 
 
 def _stream_handlers() -> list[logging.StreamHandler]:

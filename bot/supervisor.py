@@ -34,6 +34,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -142,13 +143,14 @@ class Supervisor:
         return cls(stack, [*children, clinic, worker])
 
     # ------------------------------------------------------------------ processes
-    def start(self, child: Child) -> None:
+    def start(self, child: Child) -> subprocess.Popen:
         with self._lock:
             path = self.stack.log_dir / f"{child.name}.log"
             child.log_offset = path.stat().st_size if path.exists() else 0
-            child.proc = self.stack.spawn(child.name, child.command())
+            proc = child.proc = self.stack.spawn(child.name, child.command())
             child.started_mono, child.restart_at = self.clock(), None
             child.healthy_since, child.answering, child.unanswered, child.last_probe = None, None, 0, 0.0
+            return proc
 
     def start_all(self) -> None:
         for child in self.children.values():
@@ -166,8 +168,8 @@ class Supervisor:
                     self._watch(child, now)
                 if child.proc is None and child.restart_at is not None and now >= child.restart_at:
                     child.restarts += 1
-                    self.start(child)
-                    log.warning("supervisor.restarted process=%s restarts=%d pid=%s", child.name, child.restarts, child.proc.pid)
+                    proc = self.start(child)
+                    log.warning("supervisor.restarted process=%s restarts=%d pid=%s", child.name, child.restarts, proc.pid)
 
     def _probe(self) -> None:
         """Health checks, in parallel: every round while a process starts, every PROBE_EVERY_S once up."""
@@ -175,7 +177,7 @@ class Supervisor:
         due = [
             c for c in self.children.values() if c.running and c.ready and (c.healthy_since is None or now - c.last_probe >= PROBE_EVERY_S)
         ]
-        results = list(self._pool.map(lambda c: bool(c.ready(c)), due))  # type: ignore[misc]
+        results = list(self._pool.map(lambda c: bool(c.ready(c)), due))
         with self._lock:
             for child, ok in zip(due, results, strict=True):
                 child.last_probe, child.answering = now, ok

@@ -101,7 +101,7 @@ def test_every_long_running_container_has_probes_that_reach_a_real_health_route(
     bound to loopback is probed from inside its container (the kubelet cannot reach 127.0.0.1)."""
     from starlette.routing import Route
 
-    from bot.clinic.web import create_app
+    from bot.clinic.app import create_app
     from bot.db import create_db_engine
 
     clinic_paths = {r.path for r in create_app(create_db_engine("sqlite://"), "k").routes if isinstance(r, Route)}

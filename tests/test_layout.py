@@ -83,3 +83,21 @@ def test_every_product_module_imports_without_tools_or_tests(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "detector: ready" in done.stdout, done.stdout
     assert sorted(p.name for p in cache.glob("*.npz")) == seeded, "the image's tree trained another detector than the repository's"
+
+
+def test_a_warning_from_our_code_fails_the_tests_one_from_a_library_does_not(tmp_path: Path) -> None:
+    """pyproject.toml's filterwarnings: warnings as errors for our own modules only."""
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(
+        "def run_as(module):\n"
+        "    code = compile(\"import warnings; warnings.warn('old', DeprecationWarning)\", module + '.py', 'exec')\n"
+        "    exec(code, {'__name__': module})\n\n"
+        "def test_ours():\n    run_as('bot.clinic.worker')\n\n"
+        "def test_tools():\n    run_as('tools.evaluate')\n\n"
+        "def test_library():\n    run_as('rasa.core.agent')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(PROJECT_ROOT / "pyproject.toml"), str(probe)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert "2 failed, 1 passed" in done.stdout, done.stdout[-2000:]

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from bot import PROJECT_ROOT
 from bot.clinic import worklist
-from bot.clinic.conversations import refresh
+from bot.clinic.indexer import refresh
 from bot.clinic.schema import ENROLMENTS, EVENTS, create_tables
 from bot.clinical.knowledge import LEVEL_RANK as RANK
 from bot.db import create_db_engine

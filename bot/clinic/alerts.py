@@ -25,8 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot.clinic import worklist
-from bot.clinic.conversations import load_conversation, symptom_label
+from bot.clinic.labels import symptom_label
 from bot.clinic.schema import ALERTS
+from bot.clinic.transcript import load_conversation
 
 log = logging.getLogger("bot.clinic.alerts")
 MAX_BACKOFF = 300.0

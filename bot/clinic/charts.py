@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 
-from bot.clinic.conversations import LEVELS_BY_SEVERITY, symptom_label  # noqa: E402
+from bot.clinic.labels import LEVELS_BY_SEVERITY, symptom_label  # noqa: E402
 
 COLOURS = {"emergency": "#b3261e", "urgent": "#e8a317", "monitor": "#3a7bd5", "none": "#9e9e9e"}
 
@@ -87,9 +87,9 @@ class VitalsChart:
 
 
 def vitals_chart(readings: list[tuple[float, dict]], start: float | None, fever_c: float, high_fever_c: float) -> VitalsChart | None:
-    """`readings`: (unix time, vital dict as conversations.vital_reading gives it). `start`: the
+    """`readings`: (unix time, vital dict as transcript.vital_reading gives it). `start`: the
     infusion's unix time (day 0), or None to count from the first reading. None: nothing to draw."""
-    from bot.clinic.conversations import vital_text
+    from bot.clinic.labels import vital_text
 
     temps = [(at, v) for at, v in readings if v.get("kind") == "temperature" and v.get("value_c") is not None]
     pulses = [(at, v) for at, v in readings if v.get("kind") == "pulse" and v.get("value") is not None]

@@ -43,7 +43,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
-from bot.clinic.conversations import Conversation, Row, Turn, pseudonym, symptom_label
+from bot.clinic.labels import pseudonym, symptom_label
+from bot.clinic.queries import Row
+from bot.clinic.transcript import Conversation, Turn
 from bot.clinical.knowledge import load_knowledge_base
 
 SNOMED = "http://snomed.info/sct"
@@ -397,7 +399,7 @@ def _uid(*parts: object) -> str:
 
 def _prune(value: Any) -> Any:
     """FHIR forbids empty strings, arrays and objects: drop them (and None) rather than emit an invalid resource."""
-    empty = (None, "", [], {})
+    empty: tuple[Any, ...] = (None, "", [], {})
     if isinstance(value, dict):
         return {k: v for k, v in ((k, _prune(v)) for k, v in value.items()) if v not in empty}
     if isinstance(value, list):

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot.checkins.store import CHATS
-from bot.clinic.conversations import pseudonym
+from bot.clinic.labels import pseudonym
 from bot.clinic.schema import AUDIT, WORKLIST, create_tables, delete_clinic_rows
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot.clinic.conversations import refresh
+from bot.clinic.indexer import refresh
 from bot.clinic.schema import EVENTS, RETENTION_RUNS, SUMMARIES, create_tables, delete_clinic_rows, rewind_events_mark
 from bot.clinic.worklist import Tracking
 from bot.db import scrub_deleted

@@ -24,7 +24,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from bot.checkins.store import create_checkin_tables
-from bot.clinic import alerts, conversations, worklist
+from bot.clinic import alerts, indexer, worklist
 from bot.clinic.schema import create_tables
 
 log = logging.getLogger("bot.clinic.worker")
@@ -52,7 +52,7 @@ class ClinicWorker:
             await asyncio.to_thread(create_tables, self.engine)  # the relay or the app may not have made them yet
             await asyncio.to_thread(create_checkin_tables, self.engine)
             self._tables = True
-        await asyncio.to_thread(conversations.refresh, self.engine, self.config.tracking)
+        await asyncio.to_thread(indexer.refresh, self.engine, self.config.tracking)
         await asyncio.to_thread(worklist.escalate_due, self.engine, self.config.escalate_after, self.config.escalation_channels)
         await alerts.deliver_due(self.engine, self.config, session)
 

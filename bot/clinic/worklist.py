@@ -1,7 +1,7 @@
 """The care team's worklist: who owns each alert, how fast it was handled, and escalation.
 
 An item opens when a conversation reaches a level in `CLINIC_ALERT_LEVELS` (emergency by
-default), from the same pass that keeps the summaries (bot/clinic/conversations.py), in the
+default), from the same pass that keeps the summaries (bot/clinic/indexer.py), in the
 same transaction, so an item and its first alert notices are never lost or doubled by a crash
 or a second clinic instance. While an item is open, a higher level raises it (and restarts its
 escalation clock) and new reasons are added to it. Once closed, the next alerting reason in
@@ -133,7 +133,7 @@ class Episodes:
         item = self.latest.get(sender_id)
         rank = LEVEL_RANK.get(level, 0)
         if item is None or item["closed_at"] is not None:
-            values = {
+            values: dict[str, Any] = {
                 "sender_id": sender_id, "level": level, "level_rank": rank, "reasons": "\n".join(reasons),
                 "opened_at": at, "level_at": at, "note": "",
             }  # fmt: skip
@@ -279,7 +279,7 @@ def _select() -> Any:
 
 
 def _item(row: Mapping[str, Any]) -> Item:
-    from bot.clinic.conversations import pseudonym
+    from bot.clinic.labels import pseudonym
 
     return Item(
         id=row["id"], sender_id=row["sender_id"], patient=row["label"] or pseudonym(row["sender_id"]),

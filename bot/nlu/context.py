@@ -9,6 +9,8 @@ itself never modifies it: "can't catch my breath" is not a negated breath.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from spacy.tokens import Doc, Span
@@ -69,9 +71,9 @@ class ContextScopes:
         doc: Doc,
         triggers: list[Trigger],
         default_max_scope: int,
-        therapies: list[tuple[int, int]] = (),
-        symptom_starts: set[int] = frozenset(),
-        symptom_tokens: set[int] = frozenset(),
+        therapies: Sequence[tuple[int, int]] = (),
+        symptom_starts: AbstractSet[int] = frozenset(),
+        symptom_tokens: AbstractSet[int] = frozenset(),
         complaint_words: frozenset[str] = frozenset(),
     ) -> None:
         self.doc = doc
@@ -128,7 +130,7 @@ class ContextScopes:
                     break
                 if doc[i].text == "," and not self._list_runs_on(i, sent.end):
                     break
-                if t.category == "negated" and i in self.therapy_starts and self.symptom_tokens.intersection(range(t.end, i)):
+                if t.category == "negated" and i in self.therapy_starts and any(k in self.symptom_tokens for k in range(t.end, i)):
                     break
                 scope.add(i)
                 words += not doc[i].is_punct

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from spacy.tokens import Doc, Span, Token
@@ -256,7 +257,7 @@ class Findings:
         """The most specific therapy the patient says they had: a named drug over a kind."""
         present = [t for t in self.therapies if t.assertion == PRESENT and t.kind != "denial_only"]
         named = [t for t in present if t.therapy]
-        return (named or present or [None])[0]
+        return named[0] if named else (present[0] if present else None)
 
 
 class SymptomExtractor:
@@ -272,10 +273,12 @@ class SymptomExtractor:
         self.compiled: CompiledRules = build_pipeline(self.kb, self.rules)
         self.vitals = VitalsParser(self.kb)
         self._therapy_names = {t.id: t for t in self.kb.therapies}
+        self.semantic: SemanticMatcher | None
         if semantic is True:
             config = load_semantic_config(self.kb)
-            semantic = SemanticMatcher(self.kb, config) if config.enabled else False
-        self.semantic: SemanticMatcher | None = semantic or None
+            self.semantic = SemanticMatcher(self.kb, config) if config.enabled else None
+        else:
+            self.semantic = semantic or None
         self.detector: EmergencyDetector | None = None
         if self.semantic is not None and self.semantic.config.detector.enabled:
             try:
@@ -595,7 +598,7 @@ class SymptomExtractor:
         return decided[0] if decided is not None and decided[0] in (HYPOTHETICAL, PAST, NOT_PATIENT) else "measured"
 
     def _semantic_mentions(
-        self, doc: Doc, covered: list[tuple[int, int, str | None]], scopes: ContextScopes, questions: set[int], vitals: list[Vital] = ()
+        self, doc: Doc, covered: list[tuple[int, int, str | None]], scopes: ContextScopes, questions: set[int], vitals: Sequence[Vital] = ()
     ) -> tuple[list[SymptomMention], list[Question], list[Question]]:
         """Clauses read by meaning (and, for the detector, each present clause's closest
         emergency). A clause the rules found nothing in is read whole; in one
@@ -637,9 +640,9 @@ class SymptomExtractor:
             if (span := doc.char_span(v.start, v.end, alignment_mode="expand")) is not None
             for sid in self.semantic.config.measured.get(v.kind, ())
         }
-        for (a, b, text, found), (score, description_negated) in zip(spans, self.semantic.score([s[2] for s in spans]), strict=True):
-            partial = found is not None
-            if (partial and score.symptom in found) or (doc[a].sent.start, score.symptom) in read:
+        for (a, b, text, found_here), (score, description_negated) in zip(spans, self.semantic.score([s[2] for s in spans]), strict=True):
+            partial = found_here is not None
+            if (found_here is not None and score.symptom in found_here) or (doc[a].sent.start, score.symptom) in read:
                 continue
             if self.semantic.config.says_as_usual(text):
                 continue

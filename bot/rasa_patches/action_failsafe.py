@@ -79,5 +79,5 @@ def install() -> None:
             log.error("action %s failed (action server unavailable?): sent the fail-safe reply", self.name())
             return await _failsafe_events(nlg, tracker, output_channel.name())
 
-    RemoteAction.run = run  # type: ignore[method-assign]
+    RemoteAction.run = run
     setattr(RemoteAction, _PATCHED, True)

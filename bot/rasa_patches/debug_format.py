@@ -21,4 +21,4 @@ def _format_tracker_states(states: list[dict]) -> str:
 
 
 def install() -> None:
-    Policy.format_tracker_states = staticmethod(_format_tracker_states)  # type: ignore[method-assign,assignment]
+    Policy.format_tracker_states = staticmethod(_format_tracker_states)

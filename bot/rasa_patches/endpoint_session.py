@@ -50,4 +50,4 @@ def _endpoint_session(self: EndpointConfig) -> _BorrowedSession:
 
 
 def install() -> None:
-    EndpointConfig.session = _endpoint_session  # type: ignore[method-assign]
+    EndpointConfig.session = _endpoint_session

@@ -31,4 +31,4 @@ def _resolve_event_by_type(type_name: str, default: type[Event] | None = None) -
 
 
 def install() -> None:
-    Event.resolve_by_type = staticmethod(_resolve_event_by_type)  # type: ignore[method-assign,assignment]
+    Event.resolve_by_type = staticmethod(_resolve_event_by_type)

@@ -19,4 +19,4 @@ def install() -> None:
 
     if not getattr(rasa.core.run.load_agent_on_start, "_freezes", False):
         rasa.core.run.load_agent_on_start = freezing_after(rasa.core.run.load_agent_on_start, "rasa model")
-        rasa.core.run.load_agent_on_start._freezes = True  # type: ignore[attr-defined]
+        rasa.core.run.load_agent_on_start._freezes = True

@@ -8,7 +8,7 @@ outputs and `GraphRunError` wrapping.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from rasa.engine.exceptions import GraphRunError
 from rasa.engine.graph import GraphSchema
@@ -43,10 +43,10 @@ def _run_graph(self: DaskGraphRunner, inputs: dict[str, Any] | None = None, targ
         return results[name]
 
     try:
-        return dict(evaluate(target) for target in run_targets)
+        return dict(cast(tuple[str, Any], evaluate(target)) for target in run_targets)  # a target is a node: a pair
     except RuntimeError as e:
         raise GraphRunError("Error running runner.") from e
 
 
 def install() -> None:
-    DaskGraphRunner.run = _run_graph  # type: ignore[method-assign]
+    DaskGraphRunner.run = _run_graph

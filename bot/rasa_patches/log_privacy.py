@@ -13,6 +13,7 @@ structlog's processors.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -21,7 +22,7 @@ SENSITIVE_KEYS = frozenset({"text", "message", "user_message", "rasa_event", "re
 _INSTALLED = "_crs_redaction"
 
 
-def redact(_logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if method_name == "debug":
         return event_dict
     for key in SENSITIVE_KEYS & event_dict.keys():

@@ -45,7 +45,7 @@ _NOT_APPENDING = (Restarted, SessionStarted, ActionReverted, UserUtteranceRevert
 
 
 @cache
-def _rewrites_history(event_type: type[Event]) -> bool:
+def _rewrites_history(event_type: Any) -> bool:
     """`isinstance(event, _NOT_APPENDING)` by type, cached: Event is an ABC, whose check is slow."""
     return issubclass(event_type, _NOT_APPENDING)
 
@@ -112,7 +112,7 @@ def _past_states(
     new_events: list[Event] = []
     if fold is not None and len(events) >= fold.seen and (fold.seen == 0 or events[fold.seen - 1] is fold.boundary):
         new_events = list(itertools.islice(events, fold.seen, None))
-        if any(_rewrites_history(type(e)) for e in new_events):
+        if any(_rewrites_history(e.__class__) for e in new_events):
             fold = None
     else:
         fold = None
@@ -197,6 +197,6 @@ def _freeze(value: Any) -> Any:
 
 
 def install() -> None:
-    DialogueStateTracker.past_states = _past_states  # type: ignore[method-assign]
-    DialogueStateTracker.copy = _copy  # type: ignore[method-assign]
-    RulePolicy._rule_key_to_state = staticmethod(_rule_key_to_state)  # type: ignore[method-assign,assignment]
+    DialogueStateTracker.past_states = _past_states
+    DialogueStateTracker.copy = _copy
+    RulePolicy._rule_key_to_state = staticmethod(_rule_key_to_state)

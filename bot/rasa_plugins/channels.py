@@ -34,7 +34,7 @@ from bot.settings import load_settings
 
 log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 20_000
-TRAFFIC_KEY = "traffic"  # the clinic's bot.clinic.conversations.TRAFFIC_KEY (not imported: Rasa loads this module)
+TRAFFIC_KEY = "traffic"  # the clinic's bot.clinic.labels.TRAFFIC_KEY (not imported: Rasa loads this module)
 
 
 class WholeMessages(CollectingOutputChannel):

@@ -113,6 +113,6 @@ class ConfiguredLockStore(LockStore):
     Rasa builds a custom lock store as `cls(endpoint_config=...)`; this returns the store the
     environment asks for, so one endpoints.yml serves one server and many replicas."""
 
-    def __new__(cls, endpoint_config: EndpointConfig | None = None) -> LockStore:  # type: ignore[misc]
+    def __new__(cls, endpoint_config: EndpointConfig | None = None) -> LockStore:
         url = os.environ.get("REDIS_URL", "")
         return AtomicRedisLockStore.from_url(url) if url else FastInMemoryLockStore()

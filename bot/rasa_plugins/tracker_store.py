@@ -24,7 +24,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
 from sqlalchemy import bindparam, func, insert, or_, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import sessionmaker
 
@@ -112,7 +112,7 @@ class ConfiguredSQLTrackerStore(SQLTrackerStore):
         write of every message. Use the project's pooled WAL engine instead (see `create_db_engine`)."""
         url = self.engine.url
         self.engine.dispose()
-        self.engine = create_db_engine(str(url))
+        self.engine: Engine = create_db_engine(str(url))
         self.sessionmaker = sessionmaker(bind=self.engine)
 
     # Rasa's stock store reads and writes events through ORM objects and rebuilds the same ORM
@@ -285,7 +285,7 @@ def fail_loudly() -> None:
         return
     for name in ("retrieve", "retrieve_full_tracker", "save", "keys"):
         setattr(FailSafeTrackerStore, name, _strict(name))
-    FailSafeTrackerStore._crs_strict = True  # type: ignore[attr-defined]
+    FailSafeTrackerStore._crs_strict = True
 
 
 fail_loudly()

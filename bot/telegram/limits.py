@@ -45,8 +45,8 @@ class PatientChatRateLimiter(AIORateLimiter):
 
     def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
         if len(self._chat_limiters) > 4096:  # forget idle chats (their bucket is full again)
-            for key, limiter in list(self._chat_limiters.items()):
-                if limiter.has_capacity(limiter.max_rate):
+            for key, idle in list(self._chat_limiters.items()):
+                if idle.has_capacity(idle.max_rate):
                     del self._chat_limiters[key]
         limiter = self._chat_limiters.get(chat_id)
         if limiter is None:

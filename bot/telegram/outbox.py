@@ -83,7 +83,7 @@ class Outbox:
         )
         if not rows:
             self._parked_chats.discard(chat_id)
-        return [Parked(*row[:5], json.loads(row[5]), *row[6:]) for row in rows]
+        return [Parked(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8]) for r in rows]
 
     async def chats(self) -> list[int]:
         return [row[0] for row in await self._run("SELECT DISTINCT chat_id FROM outbox ORDER BY chat_id")]

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import sqlalchemy as sa
 
-from bot.clinic import alerts, conversations, worklist
+from bot.clinic import alerts, indexer, worklist
 from bot.clinic.schema import ALERTS, EVENTS, create_tables
 from bot.db import create_db_engine
 from tools.fake_bot_api import FakeTelegram
@@ -35,8 +35,8 @@ def test_telegram_alert_goes_out_once_after_a_retry(tmp_path: Path) -> None:
         config = alerts.AlertConfig(
             levels=("emergency",), telegram_chat_id="-100200", telegram_token=TOKEN, telegram_api=fake.base_url, public_url="https://clinic"
         )
-        conversations.refresh(engine, config.tracking)
-        conversations.refresh(engine, config.tracking)
+        indexer.refresh(engine, config.tracking)
+        indexer.refresh(engine, config.tracking)
         assert len(alerts.due(engine)) == 1, "one notice per item and channel, however often the summaries refresh"
         fake.fail_next("sendMessage", status=502)
 
@@ -74,7 +74,7 @@ def test_an_escalation_goes_to_the_on_call_chat_once_saying_how_long_it_waited(t
             levels=("emergency",), telegram_chat_id="-100200", telegram_token=TOKEN, telegram_api=fake.base_url,
             escalation_chat_id="-100300", escalate_after={"emergency": 10.0},
         )  # fmt: skip
-        conversations.refresh(engine, config.tracking)
+        indexer.refresh(engine, config.tracking)
         assert worklist.escalate_due(engine, config.escalate_after, config.escalation_channels) != []
         assert worklist.escalate_due(engine, config.escalate_after, config.escalation_channels) == []
 

@@ -15,8 +15,8 @@ from bot.checkins.schedule import load_checkin_config
 from bot.checkins.scheduler import link_chat
 from bot.checkins.store import CHECKINS, create_checkin_tables
 from bot.clinic import accounts, alerts
+from bot.clinic.app import create_app
 from bot.clinic.schema import AUDIT, ENROLMENTS
-from bot.clinic.web import create_app
 from bot.db import create_db_engine
 
 PASSWORD = "correct horse battery"

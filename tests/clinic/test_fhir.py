@@ -18,8 +18,9 @@ import pytest
 import yaml
 from fhir.resources.bundle import Bundle
 
-from bot.clinic.conversations import Conversation, Turn, pseudonym
 from bot.clinic.exports import fhir_bundle, iso
+from bot.clinic.labels import pseudonym
+from bot.clinic.transcript import Conversation, Turn
 from bot.clinical.knowledge import DEFAULT_KB_PATH, KnowledgeBase, KnowledgeBaseError, parse_knowledge_base
 
 SYSTEM = "https://fhir.crs-clinic.org/sid/patient"

@@ -8,8 +8,8 @@ import pytest
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
+from bot.clinic.app import create_app
 from bot.clinic.schema import create_tables
-from bot.clinic.web import create_app
 from bot.db import create_db_engine
 
 PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/health")}

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from bot.clinic import accounts
+from bot.clinic.app import create_app
 from bot.clinic.schema import SESSIONS, create_tables
-from bot.clinic.web import create_app
 from bot.db import create_db_engine
 
 PASSWORD = "correct horse battery"

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from bot.checkins import neuro
 from bot.checkins.scheduler import link_chat
 from bot.checkins.store import CHATS, CHECKINS, NEURO_CHECKS, create_checkin_tables
-from bot.clinic import accounts, conversations, retention
+from bot.clinic import accounts, indexer, labels, queries, retention, transcript
 from bot.clinic.alerts import AlertConfig
-from bot.clinic.conversations import Filters
 from bot.clinic.forget import forget_clinic_rows
+from bot.clinic.queries import Filters
 from bot.clinic.schema import ALERTS, AUDIT, ENROLMENTS, EVENTS, OLD_ALERTS, RETENTION_RUNS, SUMMARIES, WORKLIST, create_tables
 from bot.db import create_db_engine
 
@@ -46,17 +46,17 @@ def add_events(engine: sa.engine.Engine, sender: str, at: float, level: str, sym
 def test_summaries_are_incremental_and_levels_only_rise(engine: sa.engine.Engine) -> None:
     now = time.time()
     add_events(engine, "a", now - 100, "urgent", ["fever"])
-    assert conversations.refresh(engine) == [("a", "urgent")]
+    assert indexer.refresh(engine) == [("a", "urgent")]
     add_events(engine, "a", now - 50, "emergency", ["fever", "confusion"])
     add_events(engine, "b", now - 10, "monitor", ["rash"])
-    assert sorted(conversations.refresh(engine)) == [("a", "emergency"), ("b", "monitor")]
+    assert sorted(indexer.refresh(engine)) == [("a", "emergency"), ("b", "monitor")]
     add_events(engine, "a", now - 5, "urgent", ["fever", "confusion"])
-    assert conversations.refresh(engine) == [], "a lower level is not a new level"
-    rows, total = conversations.list_conversations(engine, Filters())
+    assert indexer.refresh(engine) == [], "a lower level is not a new level"
+    rows, total = queries.list_conversations(engine, Filters())
     assert total == 2 and [r.sender_id for r in rows] == ["a", "b"]
     assert rows[0].level == "emergency" and rows[0].messages == 3 and rows[0].symptoms == ["fever", "confusion"]
-    assert [r.sender_id for r in conversations.list_conversations(engine, Filters(symptom="rash"))[0]] == ["b"]
-    assert conversations.list_conversations(engine, Filters(symptom="fev"))[1] == 0, "whole symptom ids only"
+    assert [r.sender_id for r in queries.list_conversations(engine, Filters(symptom="rash"))[0]] == ["b"]
+    assert queries.list_conversations(engine, Filters(symptom="fev"))[1] == 0, "whole symptom ids only"
 
 
 def test_retention_deletes_old_conversations_and_records_the_run(engine: sa.engine.Engine) -> None:
@@ -93,7 +93,7 @@ def test_retention_leaves_no_copy_in_the_database_files(engine: sa.engine.Engine
 
 def test_forget_removes_clinic_rows_and_leaves_a_content_free_trace(engine: sa.engine.Engine) -> None:
     add_events(engine, "tg-x", time.time(), "urgent", ["fever"], text="my secret words")
-    conversations.refresh(engine, AlertConfig(levels=("urgent",), webhook_url="http://127.0.0.1:9/").tracking)
+    indexer.refresh(engine, AlertConfig(levels=("urgent",), webhook_url="http://127.0.0.1:9/").tracking)
     with engine.begin() as conn:  # an alert table from before the worklist, as an older database has it
         OLD_ALERTS.create(conn)
         conn.execute(sa.insert(OLD_ALERTS).values(sender_id="tg-x"))
@@ -117,7 +117,7 @@ def test_forget_removes_clinic_rows_and_leaves_a_content_free_trace(engine: sa.e
         for table in (SUMMARIES, WORKLIST, ALERTS, OLD_ALERTS, CHATS, CHECKINS, NEURO_CHECKS):
             assert conn.execute(sa.select(table).where(table.c.sender_id == "tg-x")).first() is None, table.name
         trace = conn.execute(sa.select(AUDIT).where(AUDIT.c.action == "forget")).mappings().one()
-    assert trace["target"] == conversations.pseudonym("tg-x") and "secret" not in json.dumps(dict(trace))
+    assert trace["target"] == labels.pseudonym("tg-x") and "secret" not in json.dumps(dict(trace))
 
 
 def test_accounts_hash_lock_out_and_unlock(engine: sa.engine.Engine) -> None:
@@ -143,7 +143,7 @@ def test_the_transcript_shows_the_check_ins_sent_where_they_happened(engine: sa.
     create_checkin_tables(engine)
     now = time.time()
     add_events(engine, "tg-c", now - 600, "emergency", ["confusion"], text="yeah")
-    conversations.refresh(engine)
+    indexer.refresh(engine)
     with engine.begin() as conn:
         conn.execute(
             sa.insert(CHECKINS).values(
@@ -151,6 +151,6 @@ def test_the_transcript_shows_the_check_ins_sent_where_they_happened(engine: sa.
                 status="answered", owner="r", claimed_at=now - 700, sent_at=now - 699, reminded_at=None,
             )
         )  # fmt: skip
-    conv = conversations.load_conversation(engine, "tg-c")
+    conv = transcript.load_conversation(engine, "tg-c")
     assert conv is not None
     assert [(t.who, t.text.split(",")[0]) for t in conv.turns] == [("bot", "[check-in sent"), ("patient", "yeah"), ("bot", "advice")]

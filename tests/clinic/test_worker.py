@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from bot.clinic import alerts, worklist
+from bot.clinic.app import create_app
 from bot.clinic.schema import create_tables
-from bot.clinic.web import create_app
 from bot.clinic.worker import ClinicWorker, serve
 from bot.db import create_db_engine
 from tests.clinic.test_worklist import EMERGENCY_REASON, say

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.clinic import alerts, conversations, worklist
+from bot.clinic import alerts, indexer, queries, worklist
 from bot.clinic.schema import ALERTS, EVENTS, create_tables, rewind_events_mark
 from bot.db import create_db_engine
 
@@ -47,9 +47,9 @@ def open_items(engine: sa.engine.Engine) -> list[worklist.Item]:
 def test_an_emergency_opens_one_item_with_its_reason_and_one_alert_per_channel(engine: sa.engine.Engine) -> None:
     now = time.time()
     say(engine, "a", now - 60, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     say(engine, "a", now - 30, None, [])  # "thanks": no slot changes
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [item] = open_items(engine)
     assert (item.sender_id, item.level, item.reasons, item.status) == ("a", "emergency", [EMERGENCY_REASON], "open")
     assert item.opened_at == pytest.approx(now - 59)
@@ -60,11 +60,11 @@ def test_an_emergency_opens_one_item_with_its_reason_and_one_alert_per_channel(e
 def test_a_higher_level_raises_the_open_item_and_restarts_its_clock(engine: sa.engine.Engine) -> None:
     now = time.time()
     say(engine, "a", now - 600, "urgent", [URGENT_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [item] = open_items(engine)
     assert worklist.acknowledge(engine, item.id, "nurse1")
     say(engine, "a", now - 100, "emergency", [URGENT_REASON, EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [item] = open_items(engine)
     assert item.level == "emergency" and item.reasons == [URGENT_REASON, EMERGENCY_REASON]
     assert item.acked_at is None, "an emergency needs its own acknowledgement"
@@ -75,19 +75,19 @@ def test_a_higher_level_raises_the_open_item_and_restarts_its_clock(engine: sa.e
 def test_after_closing_a_new_emergency_reason_opens_a_new_item_but_an_old_one_does_not(engine: sa.engine.Engine) -> None:
     now = time.time()
     say(engine, "a", now - 9000, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [first] = open_items(engine)
     worklist.close(engine, first.id, "nurse1", "sent_to_ed", "went to ED by ambulance")
     assert open_items(engine) == []
     say(engine, "a", now - 100, None, [EMERGENCY_REASON, URGENT_REASON])  # only an urgent reason is new
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     # urgent alerts in CONFIG, so a new urgent reason after closing opens an item at urgent
     [second] = open_items(engine)
     assert second.level == "urgent" and second.reasons == [URGENT_REASON]
     worklist.close(engine, second.id, "nurse1", "called_back", "")
     breathing = "can't breathe → difficulty_breathing → emergency (emergency symptom)"
     say(engine, "a", now - 50, None, [EMERGENCY_REASON, URGENT_REASON, breathing])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [third] = open_items(engine)
     assert third.level == "emergency" and third.reasons == [breathing] and third.id not in (first.id, second.id)
 
@@ -95,7 +95,7 @@ def test_after_closing_a_new_emergency_reason_opens_a_new_item_but_an_old_one_do
 def test_levels_that_do_not_alert_open_nothing(engine: sa.engine.Engine) -> None:
     only_emergency = alerts.AlertConfig(levels=("emergency",))
     say(engine, "a", time.time(), "urgent", [URGENT_REASON])
-    conversations.refresh(engine, only_emergency.tracking)
+    indexer.refresh(engine, only_emergency.tracking)
     assert open_items(engine) == [] and alerts.due(engine) == []
 
 
@@ -103,12 +103,12 @@ def test_test_traffic_opens_no_item_sends_nothing_and_is_hidden(engine: sa.engin
     now = time.time()
     say(engine, "eval-1", now, "emergency", [EMERGENCY_REASON], test=True)
     say(engine, "patient", now, "monitor", [])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     assert open_items(engine) == [] and alerts.due(engine) == []
-    rows, total = conversations.list_conversations(engine, conversations.Filters())
+    rows, total = queries.list_conversations(engine, queries.Filters())
     assert [r.sender_id for r in rows] == ["patient"] and total == 1
-    assert conversations.level_counts(engine, now)["today"]["emergency"] == 0
-    assert [r.sender_id for r in conversations.list_conversations(engine, conversations.Filters(traffic="test"))[0]] == ["eval-1"]
+    assert queries.level_counts(engine, now)["today"]["emergency"] == 0
+    assert [r.sender_id for r in queries.list_conversations(engine, queries.Filters(traffic="test"))[0]] == ["eval-1"]
 
 
 def test_an_unacknowledged_item_escalates_once_per_level_and_an_acknowledged_one_never(engine: sa.engine.Engine) -> None:
@@ -117,7 +117,7 @@ def test_an_unacknowledged_item_escalates_once_per_level_and_an_acknowledged_one
     say(engine, "a", now - 3600, "emergency", [EMERGENCY_REASON])
     say(engine, "b", now - 3600, "emergency", [EMERGENCY_REASON])
     say(engine, "c", now - 60, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, config.tracking)
+    indexer.refresh(engine, config.tracking)
     by_sender = {i.sender_id: i for i in open_items(engine)}
     worklist.acknowledge(engine, by_sender["b"].id, "nurse1")
     minutes = {"emergency": 10.0}
@@ -137,7 +137,7 @@ def test_escalation_without_a_second_channel_goes_to_the_first_again() -> None:
 
 def test_close_requires_an_outcome_acknowledges_and_cannot_close_twice(engine: sa.engine.Engine) -> None:
     say(engine, "a", time.time() - 120, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [item] = open_items(engine)
     with pytest.raises(worklist.WorklistError):
         worklist.close(engine, item.id, "nurse1", "made-up", "")
@@ -156,7 +156,7 @@ def test_open_items_sort_first_most_severe_then_longest_waiting(engine: sa.engin
     say(engine, "emergency-new", now - 60, "emergency", [EMERGENCY_REASON])
     say(engine, "emergency-old", now - 600, "emergency", [EMERGENCY_REASON])
     say(engine, "closed", now - 5000, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     closed = next(i for i in open_items(engine) if i.sender_id == "closed")
     worklist.close(engine, closed.id, "n", "no_action", "")
     everything, total = worklist.items(engine, "all")
@@ -169,7 +169,7 @@ def test_response_times_are_percentiles_per_level_and_window(engine: sa.engine.E
     for n in range(5):
         say(engine, f"p{n}", now - 3 * 86400, "emergency", [EMERGENCY_REASON])
     say(engine, "old", now - 20 * 86400, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     for item in worklist.items(engine, "all")[0]:
         minutes = 30 if item.sender_id == "old" else 2 * (int(item.sender_id[1]) + 1)
         worklist.acknowledge(engine, item.id, "n", now=item.opened_at + minutes * 60)
@@ -212,7 +212,7 @@ def test_duration_reads_like_a_nurse_says_it() -> None:
 def test_the_same_emergency_reported_again_after_closing_opens_a_new_item(engine: sa.engine.Engine) -> None:
     now = time.time()
     say(engine, "a", now - 3600, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [first] = open_items(engine)
     worklist.close(engine, first.id, "nurse1", "advised_come_in", "")
     # "I still can't breathe": the same symptom, so the triage slots do not change at all
@@ -220,7 +220,7 @@ def test_the_same_emergency_reported_again_after_closing_opens_a_new_item(engine
     user = {"event": "user", "text": "I still can't breathe", "timestamp": now, "parse_data": {"entities": [entity]}}
     with engine.begin() as conn:
         conn.execute(sa.insert(EVENTS).values(sender_id="a", type_name="user", timestamp=now, data=json.dumps(user)))
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [again] = open_items(engine)
     assert again.level == "emergency" and again.id != first.id and "can't breathe" in again.reasons[0]
     assert [n["item_id"] for n in alerts.due(engine) if n["kind"] == "alert"].count(again.id) == 1, "and it alerts"
@@ -229,10 +229,10 @@ def test_the_same_emergency_reported_again_after_closing_opens_a_new_item(engine
 def test_a_nurse_acting_on_an_out_of_date_page_is_told_to_look_again(engine: sa.engine.Engine) -> None:
     now = time.time()
     say(engine, "a", now - 600, "urgent", [URGENT_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [item] = open_items(engine)
     say(engine, "a", now - 60, "emergency", [URGENT_REASON, EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     with pytest.raises(worklist.WorklistError, match="raised to emergency"):
         worklist.close(engine, item.id, "nurse1", "no_action", "", level="urgent")
     with pytest.raises(worklist.WorklistError, match="raised to emergency"):
@@ -246,7 +246,7 @@ def test_a_nurse_acting_on_an_out_of_date_page_is_told_to_look_again(engine: sa.
 def test_handled_items_cancel_their_undelivered_notices(engine: sa.engine.Engine) -> None:
     now = time.time()
     say(engine, "a", now - 3600, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [item] = open_items(engine)
     worklist.escalate_due(engine, {"emergency": 10.0}, ["webhook"], now)
     assert sorted(n["kind"] for n in alerts.due(engine, now + 5)) == ["alert", "escalation"]
@@ -258,7 +258,7 @@ def test_handled_items_cancel_their_undelivered_notices(engine: sa.engine.Engine
 
 def test_without_any_channel_nothing_is_marked_escalated(engine: sa.engine.Engine) -> None:
     say(engine, "a", time.time() - 3600, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, alerts.AlertConfig(levels=("emergency",)).tracking)
+    indexer.refresh(engine, alerts.AlertConfig(levels=("emergency",)).tracking)
     assert worklist.escalate_due(engine, {"emergency": 10.0}, []) == []
     assert open_items(engine)[0].escalated_at is None
 
@@ -266,9 +266,9 @@ def test_without_any_channel_nothing_is_marked_escalated(engine: sa.engine.Engin
 def test_time_to_acknowledge_counts_from_when_the_item_reached_its_level(engine: sa.engine.Engine) -> None:
     now = time.time()
     say(engine, "a", now - 7200, "urgent", [URGENT_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     say(engine, "a", now - 120, "emergency", [URGENT_REASON, EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     [item] = open_items(engine)
     worklist.acknowledge(engine, item.id, "nurse1", now=item.level_at + 60)
     row = next(r for r in worklist.response_times(engine, ["emergency"], now=now) if r["days"] == 7)
@@ -281,17 +281,17 @@ def test_a_malformed_event_does_not_stop_the_indexing(engine: sa.engine.Engine) 
     with engine.begin() as conn:
         conn.execute(sa.insert(EVENTS).values(sender_id="broken", type_name="slot", timestamp=now, data=json.dumps(bad)))
     say(engine, "a", now, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     assert [i.sender_id for i in open_items(engine)] == ["a"]
 
 
 def test_the_indexer_waits_for_an_event_id_still_being_committed(engine: sa.engine.Engine) -> None:
     rows = [type("Row", (), {"id": i})() for i in (5, 6, 8, 9)]
-    assert [r.id for r in conversations._contiguous(rows, 4, now=100.0)] == [5, 6], "7 may still be committing"
+    assert [r.id for r in indexer._contiguous(rows, 4, now=100.0)] == [5, 6], "7 may still be committing"
     later = rows[2:]  # what the next rounds read: the rows above the mark
-    assert [r.id for r in conversations._contiguous(later, 6, now=105.0)] == [], "still waiting"
-    waited = 100.0 + conversations.GAP_WAIT_S + 1
-    assert [r.id for r in conversations._contiguous(later, 6, now=waited)] == [8, 9], "a rolled-back id is skipped at last"
+    assert [r.id for r in indexer._contiguous(later, 6, now=105.0)] == [], "still waiting"
+    waited = 100.0 + indexer.GAP_WAIT_S + 1
+    assert [r.id for r in indexer._contiguous(later, 6, now=waited)] == [8, 9], "a rolled-back id is skipped at last"
 
 
 def test_deleting_the_newest_events_does_not_hide_the_next_ones(engine: sa.engine.Engine) -> None:
@@ -299,10 +299,10 @@ def test_deleting_the_newest_events_does_not_hide_the_next_ones(engine: sa.engin
     now = time.time()
     say(engine, "kept", now - 60, None, [])
     say(engine, "forgotten", now - 30, None, [])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     with engine.begin() as conn:
         conn.execute(sa.delete(EVENTS).where(EVENTS.c.sender_id == "forgotten"))
         rewind_events_mark(conn)
     say(engine, "next", now, "emergency", [EMERGENCY_REASON])
-    conversations.refresh(engine, CONFIG.tracking)
+    indexer.refresh(engine, CONFIG.tracking)
     assert [i.sender_id for i in open_items(engine)] == ["next"]

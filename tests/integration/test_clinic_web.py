@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from fhir.resources.bundle import Bundle
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from bot.clinic.conversations import pseudonym
+from bot.clinic.labels import pseudonym
 from bot.clinic.schema import SUMMARIES, WORKLIST
 from bot.clinical.knowledge import load_knowledge_base
 from bot.db import create_db_engine

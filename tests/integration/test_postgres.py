@@ -53,7 +53,7 @@ def test_two_clinic_indexers_on_postgres_open_one_item_and_queue_one_alert_per_e
 
     import sqlalchemy as sa
 
-    from bot.clinic import alerts, conversations
+    from bot.clinic import alerts, indexer
     from bot.clinic.schema import ALERTS, EVENTS, WORKLIST, create_tables
     from bot.db import create_db_engine
 
@@ -67,7 +67,7 @@ def test_two_clinic_indexers_on_postgres_open_one_item_and_queue_one_alert_per_e
             conn.execute(
                 sa.insert(EVENTS).values(sender_id=sender, type_name="user", timestamp=time.time(), data=json.dumps({"text": "hi"}))
             )
-    conversations.refresh(engines[0], config.tracking)
+    indexer.refresh(engines[0], config.tracking)
     for sender in senders:  # then every chat's emergency, folded by both at the same moment
         slot = {"event": "slot", "name": "triage_level", "value": "emergency", "timestamp": time.time()}
         reasons = {
@@ -81,7 +81,7 @@ def test_two_clinic_indexers_on_postgres_open_one_item_and_queue_one_alert_per_e
                 conn.execute(sa.insert(EVENTS).values(sender_id=sender, type_name="slot", timestamp=time.time(), data=json.dumps(data)))
     errors: list[BaseException] = []
     start = threading.Barrier(2)
-    fold = conversations._fold
+    fold = indexer._fold
 
     def slow_fold(*args: object, **kwargs: object) -> object:
         """A big batch: both instances are inside their transactions at the same time."""
@@ -89,14 +89,14 @@ def test_two_clinic_indexers_on_postgres_open_one_item_and_queue_one_alert_per_e
         time.sleep(0.5)
         return found
 
-    monkeypatch.setattr(conversations, "_fold", slow_fold)
+    monkeypatch.setattr(indexer, "_fold", slow_fold)
 
     def index(engine: sa.engine.Engine) -> None:
         start.wait()
         try:
-            conversations.refresh(engine, config.tracking)
+            indexer.refresh(engine, config.tracking)
         except sa.exc.IntegrityError:
-            pass  # the other instance opened these items first: this batch rolls back, as in the app's loop
+            pass  # the other instance opened these items first: this batch rolls back, as in the worker's loop
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -105,7 +105,7 @@ def test_two_clinic_indexers_on_postgres_open_one_item_and_queue_one_alert_per_e
         t.start()
     for t in threads:
         t.join()
-    conversations.refresh(engines[0], config.tracking)
+    indexer.refresh(engines[0], config.tracking)
     assert errors == []
     with engines[0].connect() as conn:
         items = conn.execute(sa.select(WORKLIST.c.sender_id, sa.func.count()).group_by(WORKLIST.c.sender_id)).all()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bot.clinic.conversations import pseudonym
+from bot.clinic.labels import pseudonym
 from bot.servers import Stack, free_port
 from bot.telegram.relay import FORGET_YES
 from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings, wait_until

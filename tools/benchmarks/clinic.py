@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from bot import PROJECT_ROOT
 from bot.clinic import worklist
-from bot.clinic.conversations import refresh
+from bot.clinic.indexer import refresh
 from bot.clinic.schema import ENROLMENTS, EVENTS, create_tables
 from bot.clinic.worklist import Tracking
 from bot.clinical.knowledge import load_knowledge_base

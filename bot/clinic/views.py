@@ -1,144 +1,31 @@
-"""The clinic review web app (Starlette + Jinja2, server-rendered; `python -m bot clinic`).
-
-Starlette and Jinja2 because they fit Rasa's pins (current FastAPI does not). Security:
-every route but /login needs a session; the session is Starlette's signed cookie (HttpOnly,
-SameSite=Strict, Secure when `CLINIC_HTTPS_ONLY`); every form carries a per-session CSRF
-token; login is rate-limited per client address and accounts lock after repeated failures;
-responses carry CSP, frame, sniffing, referrer and no-store headers; `next` redirects only to
-local paths; Jinja2 autoescapes everything patients wrote. Every view and export is audited.
-"""
-
-from __future__ import annotations
+"""The clinic app's routes: login, the conversation list and transcripts, exports, trends, the
+worklist, enrolments, patient pages, alerts, the audit log, health. Every route but /login and
+/health needs a session (`login_required`); every view and export is audited."""
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import secrets
 import time
-from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from starlette.applications import Starlette
-from starlette.datastructures import FormData
-from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bot.checkins.store import create_checkin_tables
-from bot.clinic import accounts, alerts, charts, conversations, enrolments, exports, retention, worklist
-from bot.clinic.conversations import LEVELS_BY_SEVERITY, Filters
+from bot.clinic import accounts, alerts, charts, enrolments, exports, labels, queries, retention, stats, transcript, worklist
+from bot.clinic.labels import LEVELS_BY_SEVERITY
+from bot.clinic.queries import Filters
+from bot.clinic.rendering import page
+from bot.clinic.security import audit, checked_form, engine_of, safe_next, signed_in, staff_of
+from bot.clinical.knowledge import load_knowledge_base
 
 log = logging.getLogger("bot.clinic")
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
-TEMPLATES.env.filters["when"] = lambda ts: exports.iso(ts).replace("T", " ").replace("Z", " UTC") if ts else ""
-TEMPLATES.env.filters["label"] = conversations.symptom_label
-TEMPLATES.env.globals["LEVELS"] = LEVELS_BY_SEVERITY
-TEMPLATES.env.globals["therapy_name"] = conversations.therapy_name
-TEMPLATES.env.globals["duration"] = worklist.duration
-TEMPLATES.env.globals["OUTCOMES"] = worklist.OUTCOMES
-TEMPLATES.env.globals["STATUSES"] = worklist.STATUSES
-TEMPLATES.env.globals["vital"] = conversations.vital_text
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
-    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-LOGIN_ATTEMPTS_PER_MINUTE = 10
 WORKLIST_PAGE = 100
-
-
-class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def add_headers(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, add_headers if scope["type"] == "http" else send)
-
-
-class LoginLimiter:
-    """At most N failed logins per client address per minute (in memory, per process); with the
-    per-account lock-out this stops both guessing one password and spraying many accounts."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-
-    def allow(self, client: str) -> bool:
-        failures = self._failures[client]
-        while failures and failures[0] < time.monotonic() - 60:
-            failures.popleft()
-        return len(failures) < self.per_minute
-
-    def failed(self, client: str) -> None:
-        self._failures[client].append(time.monotonic())
-
-
-def _safe_next(target: str | None) -> str:
-    """Only local absolute paths: no scheme, no host, no '//' or '/\\' tricks."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or "\n" in target or "\r" in target:
-        return "/"
-    return target
-
-
-def _staff(request: Request) -> accounts.Staff | None:
-    """The signed-in account, as `_signed_in` found it for this request (None before)."""
-    return getattr(request.state, "staff", None)
-
-
-async def _signed_in(request: Request) -> accounts.Staff | None:
-    """Check the cookie's session against the database: a session ended by logging out, a
-    disabled account or a new password is refused from the next request on."""
-    if not hasattr(request.state, "staff"):
-        sid = request.session.get("sid")
-        request.state.staff = await asyncio.to_thread(accounts.session_staff, _engine(request), sid) if sid else None
-        if request.state.staff is None and sid:
-            request.session.clear()
-    return request.state.staff
-
-
-def _csrf(request: Request) -> str:
-    token = request.session.get("csrf")
-    if not token:
-        token = request.session["csrf"] = secrets.token_urlsafe(32)
-    return str(token)
-
-
-async def _checked_form(request: Request) -> FormData | None:
-    form = await request.form()
-    sent, expected = str(form.get("csrf", "")), request.session.get("csrf", "")
-    if not expected or not hmac.compare_digest(sent.encode(), str(expected).encode()):
-        return None
-    return form
-
-
-def page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
-    staff = _staff(request)
-    context = {"staff": staff, "csrf": _csrf(request), "open_items": getattr(request.state, "open_items", 0), **context}
-    return TEMPLATES.TemplateResponse(request, template, context, status_code=status)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -147,13 +34,13 @@ Handler = Callable[[Request], Awaitable[Response]]
 def login_required(admin: bool = False) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            staff = await _signed_in(request)
+            staff = await signed_in(request)
             if staff is not None:  # the open-item count in the menu: one indexed count per page
-                request.state.open_items = await asyncio.to_thread(worklist.open_count, _engine(request))
+                request.state.open_items = await asyncio.to_thread(worklist.open_count, engine_of(request))
             if staff is None:
                 return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", status_code=303)
             if admin and not staff.is_admin:
-                await _audit(request, "denied", request.url.path)
+                await audit(request, "denied", request.url.path)
                 return page(request, "error.html", message="Admins only.", status=403)
             return await handler(request)
 
@@ -162,50 +49,41 @@ def login_required(admin: bool = False) -> Callable[[Handler], Handler]:
     return wrap
 
 
-async def _audit(request: Request, action: str, target: str = "", detail: str = "") -> None:
-    staff = _staff(request)
-    await asyncio.to_thread(accounts.audit, _engine(request), staff.username if staff else "-", action, target, detail)
-
-
-def _engine(request: Request) -> Engine:
-    return request.app.state.engine
-
-
 # ---------------------------------------------------------------------- auth
 async def login_page(request: Request) -> Response:
-    return page(request, "login.html", next=_safe_next(request.query_params.get("next")), error="")
+    return page(request, "login.html", next=safe_next(request.query_params.get("next")), error="")
 
 
 async def login(request: Request) -> Response:
-    form = await _checked_form(request)
+    form = await checked_form(request)
     if form is None:
         return page(request, "login.html", next="/", error="Your session expired; please try again.", status=400)
-    target = _safe_next(str(form.get("next", "/")))
+    target = safe_next(str(form.get("next", "/")))
     client = request.client.host if request.client else "?"
     if not request.app.state.login_limiter.allow(client):
         return page(request, "login.html", next=target, error="Too many attempts; wait a minute.", status=429)
     username, password = str(form.get("username", ""))[:80], str(form.get("password", ""))[:1000]
-    staff, why = await asyncio.to_thread(accounts.authenticate, _engine(request), username, password)
+    staff, why = await asyncio.to_thread(accounts.authenticate, engine_of(request), username, password)
     if staff is None:
         request.app.state.login_limiter.failed(client)
-        await asyncio.to_thread(accounts.audit, _engine(request), username or "-", "login-failed", "", why)
+        await asyncio.to_thread(accounts.audit, engine_of(request), username or "-", "login-failed", "", why)
         message = "This account is locked after repeated failures; try again later." if why == "locked" else "Wrong username or password."
         return page(request, "login.html", next=target, error=message, status=401)
     request.session.clear()  # new session on login (no fixation)
-    request.session["sid"] = await asyncio.to_thread(accounts.start_session, _engine(request), staff.username)
+    request.session["sid"] = await asyncio.to_thread(accounts.start_session, engine_of(request), staff.username)
     request.session["csrf"] = secrets.token_urlsafe(32)
     request.state.staff = staff
-    await _audit(request, "login")
+    await audit(request, "login")
     return RedirectResponse(target, status_code=303)
 
 
 @login_required()
 async def logout(request: Request) -> Response:
-    if await _checked_form(request) is None:
+    if await checked_form(request) is None:
         return page(request, "error.html", message="Invalid form.", status=400)
-    await _audit(request, "logout")
+    await audit(request, "logout")
     # every session of the account, not only this browser's: a phone left signed in is signed out too
-    await asyncio.to_thread(accounts.end_sessions, _engine(request), _staff(request).username)  # type: ignore[union-attr]
+    await asyncio.to_thread(accounts.end_sessions, engine_of(request), staff_of(request).username)  # type: ignore[union-attr]
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
@@ -215,21 +93,21 @@ async def password_page(request: Request) -> Response:
     """Change one's own password; every other session of the account ends, this one goes on."""
     message, error, status = "", "", 200
     if request.method == "POST":
-        form = await _checked_form(request)
+        form = await checked_form(request)
         if form is None:
             return page(request, "error.html", message="Invalid form.", status=400)
-        username = _staff(request).username  # type: ignore[union-attr]
+        username = staff_of(request).username  # type: ignore[union-attr]
         current, new, again = (str(form.get(k, ""))[:1000] for k in ("current", "new", "again"))
         try:
             if new != again:
                 raise accounts.AccountError("The two new passwords differ.")
-            await asyncio.to_thread(accounts.change_own_password, _engine(request), username, current, new)
+            await asyncio.to_thread(accounts.change_own_password, engine_of(request), username, current, new)
         except accounts.AccountError as exc:
             error, status = str(exc), 400
-            await _audit(request, "password-change-failed")
+            await audit(request, "password-change-failed")
         else:
-            request.session["sid"] = await asyncio.to_thread(accounts.start_session, _engine(request), username)
-            await _audit(request, "password-changed")
+            request.session["sid"] = await asyncio.to_thread(accounts.start_session, engine_of(request), username)
+            await audit(request, "password-changed")
             message = "Password changed. Your other sessions have been signed out."
     return page(request, "password.html", message=message, error=error, status=status)
 
@@ -238,11 +116,11 @@ async def password_page(request: Request) -> Response:
 @login_required()
 async def conversation_list(request: Request) -> Response:
     filters = Filters.parse(request.query_params)
-    engine = _engine(request)
-    rows, total = await asyncio.to_thread(conversations.list_conversations, engine, filters)
-    counts = await asyncio.to_thread(conversations.level_counts, engine)
-    await _audit(request, "view-list", "", urlencode(filters.query(filters.page)))
-    pages = max(1, -(-total // conversations.PAGE_SIZE))
+    engine = engine_of(request)
+    rows, total = await asyncio.to_thread(queries.list_conversations, engine, filters)
+    counts = await asyncio.to_thread(queries.level_counts, engine)
+    await audit(request, "view-list", "", urlencode(filters.query(filters.page)))
+    pages = max(1, -(-total // queries.PAGE_SIZE))
     return page(
         request,
         "conversations.html",
@@ -253,7 +131,7 @@ async def conversation_list(request: Request) -> Response:
         pages=pages,
         query=lambda **change: urlencode({**filters.query(filters.page), **change}),
         export_query=urlencode(filters.query()),
-        symptoms=sorted(conversations.load_knowledge_base().symptoms),
+        symptoms=sorted(load_knowledge_base().symptoms),
     )
 
 
@@ -268,22 +146,22 @@ def _download(chunks: Any, filename: str) -> Response:
     return StreamingResponse(chunks, media_type="text/csv; charset=utf-8", headers=_attachment(filename))
 
 
-def _conversation_route(action: str, render: Callable[[Request, conversations.Conversation], Response]) -> Handler:
+def _conversation_route(action: str, render: Callable[[Request, transcript.Conversation], Response]) -> Handler:
     """A page or export of one conversation: load it (404 if unknown), audit `action`, render."""
 
     @login_required()
     async def handler(request: Request) -> Response:
-        conv = await asyncio.to_thread(conversations.load_conversation, _engine(request), request.path_params["sender_id"])
+        conv = await asyncio.to_thread(transcript.load_conversation, engine_of(request), request.path_params["sender_id"])
         if conv is None:
             return page(request, "error.html", message="No such conversation.", status=404)
-        await _audit(request, action, conv.patient)
+        await audit(request, action, conv.patient)
         return render(request, conv)
 
     return handler
 
 
-def _conversation_page(request: Request, conv: conversations.Conversation) -> Response:
-    items = worklist.for_conversation(_engine(request), conv.sender_id)
+def _conversation_page(request: Request, conv: transcript.Conversation) -> Response:
+    items = worklist.for_conversation(engine_of(request), conv.sender_id)
     return page(request, "conversation.html", conv=conv, items=items, back=request.url.path)
 
 
@@ -301,11 +179,11 @@ async def export_conversation_fhir(request: Request) -> Response:
     system = request.app.state.fhir_identifier_system
     if transaction and not request.app.state.fhir_identifier_configured:
         return page(request, "error.html", message="Set FHIR_IDENTIFIER_SYSTEM (your EHR's patient identifier system) first.", status=400)
-    conv = await asyncio.to_thread(conversations.load_conversation, _engine(request), request.path_params["sender_id"])
+    conv = await asyncio.to_thread(transcript.load_conversation, engine_of(request), request.path_params["sender_id"])
     if conv is None:
         return page(request, "error.html", message="No such conversation.", status=404)
     kind = "transaction" if transaction else "collection"
-    await _audit(request, "export-conversation-fhir", conv.patient, f"type={kind}")
+    await audit(request, "export-conversation-fhir", conv.patient, f"type={kind}")
     bundle = await asyncio.to_thread(exports.fhir_bundle, conv, time.time(), identifier_system=system, bundle_type=kind)
     return JSONResponse(bundle, media_type="application/fhir+json", headers=_attachment(f"conversation-{conv.patient}.fhir.json"))
 
@@ -313,17 +191,17 @@ async def export_conversation_fhir(request: Request) -> Response:
 @login_required()
 async def export_list_csv(request: Request) -> Response:
     filters = Filters.parse(request.query_params)
-    await _audit(request, "export-list-csv", "", urlencode(filters.query()))
-    return _download(exports.list_csv(conversations.iter_conversations(_engine(request), filters)), "conversations.csv")
+    await audit(request, "export-list-csv", "", urlencode(filters.query()))
+    return _download(exports.list_csv(queries.iter_conversations(engine_of(request), filters)), "conversations.csv")
 
 
 @login_required()
 async def trends(request: Request) -> Response:
-    engine = _engine(request)
-    days = await asyncio.to_thread(conversations.levels_per_day, engine)
-    top = await asyncio.to_thread(conversations.top_symptoms, engine)
+    engine = engine_of(request)
+    days = await asyncio.to_thread(stats.levels_per_day, engine)
+    top = await asyncio.to_thread(stats.top_symptoms, engine)
     response_times = await asyncio.to_thread(worklist.response_times, engine, LEVELS_BY_SEVERITY)
-    await _audit(request, "view-trends")
+    await audit(request, "view-trends")
     return page(
         request,
         "trends.html",
@@ -354,13 +232,13 @@ async def _worklist(request: Request, error: str = "", status_code: int = 200) -
     except ValueError:
         page_no = 1
     offset = (page_no - 1) * WORKLIST_PAGE
-    items, total = await asyncio.to_thread(worklist.items, _engine(request), status, level, WORKLIST_PAGE, offset)
+    items, total = await asyncio.to_thread(worklist.items, engine_of(request), status, level, WORKLIST_PAGE, offset)
     try:
-        overdue = await asyncio.to_thread(enrolments.overdue_checkins, _engine(request), time.time())
+        overdue = await asyncio.to_thread(enrolments.overdue_checkins, engine_of(request), time.time())
     except sa.exc.SQLAlchemyError as exc:  # the items above matter more than this list: never lose the page for it
         log.error("clinic.overdue_checkins.failed type=%s", type(exc).__name__)
         overdue = []
-    await _audit(request, "view-worklist", "", urlencode({"status": status, "level": level}))
+    await audit(request, "view-worklist", "", urlencode({"status": status, "level": level}))
     config: alerts.AlertConfig = request.app.state.alert_config
     query = urlencode({k: v for k, v in (("status", status), ("level", level)) if v})
     return page(
@@ -372,28 +250,28 @@ async def _worklist(request: Request, error: str = "", status_code: int = 200) -
     )  # fmt: skip
 
 
-def _item_action(action: str) -> Handler:
+def item_action(action: str) -> Handler:
     """POST /worklist/{id}/ack|close: check the form, act as the signed-in nurse, audit, go back."""
 
     @login_required()
     async def handler(request: Request) -> Response:
-        form = await _checked_form(request)
+        form = await checked_form(request)
         if form is None:
             return page(request, "error.html", message="Your session expired; please try again.", status=400)
-        item_id, engine, staff = request.path_params["item_id"], _engine(request), _staff(request)
+        item_id, engine, staff = request.path_params["item_id"], engine_of(request), staff_of(request)
         item = await asyncio.to_thread(worklist.item, engine, item_id)
         if item is None:
             return page(request, "error.html", message="No such worklist item.", status=404)
-        back = _safe_next(str(form.get("back", "/worklist")))
+        back = safe_next(str(form.get("back", "/worklist")))
         try:
             seen = str(form.get("level", "")) or None  # the level on the nurse's page
             if action == "ack":
                 done = await asyncio.to_thread(worklist.acknowledge, engine, item_id, staff.username, seen)  # type: ignore[union-attr]
-                await _audit(request, "ack-item" if done else "ack-item-again", item.patient, f"item={item_id} level={item.level}")
+                await audit(request, "ack-item" if done else "ack-item-again", item.patient, f"item={item_id} level={item.level}")
             else:
                 outcome, note = str(form.get("outcome", "")), str(form.get("note", ""))
                 await asyncio.to_thread(worklist.close, engine, item_id, staff.username, outcome, note, seen)  # type: ignore[union-attr]
-                await _audit(request, "close-item", item.patient, f"item={item_id} level={item.level} outcome={outcome}")
+                await audit(request, "close-item", item.patient, f"item={item_id} level={item.level} outcome={outcome}")
         except worklist.WorklistError as exc:
             return await _worklist(request, error=str(exc), status_code=400)
         return RedirectResponse(f"{back}#item-{item_id}" if back.startswith("/worklist") else back, status_code=303)
@@ -404,30 +282,30 @@ def _item_action(action: str) -> Handler:
 @login_required()
 async def export_worklist_csv(request: Request) -> Response:
     status, level = _worklist_filters(request, "all")
-    items, _ = await asyncio.to_thread(worklist.items, _engine(request), status, level, 100_000)
-    await _audit(request, "export-worklist-csv", "", urlencode({"status": status, "level": level}))
+    items, _ = await asyncio.to_thread(worklist.items, engine_of(request), status, level, 100_000)
+    await audit(request, "export-worklist-csv", "", urlencode({"status": status, "level": level}))
     return _download(exports.worklist_csv(items), "worklist.csv")
 
 
 @login_required()
 async def export_response_times_csv(request: Request) -> Response:
-    table = await asyncio.to_thread(worklist.response_times, _engine(request), LEVELS_BY_SEVERITY)
-    await _audit(request, "export-response-times-csv")
+    table = await asyncio.to_thread(worklist.response_times, engine_of(request), LEVELS_BY_SEVERITY)
+    await audit(request, "export-response-times-csv")
     return _download(exports.response_times_csv(table), "response-times.csv")
 
 
 @login_required(admin=True)
 async def enrolments_page(request: Request) -> Response:
-    engine = _engine(request)
+    engine = engine_of(request)
     created, error = None, ""
-    form = await _checked_form(request) if request.method == "POST" else None
+    form = await checked_form(request) if request.method == "POST" else None
     if request.method == "POST" and form is None:
         return page(request, "error.html", message="Invalid form.", status=400)
     if form is not None and form.get("checkins"):  # pause, resume or stop one enrolment's check-ins
         code, state = str(form.get("code", "")), str(form.get("checkins", ""))
         try:
             await asyncio.to_thread(enrolments.set_checkins, engine, code, state)
-            await _audit(request, "set-checkins", code, f"state={state}")
+            await audit(request, "set-checkins", code, f"state={state}")
         except enrolments.EnrolmentError as exc:
             error = str(exc)
     elif form is not None:
@@ -438,16 +316,16 @@ async def enrolments_page(request: Request) -> Response:
                 str(form.get("label", "")),
                 str(form.get("therapy", "")),
                 str(form.get("infusion_date", "")),
-                _staff(request).username,  # type: ignore[union-attr]
+                staff_of(request).username,  # type: ignore[union-attr]
                 timezone=str(form.get("timezone", ""))[:64],
                 dose_dates=str(form.get("dose_dates", ""))[:200],
             )
-            await _audit(request, "create-enrolment", created.label)
+            await audit(request, "create-enrolment", created.label)
         except enrolments.EnrolmentError as exc:
             error = str(exc)
     else:
-        await _audit(request, "view-enrolments")
-    therapies = sorted(conversations.load_knowledge_base().therapies, key=lambda t: t.name.lower())
+        await audit(request, "view-enrolments")
+    therapies = sorted(load_knowledge_base().therapies, key=lambda t: t.name.lower())
     rows = await asyncio.to_thread(enrolments.all_enrolments, engine)
     return page(
         request, "enrolments.html", rows=rows, therapies=therapies, created=created, error=error, status=400 if error else 200,
@@ -465,19 +343,19 @@ COMMON_ZONES = (
 @login_required()
 async def patient_page(request: Request) -> Response:
     code = request.path_params["code"]
-    engine = _engine(request)
+    engine = engine_of(request)
     enrolment = await asyncio.to_thread(enrolments.find, engine, code)
     if enrolment is None:
         return page(request, "error.html", message="No such patient.", status=404)
-    timeline = await asyncio.to_thread(conversations.patient_timeline, engine, enrolment.code)
-    convs = [c for row in timeline if (c := await asyncio.to_thread(conversations.load_conversation, engine, row.sender_id))]
+    timeline = await asyncio.to_thread(queries.patient_timeline, engine, enrolment.code)
+    convs = [c for row in timeline if (c := await asyncio.to_thread(transcript.load_conversation, engine, row.sender_id))]
     readings = [(turn.at, v) for conv in convs for turn in conv.turns if turn.at for v in turn.vitals]
     checkins = await asyncio.to_thread(enrolments.checkins_of, engine, enrolment.code)
     plan = await asyncio.to_thread(enrolments.checkin_plan, engine, enrolment, str(request.app.state.timezone), time.time())
     neuro_checks = await asyncio.to_thread(enrolments.neuro_checks_of, engine, enrolment.code)
-    await _audit(request, "view-patient", enrolment.label)
+    await audit(request, "view-patient", enrolment.label)
     start = _infusion_start(enrolment, request.app.state.timezone)
-    t = conversations.load_knowledge_base().thresholds["temperature"]
+    t = load_knowledge_base().thresholds["temperature"]
     chart = charts.vitals_chart(readings, start, t["fever_c"], t["high_fever_c"])
     return page(
         request, "patient.html", enrolment=enrolment, conversations=convs, readings=readings, chart=chart, chart_start=start,
@@ -503,20 +381,20 @@ def _infusion_start(enrolment: enrolments.Enrolment, zone: ZoneInfo) -> float | 
 
 @login_required()
 async def alerts_page(request: Request) -> Response:
-    rows = await asyncio.to_thread(alerts.all_alerts, _engine(request))
-    await _audit(request, "view-alerts")
+    rows = await asyncio.to_thread(alerts.all_alerts, engine_of(request))
+    await audit(request, "view-alerts")
     config = request.app.state.alert_config
     return page(
         request, "alerts.html", rows=rows, channels=config.channels, escalation_channels=config.escalation_channels,
-        levels=config.levels, pseudonym=conversations.pseudonym,
+        levels=config.levels, pseudonym=labels.pseudonym,
     )  # fmt: skip
 
 
 @login_required(admin=True)
 async def audit_page(request: Request) -> Response:
-    entries = await asyncio.to_thread(accounts.audit_entries, _engine(request))
-    retention_runs = await asyncio.to_thread(retention.runs, _engine(request))
-    await _audit(request, "view-audit")
+    entries = await asyncio.to_thread(accounts.audit_entries, engine_of(request))
+    retention_runs = await asyncio.to_thread(retention.runs, engine_of(request))
+    await audit(request, "view-audit")
     return page(request, "audit.html", entries=entries, retention_runs=retention_runs)
 
 
@@ -525,7 +403,7 @@ async def health(request: Request) -> Response:
     Public and content-free: it says nothing about any patient."""
 
     def ping() -> None:
-        with _engine(request).connect() as conn:
+        with engine_of(request).connect() as conn:
             conn.exec_driver_sql("SELECT 1")
 
     try:
@@ -537,72 +415,6 @@ async def health(request: Request) -> Response:
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
-    if await _signed_in(request) is None:
+    if await signed_in(request) is None:
         return RedirectResponse("/login", status_code=303)
     return page(request, "error.html", message="Not found.", status=404)
-
-
-# ---------------------------------------------------------------------- app
-def create_app(
-    engine: Engine,
-    secret_key: str,
-    https_only: bool = False,
-    alert_config: alerts.AlertConfig | None = None,
-    fhir_identifier_system: str | None = None,
-    timezone: str = "UTC",
-) -> Starlette:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # its own tables and the check-ins' it shows (the relay may not have created them yet)
-        await asyncio.to_thread(create_checkin_tables, engine)
-        log.info("clinic.ready")  # summaries, escalations and alerts: the clinic worker (bot/clinic/worker.py)
-        yield
-
-    app = Starlette(
-        routes=[
-            Route("/health", health),
-            Route("/login", login_page, methods=["GET"]),
-            Route("/login", login, methods=["POST"]),
-            Route("/logout", logout, methods=["POST"]),
-            Route("/account/password", password_page, methods=["GET", "POST"]),
-            Route("/", conversation_list),
-            Route("/export/conversations.csv", export_list_csv),
-            Route("/conversations/{sender_id:str}", conversation_page),
-            Route("/conversations/{sender_id:str}/export.csv", export_conversation_csv),
-            Route("/conversations/{sender_id:str}/fhir.json", export_conversation_fhir),
-            Route("/trends", trends),
-            Route("/worklist", worklist_page),
-            Route("/worklist/{item_id:int}/ack", _item_action("ack"), methods=["POST"]),
-            Route("/worklist/{item_id:int}/close", _item_action("close"), methods=["POST"]),
-            Route("/export/worklist.csv", export_worklist_csv),
-            Route("/export/response-times.csv", export_response_times_csv),
-            Route("/admin/audit", audit_page),
-            Route("/alerts", alerts_page),
-            Route("/admin/enrolments", enrolments_page, methods=["GET", "POST"]),
-            Route("/patients/{code:str}", patient_page),
-            Mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static"),
-        ],
-        middleware=[
-            Middleware(SecurityHeaders),
-            Middleware(
-                SessionMiddleware,
-                secret_key=secret_key,
-                session_cookie="crs_clinic",
-                max_age=accounts.SESSION_SECONDS,
-                same_site="strict",
-                https_only=https_only,
-            ),
-        ],
-        exception_handlers={404: not_found},
-        lifespan=lifespan,
-    )
-    app.state.engine = engine
-    app.state.alert_config = alert_config or alerts.AlertConfig(levels=())
-    # FHIR identifiers: the clinic's own system (FHIR_IDENTIFIER_SYSTEM), else one under this
-    # app's address, never a placeholder domain.
-    app.state.timezone = ZoneInfo(timezone)  # raises at start-up on an unknown zone name
-    app.state.fhir_identifier_configured = bool(fhir_identifier_system)
-    public = app.state.alert_config.public_url.rstrip("/") or "http://localhost"
-    app.state.fhir_identifier_system = fhir_identifier_system or f"{public}/fhir/patient-id"
-    app.state.login_limiter = LoginLimiter(LOGIN_ATTEMPTS_PER_MINUTE)
-    return app
