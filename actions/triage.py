@@ -3,7 +3,7 @@
 SPEC "Triage levels": emergency symptom → emergency; serious → urgent; mild → urgent when on
 immunotherapy or status unknown, monitor when not; anything worsening → at least urgent;
 nothing current → none. Which class a symptom has and what each class means are read from
-data/symptoms.yml, so a clinic changes the rules there. Every decision carries its reason.
+data/clinical.yml, so a clinic changes the rules there. Every decision carries its reason.
 """
 
 from __future__ import annotations

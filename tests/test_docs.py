@@ -11,8 +11,8 @@ import pytest
 from bot import PROJECT_ROOT
 
 PAGES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
-# a code span that is a path in the repository: `bot/telegram/relay.py`, `data/checkins.yml`, `deploy/k8s/`
-PATH = re.compile(r"`((?:bot|actions|data|tests|deploy|docs|requirements|\.ci)/[A-Za-z0-9_./-]*)`")
+# a code span that is a path in the repository: `bot/telegram/delivery.py`, `data/checkins.yml`, `deploy/k8s/`
+PATH = re.compile(r"`((?:bot|actions|tools|data|tests|deploy|docs|requirements|\.ci)/[A-Za-z0-9_./-]*)`")
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
@@ -32,3 +32,26 @@ def test_every_relative_link_resolves(page: Path) -> None:
 def test_the_readme_fits_on_about_a_page() -> None:
     lines = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 80, f"README.md has {len(lines)} lines: the details belong in docs/"
+
+
+# a repository path anywhere in code, comments and config: bot/clinic/worker.py, data/clinical.yml
+CODE_PATH = re.compile(r"(?<![\w/.-])((?:bot|actions|tools|tests|data|docs|deploy|requirements|\.ci)/[\w./-]*\w)")
+SOURCES = [
+    p
+    for pattern in ("bot/**/*.py", "actions/**/*.py", "tools/**/*.py", "tests/**/*.py", "data/*.yml", "deploy/**/*", "*.yml", "*.toml")
+    for p in sorted(PROJECT_ROOT.glob(pattern))
+    if p.is_file() and p.suffix in {".py", ".yml", ".yaml", ".toml", ".service", ""}
+] + [PROJECT_ROOT / "Makefile", PROJECT_ROOT / "Dockerfile", PROJECT_ROOT / ".ci" / "run"]
+
+
+def test_no_comment_or_setting_names_a_path_that_does_not_exist() -> None:
+    """After a move, a docstring or comment still naming the old place misleads the next reader."""
+    missing = []
+    for source in SOURCES:
+        for n, line in enumerate(source.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            missing += [
+                f"{source.relative_to(PROJECT_ROOT)}:{n}: {m.group(1)}"
+                for m in CODE_PATH.finditer(line)
+                if "*" not in m.group(1) and not (PROJECT_ROOT / m.group(1)).exists()
+            ]
+    assert not missing, missing

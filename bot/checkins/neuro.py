@@ -43,7 +43,7 @@ TEXT_KEYS = (
 class Item:
     id: str
     name: str  # what the reason and the clinic call it ("the year")
-    symptom: str  # data/symptoms.yml id a newly failed answer reports
+    symptom: str  # data/clinical.yml id a newly failed answer reports
     ask: str
 
 

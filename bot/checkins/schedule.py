@@ -152,7 +152,7 @@ def _symptom_ids(values: list[object] | None, path: Path) -> tuple[str, ...]:
         return tuple(s for s in kb.symptoms if kb.symptom_class(s) == "emergency")
     unknown = [str(v) for v in values if str(v) not in kb.symptoms]
     if unknown or not values:
-        raise CheckinConfigError(f"{path.name}: emergency_screen needs symptom ids of data/symptoms.yml (unknown: {', '.join(unknown)})")
+        raise CheckinConfigError(f"{path.name}: emergency_screen needs symptom ids of data/clinical.yml (unknown: {', '.join(unknown)})")
     return tuple(str(v) for v in values)
 
 

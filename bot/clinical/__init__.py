@@ -1,3 +1,3 @@
-"""The clinical knowledge base (data/symptoms.yml and the files it names): symptoms, their class
+"""The clinical knowledge base (data/clinical.yml, with the lay phrasings of data/phrasings.yml): symptoms, their class
 and phrasings, vital thresholds, therapies and levels. The NLU, the triage rules, the check-ins
 and the clinic all read it from here."""

@@ -1,4 +1,4 @@
-"""The symptom knowledge base (`data/symptoms.yml`) and language rules (`data/language.yml`).
+"""The symptom knowledge base (`data/clinical.yml` + `data/phrasings.yml`) and language rules (`data/language.yml`).
 
 Both the NLU component and the triage rules load these through here, so every clinical fact
 has exactly one home. Loading validates the files and names the bad entry, because a typo in a
@@ -18,7 +18,7 @@ import yaml
 
 from bot import PROJECT_ROOT
 
-DEFAULT_KB_PATH = PROJECT_ROOT / "data" / "symptoms.yml"
+DEFAULT_KB_PATH = PROJECT_ROOT / "data" / "clinical.yml"
 DEFAULT_LANGUAGE_PATH = PROJECT_ROOT / "data" / "language.yml"
 KB_ENV = "CRS_KNOWLEDGE_BASE"
 LANGUAGE_ENV = "CRS_LANGUAGE_RULES"
@@ -334,9 +334,45 @@ def language_path() -> Path:
     return Path(os.environ.get(LANGUAGE_ENV) or DEFAULT_LANGUAGE_PATH)
 
 
+def read_knowledge_base(path: Path) -> dict[str, Any]:
+    """The clinical file, with the phrasings file it names (`phrasings:`, beside it) merged in.
+
+    Facts and phrasings are apart so that a clinician signs off a short file: every symptom,
+    therapy and therapy kind is defined there, and a phrasing of one it does not define is an
+    error (a typo would otherwise add a phrase list that no rule reads). A file without
+    `phrasings:` holds both, as one clinic copy may."""
+    raw = _read_yaml(path)
+    name = raw.pop("phrasings", None)
+    if name is None:
+        return raw
+    phrasings_path = path.parent / str(name)
+    phr = _read_yaml(phrasings_path)
+    where = str(phrasings_path)
+    for section in ("symptoms", "therapy_kinds"):
+        known = raw.get(section) or {}
+        extra = phr.pop(section, None) or {}
+        unknown = sorted(set(extra) - set(known))
+        if unknown:
+            raise KnowledgeBaseError(f"{where}: {section} {', '.join(unknown)} not defined in {path}")
+        raw[section] = {key: {**(known[key] or {}), **(extra.get(key) or {})} for key in known}
+    names = phr.pop("therapies", None) or {}
+    therapies = raw.get("therapies") or []
+    unknown = sorted(set(names) - {t.get("id") for t in therapies if isinstance(t, dict)})
+    if unknown:
+        raise KnowledgeBaseError(f"{where}: therapies {', '.join(unknown)} not defined in {path}")
+    raw["therapies"] = [{**t, **(names.get(t.get("id")) or {})} if isinstance(t, dict) else t for t in therapies]
+    for key, value in (phr.pop("thresholds", None) or {}).items():  # word lists beside a threshold
+        raw.setdefault("thresholds", {}).setdefault(key, {}).update(value or {})
+    clash = sorted(set(phr) & set(raw))
+    if clash:
+        raise KnowledgeBaseError(f"{where}: {', '.join(clash)} belong in {path}")
+    raw.update(phr)
+    return raw
+
+
 @lru_cache(maxsize=8)
 def _load_kb(path: Path) -> KnowledgeBase:
-    return parse_knowledge_base(_read_yaml(path), path)
+    return parse_knowledge_base(read_knowledge_base(path), path)
 
 
 @lru_cache(maxsize=8)
@@ -345,7 +381,7 @@ def _load_language(path: Path) -> LanguageRules:
 
 
 def load_knowledge_base(path: Path | str | None = None) -> KnowledgeBase:
-    """The knowledge base at `path`, else $CRS_KNOWLEDGE_BASE, else data/symptoms.yml."""
+    """The knowledge base at `path`, else $CRS_KNOWLEDGE_BASE, else data/clinical.yml (with data/phrasings.yml)."""
     return _load_kb(Path(path) if path else kb_path())
 
 

@@ -826,7 +826,7 @@ class SymptomExtractor:
 
     def _gives_way(self, m: SymptomMention, present: set[str]) -> bool:
         """A phrase of one symptom said in words that belong to another present one
-        (symptoms.yml `gives_way_to`: "shaking" beside a seizure is not chills)."""
+        (phrasings.yml `gives_way_to`: "shaking" beside a seizure is not chills)."""
         if m.source != "phrase" or m.assertion != PRESENT:
             return False
         words = set(m.text.lower().split())

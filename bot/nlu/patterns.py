@@ -1,6 +1,6 @@
 """Compile the knowledge base's phrase syntax into spaCy Matcher token patterns.
 
-Syntax (documented for clinicians at the top of data/symptoms.yml):
+Syntax (documented for clinicians at the top of data/phrasings.yml):
 `word`, `a|b` (alternatives), `[a|b]` (optional), `...` (up to GAP other words, never across
 punctuation), `pref*` (prefix). Words go through the same normaliser as the text, so a
 pattern written "coughing" also matches "coughed". Alternatives that are several tokens

@@ -2,7 +2,7 @@
 
 spaCy's pretrained pipelines cannot be downloaded here, and symptom vocabulary is a closed,
 clinician-owned list anyway: so `spacy.blank("en")` (tokenizer), a sentencizer, our normaliser,
-and Matchers compiled from data/symptoms.yml and data/language.yml.
+and Matchers compiled from data/phrasings.yml and data/language.yml.
 """
 
 from __future__ import annotations

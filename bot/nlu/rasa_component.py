@@ -110,12 +110,12 @@ def route_intent(findings: Findings, predicted: str | None, config: dict[str, An
     is_trainable=False,
 )
 class CRSSymptomExtractor(GraphComponent, EntityExtractorMixin):
-    """Symptom, vital-sign and therapy extraction from data/symptoms.yml (see module doc)."""
+    """Symptom, vital-sign and therapy extraction from the knowledge base (data/clinical.yml, data/phrasings.yml; see module doc)."""
 
     @staticmethod
     def get_default_config() -> dict[str, Any]:
         return {
-            "knowledge_base": "",  # empty: $CRS_KNOWLEDGE_BASE or data/symptoms.yml
+            "knowledge_base": "",  # empty: $CRS_KNOWLEDGE_BASE or data/clinical.yml
             "language_rules": "",  # empty: $CRS_LANGUAGE_RULES or data/language.yml
             "symptom_intent": "report_symptoms",
             "therapy_intent": "inform_therapy",

@@ -2,7 +2,7 @@
 
 Patients describe a scene ("people in the corner who aren't there"), an event ("went down like
 a sack of potatoes") or a feeling ("an elephant on my chest"), and no phrase list keeps up. Each
-symptom in data/symptoms.yml carries `descriptions:` written the way people talk; each clause of
+symptom in data/phrasings.yml carries `descriptions:` written the way people talk; each clause of
 a message is embedded (bot/nlu/encoder.py) and scored against them by cosine similarity. A
 clause counts as a symptom when its best description is at least that symptom's threshold and
 beats every everyday `background` sentence of data/semantic.yml by the margin; an emergency

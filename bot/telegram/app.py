@@ -31,12 +31,12 @@ from bot.secret_masking import install as install_secret_masking
 from bot.settings import Settings
 from bot.telegram.aiohttp_request import AiohttpRequest
 from bot.telegram.dedup import MessageClaims, RelayClaims
+from bot.telegram.handlers import Relay
 from bot.telegram.inbox import DurableApplication, DurableUpdateQueue, Inbox
 from bot.telegram.limits import PatientChatRateLimiter
 from bot.telegram.logs import configure_logging
 from bot.telegram.outbox import Outbox
 from bot.telegram.rasa_client import RasaClient
-from bot.telegram.relay import Relay
 from bot.telegram.splitting import split_message
 from bot.telegram.texts import load_texts
 

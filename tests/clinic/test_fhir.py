@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from fhir.resources.bundle import Bundle
 
 from bot.clinic.exports import fhir_bundle, iso
 from bot.clinic.labels import pseudonym
 from bot.clinic.transcript import Conversation, Turn
-from bot.clinical.knowledge import DEFAULT_KB_PATH, KnowledgeBase, KnowledgeBaseError, parse_knowledge_base
+from bot.clinical.knowledge import DEFAULT_KB_PATH, KnowledgeBase, KnowledgeBaseError, parse_knowledge_base, read_knowledge_base
 
 SYSTEM = "https://fhir.crs-clinic.org/sid/patient"
 NOW = 1_700_100_000.0
@@ -92,7 +91,7 @@ def test_therapy_rxnorm_codes_are_numeric_where_present(kb: KnowledgeBase) -> No
 
 
 def test_a_symptom_without_snomed_fails_loading_and_is_named() -> None:
-    raw = yaml.safe_load(DEFAULT_KB_PATH.read_text())
+    raw = read_knowledge_base(DEFAULT_KB_PATH)
     parse_knowledge_base(copy.deepcopy(raw))  # the real file loads
     del raw["symptoms"]["cough"]["snomed"]
     with pytest.raises(KnowledgeBaseError, match="symptom cough: missing key 'snomed'"):
@@ -100,11 +99,11 @@ def test_a_symptom_without_snomed_fails_loading_and_is_named() -> None:
 
 
 def test_a_malformed_code_fails_loading() -> None:
-    raw = yaml.safe_load(DEFAULT_KB_PATH.read_text())
+    raw = read_knowledge_base(DEFAULT_KB_PATH)
     raw["symptoms"]["rash"]["snomed"] = {"code": "2718O7003", "display": "Eruption of skin"}
     with pytest.raises(KnowledgeBaseError, match="rash.snomed"):
         parse_knowledge_base(raw)
-    raw = yaml.safe_load(DEFAULT_KB_PATH.read_text())
+    raw = read_knowledge_base(DEFAULT_KB_PATH)
     raw["therapies"][0]["rxnorm"] = {"code": "123"}
     with pytest.raises(KnowledgeBaseError, match="rxnorm"):
         parse_knowledge_base(raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from bot.clinical.knowledge import (
     KnowledgeBaseError,
     parse_knowledge_base,
     parse_language_rules,
+    read_knowledge_base,
 )
 from bot.nlu.patterns import PatternError, compile_phrase
 
@@ -51,7 +53,7 @@ def test_article_therapies_present_and_engagers_highest_risk(kb: KnowledgeBase) 
 
 @pytest.fixture()
 def raw_kb() -> dict:
-    return yaml.safe_load(DEFAULT_KB_PATH.read_text())
+    return read_knowledge_base(DEFAULT_KB_PATH)
 
 
 def test_unknown_class_is_named(raw_kb: dict) -> None:
@@ -103,3 +105,33 @@ def test_gives_way_to_must_name_a_known_symptom(raw_kb: dict) -> None:
     bad["symptoms"]["chills"]["gives_way_to"] = {"epilepsy": ["shaking"]}
     with pytest.raises(KnowledgeBaseError, match="gives way to unknown symptom 'epilepsy'"):
         parse_knowledge_base(bad)
+
+
+def test_facts_and_phrasings_are_apart_and_merge_into_one_knowledge_base(tmp_path: Path) -> None:
+    """data/clinical.yml holds no phrasing, data/phrasings.yml no fact; loaded together they are one base."""
+    facts = yaml.safe_load(DEFAULT_KB_PATH.read_text())
+    phrasings = yaml.safe_load((DEFAULT_KB_PATH.parent / facts["phrasings"]).read_text())
+    assert all(set(s) <= {"class", "label", "snomed", "subsumes"} for s in facts["symptoms"].values())
+    assert all(set(t) <= {"id", "name", "kind", "source", "rxnorm"} for t in facts["therapies"])
+    assert not any({"class", "label", "snomed"} & set(s) for s in phrasings["symptoms"].values())
+    merged = read_knowledge_base(DEFAULT_KB_PATH)
+    assert merged["symptoms"]["confusion"]["class"] == "emergency" and merged["symptoms"]["confusion"]["phrases"]
+    assert list(merged["symptoms"]) == list(facts["symptoms"]), "the clinical file's order"
+    one_file = tmp_path / "one.yml"  # a clinic's single copy with both still loads, to the same base
+    one_file.write_text(yaml.safe_dump(merged, sort_keys=False))
+    assert repr(parse_knowledge_base(read_knowledge_base(one_file))) == repr(parse_knowledge_base(merged))
+
+
+@pytest.mark.parametrize(
+    ("section", "entry"),
+    [("symptoms", {"confusoin": {"phrases": ["muddled"]}}), ("therapies", {"kymria": {"names": ["kymria"]}}),
+     ("therapy_kinds", {"car_tt": {"names": ["cart"]}})],
+)  # fmt: skip
+def test_a_phrasing_of_an_id_the_clinical_file_does_not_define_is_refused(tmp_path: Path, section: str, entry: dict) -> None:
+    facts = yaml.safe_load(DEFAULT_KB_PATH.read_text())
+    phrasings = yaml.safe_load((DEFAULT_KB_PATH.parent / facts["phrasings"]).read_text())
+    phrasings[section].update(entry)
+    (tmp_path / "clinical.yml").write_text(yaml.safe_dump(facts, sort_keys=False))
+    (tmp_path / facts["phrasings"]).write_text(yaml.safe_dump(phrasings, sort_keys=False))
+    with pytest.raises(KnowledgeBaseError, match=next(iter(entry))):
+        read_knowledge_base(tmp_path / "clinical.yml")

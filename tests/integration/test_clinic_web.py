@@ -201,7 +201,7 @@ def test_emergency_first_reason_shown_and_exports(page: Page, clinic: Clinic) ->
             said[o["valueCodeableConcept"]["text"]].append(o["code"]["coding"][0]["code"])
     present = set(said["present"])
     breathing = load_knowledge_base().symptoms["difficulty_breathing"].snomed
-    assert breathing is not None and breathing[0] in present, "coded in SNOMED CT from data/symptoms.yml"
+    assert breathing is not None and breathing[0] in present, "coded in SNOMED CT from data/clinical.yml"
     risk = next(r for r in resources if r["resourceType"] == "RiskAssessment")
     assert risk["prediction"][0]["outcome"]["text"] == "emergency"
     assert any("88" in n["text"] for n in risk["note"])

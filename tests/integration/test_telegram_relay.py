@@ -19,7 +19,7 @@ import requests
 
 from bot.clinic.labels import pseudonym
 from bot.servers import Stack, free_port
-from bot.telegram.relay import FORGET_YES
+from bot.telegram.handlers import FORGET_YES
 from tests.integration.conftest import BOT_TOKEN, RelayRig, relay_settings, wait_until
 from tools.fake_bot_api import FakeTelegram, Sent
 

@@ -36,7 +36,7 @@ def one(parser: VitalsParser, text: str) -> tuple[str, float, str | None, str | 
         ("temp 36.9", "temperature", 36.9, "fever", "absent"),
         ("my pulse is 130 at rest", "pulse", 130, "rapid_heartbeat", "present"),
         ("hr 135 bpm", "pulse", 135, "rapid_heartbeat", "present"),
-        ("heart rate 72", "pulse", 72, None, None),  # a reading, not a denial (data/symptoms.yml)
+        ("heart rate 72", "pulse", 72, None, None),  # a reading, not a denial (data/clinical.yml)
         ("BP 85/55", "blood_pressure", 85, "low_blood_pressure", "present"),
         ("pressure 79 over 48", "blood_pressure", 79, "low_blood_pressure", "present"),
         ("blood pressure 124/80", "blood_pressure", 124, None, None),

@@ -1,6 +1,6 @@
-"""The relay's handlers: Telegram updates in, Rasa replies out, never silent, nothing lost.
+"""Delivery: a message to Rasa and its answer back to the patient, never silent, nothing lost.
 
-For each patient message the relay
+For each patient message (handed over by handlers.py)
 1. takes the chat's place in line (messages of one chat are handled in arrival order),
 2. first hands Rasa any earlier messages of this chat that are still parked (see outbox.py),
 3. posts the message to Rasa's `relay` channel while "typing…" shows,
@@ -24,10 +24,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, TelegramError
-from telegram.ext import ContextTypes
+from telegram.error import TelegramError
 
 from bot.telegram.dedup import RelayClaims, Verdict
 from bot.telegram.identity import sender_id
@@ -46,8 +45,6 @@ def log_ref(sender: str) -> str:
     return hashlib.blake2s(sender.encode(), key=_LOG_SALT, digest_size=4).hexdigest()
 
 
-FORGET_YES, FORGET_NO = "relay:forget:yes", "relay:forget:no"
-NEURO_START = "neuro:start"  # bot.checkins.neuro.START (the relay does not import the check-ins)
 CALLBACK_DATA_LIMIT = 64  # bytes, Telegram's limit for inline button data
 TYPING_DELAY = 0.3  # answers faster than this need no "typing…" (saves rate budget)
 TYPING_REFRESH = 4.5  # Telegram shows "typing…" for about 5 s
@@ -72,7 +69,9 @@ class Inbound:
     probe: Callable[[], Awaitable[dict[str, Any] | None]] | None = None
 
 
-class Relay:
+class Delivery:
+    """The relay's state and its path to Rasa and back; the Telegram handlers (handlers.Relay) build on it."""
+
     def __init__(
         self,
         texts: RelayTexts,
@@ -97,177 +96,8 @@ class Relay:
         self.claims: RelayClaims | None = None
         self.checkins: Any = None  # bot.checkins.service.CheckinService when enrolled patients get check-ins
 
-    # ------------------------------------------------------------------ handlers
-    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
-        chat = update.effective_chat
-        if message is None or chat is None:
-            return
-        text = message.text or message.caption or ""
-        edited = update.edited_message is not None
-        suffix = f":e{int(message.edit_date.timestamp())}" if edited and message.edit_date else ""
-        item = self._inbound(
-            chat.id,
-            text,
-            f"{message.message_id}{suffix}",
-            {"edited": edited, "update_id": update.update_id},
-            reply_to=message.message_id,
-        )
-        self._answers_checkins(item)  # any message answers an open check-in; a bare "yes" then means an emergency sign
-        await self.handle(context.bot, item)
-
-    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query = update.callback_query
-        chat = update.effective_chat
-        if query is None or chat is None:
-            return
-        data = query.data or ""
-        if data.startswith(("checkin:", "neuro:")) and self.checkins is not None:
-            with contextlib.suppress(TelegramError):
-                await query.answer()
-            if query.message is not None and data != NEURO_START:  # the check-in keeps its yes/no after "Neuro check"
-                with contextlib.suppress(BadRequest):
-                    await query.edit_message_reply_markup(reply_markup=None)
-            if data.startswith("neuro:"):
-                await self.checkins.neuro.button(
-                    chat.id, self._sender(chat.id), data, lambda found: self._neuro_report(context.bot, chat.id, found)
-                )
-            else:
-                title = _button_title(query.message, data) if query.message else None
-                await self.checkins.button(
-                    chat.id, data, lambda text, question: self._checkin_answer(context.bot, chat.id, query.id, text, question, title)
-                )
-            return
-        if data in (FORGET_YES, FORGET_NO):
-            work = self._spawn(self._forget(context.bot, chat.id, confirmed=data == FORGET_YES))
-        else:
-            payload = self._long_payloads.get(data, data)
-            title = _button_title(query.message, data) if query.message else None
-            item = self._inbound(chat.id, payload, f"cb:{query.id}", {"button": title, "update_id": update.update_id}, None)
-            self._answers_checkins(item)  # "/affirm" from a button answers an open check-in's question too
-            work = self._spawn(self._process(context.bot, item))  # takes its place in line before any await
-        with contextlib.suppress(TelegramError):
-            await query.answer()
-        if query.message is not None:
-            with contextlib.suppress(BadRequest):  # already cleared (double tap) is fine
-                await query.edit_message_reply_markup(reply_markup=None)
-        if data in (FORGET_YES, FORGET_NO):
-            await work
-        else:
-            await self._answer_in_time(context.bot, item, work)
-
-    async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        chat, message = update.effective_chat, update.effective_message
-        if chat is None or message is None:
-            return
-        code = context.args[0][:64] if context.args else None
-        metadata: dict[str, Any] = {"update_id": update.update_id, "command": "start"}
-        if code:
-            metadata["enrolment_code"] = code
-        item = self._inbound(chat.id, "/greet", f"{message.message_id}", metadata, message.message_id, fallback=self.texts.greet)
-        await self.handle(context.bot, item)
-        await self._send(context.bot, chat.id, self.texts["start_commands"])
-        if code and self.checkins is not None:  # this chat answers the enrolment's check-ins from now on
-            await self.checkins.linked(code, chat.id, self._sender(chat.id))
-
-    async def on_checkins(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """`/checkins off|on`: the patient stops or restarts the scheduled check-ins."""
-        if update.effective_chat is None or self.checkins is None:
-            return
-        argument = (context.args[0].lower() if context.args else "")[:8]
-        await self._send(context.bot, update.effective_chat.id, await self.checkins.command(update.effective_chat.id, argument))
-
-    async def on_neurocheck(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """`/neurocheck`: the caregiver neuro check (bot/checkins/neuro.py), enrolled or not."""
-        if update.effective_chat is None:
-            return
-        if self.checkins is None:
-            await self._send(context.bot, update.effective_chat.id, self.texts["unknown_command"])
-            return
-        await self.checkins.neuro.start(update.effective_chat.id, self._sender(update.effective_chat.id))
-
-    async def _neuro_report(self, bot: Bot, chat_id: int, found: dict[str, Any]) -> None:
-        """An escalated neuro check goes to Rasa like a message (intent fixed, the findings in its
-        metadata), so the triage decides and replies: 911 advice, and the clinic's emergency."""
-        item = self._inbound(
-            chat_id, "/report_symptoms", f"neuro:{found['check']}", {"neuro_check": found}, None, fallback=self.texts.failsafe_emergency
-        )
-        await self.handle(bot, item)
-
-    async def _checkin_answer(self, bot: Bot, chat_id: int, query_id: str, text: str, question: dict[str, Any], title: str | None) -> None:
-        """A check-in button's yes or no goes to Rasa like a message, answering the check-in's question."""
-        fallback = self.texts.failsafe_emergency if text == "/affirm" else None  # Rasa away: a yes still says 911
-        item = self._inbound(chat_id, text, f"cb:{query_id}", {"checkin": question, "button": title}, None, fallback=fallback)
-        await self.handle(bot, item)
-
-    async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if update.effective_chat:
-            await self._send(context.bot, update.effective_chat.id, self.texts["help"])
-
-    async def on_emergency(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if update.effective_chat:
-            await self._send(context.bot, update.effective_chat.id, self.texts.emergency_signs)
-
-    async def on_restart(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        chat, message = update.effective_chat, update.effective_message
-        if chat is None or message is None:
-            return
-        item = self._inbound(
-            chat.id,
-            "/restart",
-            f"{message.message_id}",
-            {"update_id": update.update_id, "command": "restart"},
-            message.message_id,
-            fallback=self.texts["restarted"],
-        )
-        await self.handle(context.bot, item)
-
-    async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if update.effective_chat is None:
-            return
-        keyboard = InlineKeyboardMarkup(
-            [
-                [
-                    InlineKeyboardButton(self.texts["forget_yes"], callback_data=FORGET_YES),
-                    InlineKeyboardButton(self.texts["forget_no"], callback_data=FORGET_NO),
-                ]
-            ]
-        )
-        await self._send(context.bot, update.effective_chat.id, self.texts["forget_confirm"], keyboard)
-
-    async def on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if update.effective_chat:
-            await self._send(context.bot, update.effective_chat.id, self.texts["unknown_command"])
-
-    async def on_non_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if update.effective_chat:
-            log.info("relay.non_text chat=%s", log_ref(self._sender(update.effective_chat.id)))
-            await self._send(context.bot, update.effective_chat.id, self.texts["non_text"])
-
-    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Last line: log without content; if a chat is known, still give it the fail-safe."""
-        error = context.error
-        log.error("relay.error type=%s", type(error).__name__, exc_info=(type(error), error, error.__traceback__) if error else None)
-        if isinstance(update, Update) and update.effective_chat and update.effective_message:
-            with contextlib.suppress(TelegramError):
-                await self._send(context.bot, update.effective_chat.id, self.texts.failsafe)
-
-    # ------------------------------------------------------------------ core
     def _sender(self, chat_id: int) -> str:
         return sender_id(chat_id, self._sender_key)
-
-    def _inbound(
-        self, chat_id: int, text: str, message_id: str, metadata: dict[str, Any], reply_to: int | None, fallback: str | None = None
-    ) -> Inbound:
-        """`message_id` is unique within the chat; Rasa stores it prefixed with the pseudonym."""
-        sender = self._sender(chat_id)
-        return Inbound(chat_id, sender, text, f"{sender}:{message_id}", {"telegram": metadata}, reply_to, fallback)
-
-    def _answers_checkins(self, item: Inbound) -> None:
-        """Before Rasa gets it, the message answers the chat's open check-ins and learns which question it may answer."""
-        if self.checkins is not None:
-            checkins, chat_id = self.checkins, item.chat_id
-            item.probe = lambda: checkins.answered(chat_id)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)
@@ -427,22 +257,6 @@ class Relay:
             except Exception as exc:  # the loop must survive anything
                 log.error("relay.outbox.error type=%s", type(exc).__name__)
 
-    async def _forget(self, bot: Bot, chat_id: int, confirmed: bool) -> None:
-        if not confirmed:
-            await self._send(bot, chat_id, self.texts["forget_kept"])
-            return
-        async with self._locks.hold(chat_id):
-            parked = await self.outbox.forget(chat_id)
-            try:
-                deleted = await self.rasa.forget(self._sender(chat_id))
-            except RasaUnavailable:
-                log.warning("relay.forget.failed chat=%s", log_ref(self._sender(chat_id)))
-                await self._send(bot, chat_id, self.texts["forget_failed"])
-                return
-        log.info("relay.forgotten chat=%s events=%d parked=%d", log_ref(self._sender(chat_id)), deleted, parked)
-        await self._send(bot, chat_id, self.texts["forgotten"])
-
-    # ------------------------------------------------------------------ output
     async def _keep_typing(self, bot: Bot, chat_id: int) -> None:
         await asyncio.sleep(TYPING_DELAY)
         with contextlib.suppress(TelegramError):
@@ -498,15 +312,6 @@ class Relay:
                 reply_markup=keyboard if last else None,
                 reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to and index == 0 else None,
             )
-
-
-def _button_title(message: Any, data: str) -> str | None:
-    markup = getattr(message, "reply_markup", None)
-    for row in getattr(markup, "inline_keyboard", ()) or ():
-        for button in row:
-            if button.callback_data == data:
-                return str(button.text)
-    return None
 
 
 def _safe_call(check: Callable[[str], bool], text: str) -> bool:
