@@ -11,7 +11,7 @@ TRAINING_INPUTS := config.yml domain.yml $(filter-out data/telegram.yml data/che
 CASES ?= data/cases/own.jsonl data/cases/blind-a.jsonl data/cases/blind-b.jsonl data/cases/blind-c.jsonl data/cases/blind-d.jsonl data/cases/blind-e.jsonl data/cases/blind-f.jsonl data/cases/blind-g.jsonl data/cases/blind-h.jsonl data/cases/blind-i.jsonl data/cases/blind-j.jsonl data/cases/blind-k.jsonl data/cases/blind-l.jsonl data/cases/blind-m.jsonl data/cases/blind-n.jsonl tests/cases/blind-o.jsonl tests/cases/blind-p.jsonl tests/cases/blind-q.jsonl tests/cases/blind-r.jsonl tests/cases/blind-s.jsonl tests/cases/blind-t.jsonl tests/cases/blind-u.jsonl tests/cases/blind-v.jsonl tests/cases/blind-w.jsonl data/examples/contrast.jsonl ../shared/cases/dev.jsonl ../shared/cases/real-accounts.jsonl
 OUT ?= var/eval/results.jsonl
 
-.PHONY: properties run status test unit eval user retention clinic browser bench bench-checkins bench-clinic bench-relay soak chaos fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
+.PHONY: properties run status test unit eval user retention clinic clinic-worker browser bench bench-checkins bench-clinic bench-relay soak chaos fuzz audit scale-test nlu-heldout shell model venv lint validate lock clean actions
 
 venv: .venv/.installed
 .venv/.installed: requirements/lock.txt requirements/nodeps.txt requirements/model.txt
@@ -54,6 +54,10 @@ retention: .venv/.installed
 
 clinic: .venv/.installed
 	$(PY) -m bot clinic
+
+# The clinic's background work (summaries, worklist, alerts); `make run` starts it beside the app.
+clinic-worker: .venv/.installed
+	$(PY) -m bot clinic-worker
 
 bench: $(MODEL)
 	$(PY) -m tools bench

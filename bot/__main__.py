@@ -240,7 +240,9 @@ def cmd_actions(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run_help = "start and supervise every part: action server, Rasa, clinic app, and the Telegram relay when TELEGRAM_BOT_TOKEN is set"
+    run_help = (
+        "start and supervise every part: action server, Rasa, clinic app and worker, and the Telegram relay when TELEGRAM_BOT_TOKEN is set"
+    )
     sub.add_parser("run", help=run_help).set_defaults(func=cmd_run)
     sub.add_parser("status", help="each part of a running `make run`: state, pid, restarts, uptime, port").set_defaults(func=cmd_status)
     sub.add_parser("relay", help="run the Telegram relay alone (needs TELEGRAM_BOT_TOKEN and a running Rasa server)").set_defaults(

@@ -197,13 +197,19 @@ class Stack:
             time.sleep(0.2)
         raise TimeoutError(f"Telegram relay not ready after {timeout:.0f} s")
 
+    def start_clinic_worker(self, timeout: float = 60) -> float:
+        """The clinic's background work (`python -m bot clinic-worker`), ready when its /health says
+        a first round is done (200 comes only after one)."""
+        proc = self.spawn("clinic-worker", clinic_worker_command())
+        return wait_until_up(f"{self.settings.clinic_worker_url}/health", proc, timeout, "clinic worker")
+
     def start_clinic(self, timeout: float = 60, worker: bool = True) -> float:
-        """The clinic review app (`python -m bot clinic`), ready when its login page answers, and its
-        background worker (`python -m bot clinic-worker`), ready when its first round is done."""
+        """The clinic review app (`python -m bot clinic`), ready when its login page answers, and,
+        unless one is running already, its worker (`start_clinic_worker`)."""
         waited = 0.0
-        if worker:
-            proc = self.spawn("clinic-worker", clinic_worker_command())
-            waited = wait_until_up(f"{self.settings.clinic_worker_url}/health", proc, timeout, "clinic worker")
+        running = self.procs.get("clinic-worker")
+        if worker and (running is None or running.poll() is not None):
+            waited = self.start_clinic_worker(timeout)
         proc = self.spawn("clinic", [sys.executable, "-m", "bot", "clinic"])
         return waited + wait_until_up(f"{self.settings.clinic_url}/login", proc, timeout, "clinic app")
 

@@ -87,7 +87,7 @@ class Settings:
     fhir_identifier_system: str | None = None
     clinic_timezone: str = "UTC"
     status_port: int = 5098
-    clinic_worker_port: int = 8001
+    clinic_worker_port: int = 5099
     log_dir: Path = VAR_DIR / "log"
     retention_days: float = 365.0
     redis_url: Secret | None = None
@@ -191,7 +191,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
         # `make run`'s supervisor answers `/status` and `/health` here, on loopback (bot/supervisor.py).
         status_port=config("STATUS_PORT", cast=int, default=5098),
         # The clinic worker's `/health` (bot/clinic/worker.py), loopback unless `--host`.
-        clinic_worker_port=config("CLINIC_WORKER_PORT", cast=int, default=8001),
+        clinic_worker_port=config("CLINIC_WORKER_PORT", cast=int, default=5099),
         # where `make run` writes each part's log (<name>.log)
         log_dir=Path(config("LOG_DIR", default=str(VAR_DIR / "log"))),
         retention_days=config("RETENTION_DAYS", cast=float, default=365.0),

@@ -38,9 +38,19 @@ def test_the_readme_fits_on_about_a_page() -> None:
 CODE_PATH = re.compile(r"(?<![\w/.-])((?:bot|actions|tools|tests|data|docs|deploy|requirements|\.ci)/[\w./-]*\w)")
 SOURCES = [
     p
-    for pattern in ("bot/**/*.py", "actions/**/*.py", "tools/**/*.py", "tests/**/*.py", "data/*.yml", "deploy/**/*", "*.yml", "*.toml")
+    for pattern in (
+        "bot/**/*.py",
+        "actions/**/*.py",
+        "tools/**/*.py",
+        "tests/**/*.py",
+        "data/*.yml",
+        "deploy/**/*",
+        "*.yml",
+        "*.toml",
+        "requirements/*.in",
+    )  # fmt: skip
     for p in sorted(PROJECT_ROOT.glob(pattern))
-    if p.is_file() and p.suffix in {".py", ".yml", ".yaml", ".toml", ".service", ""}
+    if p.is_file() and p.suffix in {".py", ".yml", ".yaml", ".toml", ".service", ".in", ""}
 ] + [PROJECT_ROOT / "Makefile", PROJECT_ROOT / "Dockerfile", PROJECT_ROOT / ".ci" / "run"]
 
 

@@ -27,5 +27,8 @@ TEMPLATES.env.globals["vital"] = labels.vital_text
 
 def page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
     staff = staff_of(request)
-    context = {"staff": staff, "csrf": csrf_token(request), "open_items": getattr(request.state, "open_items", 0), **context}
+    context = {
+        "staff": staff, "csrf": csrf_token(request), "open_items": getattr(request.state, "open_items", 0),
+        "worker_stale": getattr(request.state, "worker_stale", None), **context,
+    }  # fmt: skip
     return TEMPLATES.TemplateResponse(request, template, context, status_code=status)

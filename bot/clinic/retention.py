@@ -34,7 +34,7 @@ def apply_retention(engine: Engine, days: float, now: float | None = None, track
     cutoff = now - days * 86400
     create_tables(engine)
     # summaries must know every conversation's last message first; folding here opens worklist
-    # items and queues alerts like the clinic app would (the events it folds are not folded again)
+    # items and queues alerts as the clinic worker would (the events it folds are not folded again)
     refresh(engine, tracking)
     with engine.begin() as conn:
         old = [r[0] for r in conn.execute(sa.select(SUMMARIES.c.sender_id).where(SUMMARIES.c.last_at < cutoff))]

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
@@ -22,6 +23,7 @@ from bot.clinic.labels import LEVELS_BY_SEVERITY
 from bot.clinic.queries import Filters
 from bot.clinic.rendering import page
 from bot.clinic.security import audit, checked_form, engine_of, safe_next, signed_in, staff_of
+from bot.clinic.worker import STALE_AFTER_S, heartbeat
 from bot.clinical.knowledge import load_knowledge_base
 
 log = logging.getLogger("bot.clinic")
@@ -35,8 +37,9 @@ def login_required(admin: bool = False) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
             staff = await signed_in(request)
-            if staff is not None:  # the open-item count in the menu: one indexed count per page
+            if staff is not None:  # the open-item count in the menu and the worker's heartbeat: two indexed reads per page
                 request.state.open_items = await asyncio.to_thread(worklist.open_count, engine_of(request))
+                request.state.worker_stale = await asyncio.to_thread(_worker_stale, engine_of(request))
             if staff is None:
                 return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", status_code=303)
             if admin and not staff.is_admin:
@@ -47,6 +50,15 @@ def login_required(admin: bool = False) -> Callable[[Handler], Handler]:
         return guarded
 
     return wrap
+
+
+def _worker_stale(engine: Engine) -> dict[str, float | None] | None:
+    """The clinic worker's last index round, when it is older than the worker's own stale limit
+    (or there never was one: the worker never ran against this database); None while it runs."""
+    at = heartbeat(engine)
+    if at is not None and time.time() - at < STALE_AFTER_S:
+        return None
+    return {"at": at}
 
 
 # ---------------------------------------------------------------------- auth
@@ -402,16 +414,18 @@ async def health(request: Request) -> Response:
     """For probes (Kubernetes, `make status`): 200 when the app can read its database, else 503.
     Public and content-free: it says nothing about any patient."""
 
-    def ping() -> None:
+    def ping() -> dict[str, float | None] | None:
         with engine_of(request).connect() as conn:
             conn.exec_driver_sql("SELECT 1")
+        return _worker_stale(engine_of(request))
 
     try:
-        await asyncio.wait_for(asyncio.to_thread(ping), timeout=5)
+        stale = await asyncio.wait_for(asyncio.to_thread(ping), timeout=5)
     except Exception as exc:  # any failure to reach the database is "not ready"
         log.warning("clinic.health.database_unavailable type=%s", type(exc).__name__)  # the why in the log, not the answer
         return JSONResponse({"status": "database unavailable"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+    # the app serves either way; the worker's state is for whoever watches (its own /health restarts it)
+    return JSONResponse({"status": "ok", "worker": "stale" if stale else "ok"})
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

@@ -1,14 +1,21 @@
 """The clinic's background work, in its own process (`python -m bot clinic-worker`).
 
-Every `interval` seconds: fold new conversation events into the summaries (which opens worklist
-items and queues their alerts), escalate items nobody acknowledged in time, and send the alerts
-that are due. Apart from the web app so the app can run as several pods while this runs as one
+Two loops, every `interval` seconds:
+- *index*: fold new conversation events into the summaries (which opens worklist items and
+  queues their alerts), escalate items nobody acknowledged in time, and record a heartbeat in
+  the database (`clinic_state.worker_heartbeat`), so the app can tell staff when the work stopped;
+- *deliver*: send the alerts that are due. Apart, so that an unreachable alert channel (10 s a
+  try, retried with backoff) never holds up indexing, and a slow indexing never holds an alert.
+
+Apart from the web app so the app can run as several pods while this runs as one
 (deploy/k8s/clinic-worker.yaml); `make run` supervises both. Two workers at once would still be
 safe (each alert is claimed before it is sent, each item opened once), only wasteful.
 
-`/health` on CLINIC_WORKER_PORT answers 200 while rounds succeed and 503 once none has for
-`stale_after` seconds (a database that went away, a round that hangs), so the supervisor or
-Kubernetes restarts it. aiohttp's server: already installed with Rasa, and one route needs no more.
+`/health` on CLINIC_WORKER_PORT answers 200 once an index round has succeeded and while they
+keep succeeding, 503 before the first and once none has for `stale_after` seconds (a database
+that went away, a round that hangs), so the supervisor or Kubernetes restarts it. A database
+that is down at start is retried, never a crash. aiohttp's server: already installed with Rasa,
+and one route needs no more.
 """
 
 from __future__ import annotations
@@ -17,61 +24,89 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
+import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from bot.checkins.store import create_checkin_tables
 from bot.clinic import alerts, indexer, worklist
-from bot.clinic.schema import create_tables
+from bot.clinic.schema import STATE, create_tables
 
 log = logging.getLogger("bot.clinic.worker")
+HEARTBEAT_KEY = "worker_heartbeat"
+STALE_AFTER_S = 60.0
+
+
+def heartbeat(engine: Engine) -> float | None:
+    """When the worker last finished an index round (unix time), or None if it never has."""
+    with engine.connect() as conn:
+        value = conn.execute(sa.select(STATE.c.value).where(STATE.c.key == HEARTBEAT_KEY)).scalar()
+    return float(value) if value is not None else None
+
+
+def _beat(engine: Engine, at: float) -> None:
+    with engine.begin() as conn:
+        if not conn.execute(sa.update(STATE).where(STATE.c.key == HEARTBEAT_KEY).values(value=at)).rowcount:
+            conn.execute(sa.insert(STATE).values(key=HEARTBEAT_KEY, value=at))
 
 
 class ClinicWorker:
-    """The rounds and what /health reports about them."""
+    """The two loops and what /health reports about them."""
 
     def __init__(
         self,
         engine: Engine,
         config: alerts.AlertConfig,
         interval: float = 1.0,
-        stale_after: float = 60.0,
+        stale_after: float = STALE_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.engine, self.config, self.interval, self.stale_after, self.clock = engine, config, interval, stale_after, clock
-        self.started = clock()
+        self.engine, self.config, self.interval, self.clock = engine, config, interval, clock
+        self.stale_after = max(stale_after, 5 * interval)  # a slow interval must not read as stale between rounds
         self.last_ok: float | None = None
-        self.failures = 0  # rounds that failed since the last one that did not
+        self.failures = 0  # index rounds that failed since the last one that did not
         self._tables = False
 
-    async def round(self, session: aiohttp.ClientSession) -> None:
-        if not self._tables:  # in a round, so a database that is down at start is retried, not a crash loop
-            await asyncio.to_thread(create_tables, self.engine)  # the relay or the app may not have made them yet
-            await asyncio.to_thread(create_checkin_tables, self.engine)
+    def index_round(self) -> None:
+        """One fold, escalation and heartbeat (in a thread: all of it is database work)."""
+        if not self._tables:  # here, so a database that is down at start is retried, not a crash loop
+            create_tables(self.engine)  # the relay or the app may not have made them yet
+            create_checkin_tables(self.engine)
             self._tables = True
-        await asyncio.to_thread(indexer.refresh, self.engine, self.config.tracking)
-        await asyncio.to_thread(worklist.escalate_due, self.engine, self.config.escalate_after, self.config.escalation_channels)
-        await alerts.deliver_due(self.engine, self.config, session)
+        indexer.refresh(self.engine, self.config.tracking)
+        worklist.escalate_due(self.engine, self.config.escalate_after, self.config.escalation_channels)
+        _beat(self.engine, time.time())
+
+    async def _every(self, what: str, step: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+        """`step` every `interval` until `stop` (each step runs to its end: no two at once)."""
+        while not stop.is_set():
+            try:
+                await step()
+            except Exception as exc:  # keep going; /health turns 503 if indexing keeps failing
+                if what == "index":
+                    self.failures += 1
+                log.error("clinic.worker.%s_failed type=%s", what, type(exc).__name__)
+            with contextlib.suppress(TimeoutError):  # the interval, or sooner when told to stop
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Rounds until `stop` is set; a failed round is logged and the next one retries."""
+        async def index() -> None:
+            await asyncio.to_thread(self.index_round)
+            self.last_ok, self.failures = self.clock(), 0
+
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(self.round(session), timeout=max(self.stale_after, self.interval))
-                    self.last_ok, self.failures = self.clock(), 0
-                except Exception as exc:  # keep going; /health turns 503 if it lasts
-                    self.failures += 1
-                    log.error("clinic.worker.round_failed type=%s", type(exc).__name__)
-                with contextlib.suppress(TimeoutError):  # the interval, or sooner when told to stop
-                    await asyncio.wait_for(stop.wait(), timeout=self.interval)
+
+            async def deliver() -> None:
+                if self._tables:
+                    await alerts.deliver_due(self.engine, self.config, session)
+
+            await asyncio.gather(self._every("index", index, stop), self._every("deliver", deliver, stop))
 
     def healthy(self) -> bool:
-        since = self.last_ok if self.last_ok is not None else self.started
-        return self.clock() - since < self.stale_after
+        return self.last_ok is not None and self.clock() - self.last_ok < self.stale_after
 
     async def health(self, request: web.Request) -> web.Response:
         """Content-free, like the app's: whether rounds succeed, never what they found."""
@@ -81,7 +116,7 @@ class ClinicWorker:
 
 
 async def serve(worker: ClinicWorker, host: str, port: int, stop: asyncio.Event) -> None:
-    """The rounds and the health route, until `stop` is set."""
+    """The loops and the health route, until `stop` is set."""
     app = web.Application()
     app.router.add_get("/health", worker.health)
     runner = web.AppRunner(app, access_log=None)

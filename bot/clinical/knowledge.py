@@ -334,13 +334,22 @@ def language_path() -> Path:
     return Path(os.environ.get(LANGUAGE_ENV) or DEFAULT_LANGUAGE_PATH)
 
 
+# What a phrasings file may say about each entry; everything else about it is a clinical fact.
+PHRASING_KEYS = {
+    "symptoms": {"phrases", "absent", "descriptions", "not_when", "ask", "gives_way_to"},
+    "therapies": {"names"},
+    "therapy_kinds": {"names"},
+}
+
+
 def read_knowledge_base(path: Path) -> dict[str, Any]:
     """The clinical file, with the phrasings file it names (`phrasings:`, beside it) merged in.
 
     Facts and phrasings are apart so that a clinician signs off a short file: every symptom,
-    therapy and therapy kind is defined there, and a phrasing of one it does not define is an
-    error (a typo would otherwise add a phrase list that no rule reads). A file without
-    `phrasings:` holds both, as one clinic copy may."""
+    therapy and therapy kind is defined there, and the phrasings file may only add how people say
+    them (PHRASING_KEYS; a word list beside a threshold the clinical file lacks). A phrasing of an
+    id the clinical file does not define, or one that would change a fact, is an error. A file
+    without `phrasings:` holds both, as one clinic copy may."""
     raw = _read_yaml(path)
     name = raw.pop("phrasings", None)
     if name is None:
@@ -348,21 +357,40 @@ def read_knowledge_base(path: Path) -> dict[str, Any]:
     phrasings_path = path.parent / str(name)
     phr = _read_yaml(phrasings_path)
     where = str(phrasings_path)
-    for section in ("symptoms", "therapy_kinds"):
-        known = raw.get(section) or {}
-        extra = phr.pop(section, None) or {}
-        unknown = sorted(set(extra) - set(known))
+
+    def entries(value: Any, what: str, file: Any) -> dict[str, dict[str, Any]]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(v, dict) or v is None for v in value.values()):
+            raise KnowledgeBaseError(f"{file}: {what} must map each id to its fields")
+        return {str(k): dict(v or {}) for k, v in value.items()}
+
+    def merged(section: str, facts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        extra = entries(phr.pop(section, None), section, where)
+        unknown = sorted(set(extra) - set(facts))
         if unknown:
             raise KnowledgeBaseError(f"{where}: {section} {', '.join(unknown)} not defined in {path}")
-        raw[section] = {key: {**(known[key] or {}), **(extra.get(key) or {})} for key in known}
-    names = phr.pop("therapies", None) or {}
+        for key, fields in extra.items():
+            wrong = sorted(set(fields) - PHRASING_KEYS[section])
+            if wrong:
+                raise KnowledgeBaseError(f"{where}: {section}.{key}: {', '.join(wrong)} belong in {path}, not with the phrasings")
+        return {key: {**facts[key], **extra.get(key, {})} for key in facts}
+
+    raw["symptoms"] = merged("symptoms", entries(raw.get("symptoms"), "symptoms", path))
+    raw["therapy_kinds"] = merged("therapy_kinds", entries(raw.get("therapy_kinds"), "therapy_kinds", path))
     therapies = raw.get("therapies") or []
-    unknown = sorted(set(names) - {t.get("id") for t in therapies if isinstance(t, dict)})
-    if unknown:
-        raise KnowledgeBaseError(f"{where}: therapies {', '.join(unknown)} not defined in {path}")
-    raw["therapies"] = [{**t, **(names.get(t.get("id")) or {})} if isinstance(t, dict) else t for t in therapies]
-    for key, value in (phr.pop("thresholds", None) or {}).items():  # word lists beside a threshold
-        raw.setdefault("thresholds", {}).setdefault(key, {}).update(value or {})
+    if not isinstance(therapies, list) or not all(isinstance(t, dict) and t.get("id") for t in therapies):
+        raise KnowledgeBaseError(f"{path}: therapies must be a list of entries with an id")
+    by_id = merged("therapies", {str(t["id"]): t for t in therapies})
+    raw["therapies"] = [by_id[str(t["id"])] for t in therapies]
+    thresholds = raw.setdefault("thresholds", {})
+    for key, words in entries(phr.pop("thresholds", None), "thresholds", where).items():
+        if not isinstance(thresholds.get(key, {}), dict):
+            raise KnowledgeBaseError(f"{path}: thresholds.{key} must be a mapping")
+        clash = sorted(set(words) & set(thresholds.get(key) or {}))
+        if clash:
+            raise KnowledgeBaseError(f"{where}: thresholds.{key}.{', '.join(clash)} is set in {path}; a phrasing cannot change it")
+        thresholds.setdefault(key, {}).update(words)
     clash = sorted(set(phr) & set(raw))
     if clash:
         raise KnowledgeBaseError(f"{where}: {', '.join(clash)} belong in {path}")

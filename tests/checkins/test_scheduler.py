@@ -210,7 +210,11 @@ class Killed(BaseException):
     """The relay dies inside the send (SIGKILL): its claim stays, unsent."""
 
 
-def test_a_claim_whose_owner_died_before_sending_is_taken_over_once_after_the_lease(engine: sa.engine.Engine) -> None:
+DAY1_8AM = "CART1@2026-12-02T08:00"
+
+
+def killed_mid_send(engine: sa.engine.Engine) -> Clock:
+    """relay-a claims day 1's 08:00 check-in and dies sending it; the clock it died at."""
     clock = Clock(local(1, 8, 0))
     link_chat(engine, "CART1", CHAT, "tg-cart1", now=local(0, 0).timestamp())
 
@@ -219,6 +223,11 @@ def test_a_claim_whose_owner_died_before_sending_is_taken_over_once_after_the_le
 
     with pytest.raises(Killed):
         run(scheduler(engine, clock, die, "relay-a"))
+    return clock
+
+
+def test_a_claim_whose_owner_died_before_sending_is_taken_over_once_after_the_lease(engine: sa.engine.Engine) -> None:
+    clock = killed_mid_send(engine)
     outbox = Outbox(clock)
     b = scheduler(engine, clock, outbox, "relay-b")
     clock.now += CLAIM_LEASE_S - 30
@@ -227,25 +236,17 @@ def test_a_claim_whose_owner_died_before_sending_is_taken_over_once_after_the_le
     assert run(b)["sent"] == 1
     run(b)
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(CHECKINS.c.status, CHECKINS.c.owner).where(CHECKINS.c.key == "CART1@2026-12-02T08:00")).all()
+        rows = conn.execute(sa.select(CHECKINS.c.status, CHECKINS.c.owner).where(CHECKINS.c.key == DAY1_8AM)).all()
     assert [tuple(r) for r in rows] == [("sent", "relay-b")] and len(outbox.sent) == 1
 
 
 def test_a_claim_abandoned_until_it_went_stale_is_recorded_not_sent(engine: sa.engine.Engine) -> None:
-    clock = Clock(local(1, 8, 0))
-    link_chat(engine, "CART1", CHAT, "tg-cart1", now=local(0, 0).timestamp())
-
-    async def die(chat_id: int, text: str, buttons: list[tuple[str, str]]) -> None:
-        raise Killed
-
-    with pytest.raises(Killed):
-        run(scheduler(engine, clock, die, "relay-a"))
+    clock = killed_mid_send(engine)
     outbox = Outbox(clock)
     clock.now += load_checkin_config().stale_after_s + 60
     run(scheduler(engine, clock, outbox, "relay-b"))
     with engine.connect() as conn:
-        status = conn.execute(sa.select(CHECKINS.c.status).where(CHECKINS.c.key == "CART1@2026-12-02T08:00")).scalar_one()
-    assert status == "not_sent"
+        assert conn.execute(sa.select(CHECKINS.c.status).where(CHECKINS.c.key == DAY1_8AM)).scalar_one() == "not_sent"
     assert outbox.sent == [], "no stale question out of the blue"
 
 

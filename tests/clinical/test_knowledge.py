@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,46 @@ def test_a_phrasing_of_an_id_the_clinical_file_does_not_define_is_refused(tmp_pa
     (tmp_path / facts["phrasings"]).write_text(yaml.safe_dump(phrasings, sort_keys=False))
     with pytest.raises(KnowledgeBaseError, match=next(iter(entry))):
         read_knowledge_base(tmp_path / "clinical.yml")
+
+
+def write_pair(tmp_path: Path, change: Callable[[dict, dict], None]) -> Path:
+    """Copies of data/clinical.yml and its phrasings in tmp_path, `change(facts, phrasings)` applied."""
+    facts = yaml.safe_load(DEFAULT_KB_PATH.read_text())
+    phrasings = yaml.safe_load((DEFAULT_KB_PATH.parent / facts["phrasings"]).read_text())
+    change(facts, phrasings)
+    (tmp_path / "clinical.yml").write_text(yaml.safe_dump(facts, sort_keys=False))
+    (tmp_path / facts["phrasings"]).write_text(yaml.safe_dump(phrasings, sort_keys=False))
+    return tmp_path / "clinical.yml"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f, p: p["symptoms"]["confusion"].update({"class": "mild"}), "class belong in"),
+        (lambda f, p: p["symptoms"]["confusion"].update({"label": "a bit muddled"}), "label belong in"),
+        (lambda f, p: p["therapies"]["tisagenlecleucel"].update({"kind": "antibody"}), "kind belong in"),
+        (lambda f, p: p["therapy_kinds"]["car_t"].update({"highest_risk": False}), "highest_risk belong in"),
+        (lambda f, p: p.setdefault("thresholds", {}).update({"spo2": {"low_below": 80}}), "a phrasing cannot change it"),
+        (lambda f, p: p.update({"classes": {}}), "classes belong in"),
+    ],
+    ids=["symptom class", "symptom label", "therapy kind", "kind risk", "threshold", "classes"],
+)
+def test_a_phrasing_cannot_change_a_clinical_fact(tmp_path: Path, change: Callable[[dict, dict], None], message: str) -> None:
+    with pytest.raises(KnowledgeBaseError, match=message):
+        read_knowledge_base(write_pair(tmp_path, change))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda f, p: p.update({"symptoms": [{"confusion": {"phrases": ["muddled"]}}]}),
+        lambda f, p: f["symptoms"].update({"confusion": ["emergency"]}),
+        lambda f, p: p.update({"therapies": [{"names": ["kymriah"]}]}),
+        lambda f, p: f.update({"therapies": {"tisagenlecleucel": {}}}),
+        lambda f, p: f["thresholds"].update({"temperature": 38.0}),
+    ],
+    ids=["phrasings list", "clinical symptom list", "phrasings therapies list", "clinical therapies mapping", "scalar threshold"],
+)
+def test_a_malformed_file_is_a_knowledge_base_error_not_a_crash(tmp_path: Path, change: Callable[[dict, dict], None]) -> None:
+    with pytest.raises(KnowledgeBaseError):
+        read_knowledge_base(write_pair(tmp_path, change))

@@ -162,7 +162,7 @@ def log_in(page: Page, clinic: Clinic, user: str = ADMIN, password: str = PASSWO
 
 
 def first_row_when_ready(page: Page, clinic: Clinic, sender: str) -> None:
-    """The app indexes new events every second: reload until the seeded conversation shows."""
+    """The clinic worker indexes new events every second: reload until the seeded conversation shows."""
 
     def on_top() -> bool:
         page.goto(f"{clinic.url}/")

@@ -45,7 +45,7 @@ def test_conversation_survives_restart_on_postgres(pg_cluster: PgCluster, tmp_pa
 def test_two_clinic_indexers_on_postgres_open_one_item_and_queue_one_alert_per_emergency(
     pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two clinic app instances fold the same events at the same time (a rolling deploy, two
+    """Two clinic workers fold the same events at the same time (a rolling deploy, two
     replicas): every emergency gets exactly one worklist item and one alert per channel."""
     import json
     import threading

@@ -72,7 +72,7 @@ def test_every_process_listens_on_loopback_only(stack: Stack, relay: RelayRig) -
     stack.start_clinic()
     try:
         groups = {name: proc.pid for name, proc in {**stack.procs, **relay.stack.procs}.items()}
-        assert set(groups) >= {"rasa", "actions", "relay", "clinic"}
+        assert set(groups) >= {"rasa", "actions", "relay", "clinic", "clinic-worker"}
         for name, pgid in groups.items():
             addresses = listening(pgid)
             if name != "relay":  # the relay long-polls: it listens on nothing
@@ -81,6 +81,7 @@ def test_every_process_listens_on_loopback_only(stack: Stack, relay: RelayRig) -
         assert (("127.0.0.1", stack.settings.actions_port)) in listening(groups["actions"])
     finally:
         stack.stop_one("clinic")
+        stack.stop_one("clinic-worker")
 
 
 def test_the_api_token_is_not_in_the_process_list(stack: Stack) -> None:

@@ -1,6 +1,6 @@
 """`make run` stays up when one part dies: the real `make run`, the relay on the fake Bot API.
 
-Each of the four processes is SIGKILLed in turn (what the out-of-memory killer does) while two
+Each of the five processes is SIGKILLed in turn (what the out-of-memory killer does) while two
 patients write, one of them an emergency. Every message gets an answer (the fail-safe counts;
 an emergency's says 911), the killed process is back and answering within 30 s, and every
 message is stored exactly once. A crash loop ends `make run` non-zero, saying why.

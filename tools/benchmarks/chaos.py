@@ -1,11 +1,11 @@
 """`make chaos`: patients keep writing while parts of the product are broken at random.
 
-The whole product runs as deployed on one machine (action server, Rasa server, clinic app and
-the Telegram relay long-polling the fake Bot API) on a throw-away PostgreSQL cluster. Patients
+The whole product runs as deployed on one machine (action server, Rasa server, clinic app, clinic
+worker and the Telegram relay long-polling the fake Bot API) on a throw-away PostgreSQL cluster. Patients
 write at `rate` messages per second; every fourth chat sends an unmistakable emergency, at
 each position of a conversation in turn. Meanwhile, at random times from a seeded generator, one fault after another:
 
-* `kill_relay`, `kill_rasa`, `kill_actions`, `kill_clinic`: SIGKILL, then a restart, as a
+* `kill_relay`, `kill_rasa`, `kill_actions`, `kill_clinic`, `kill_clinic_worker`: SIGKILL, then a restart, as a
   supervisor would (the harness plays the supervisor; issue 16 builds the real one);
 * `restart_postgres`: the database server stopped for a few seconds, then started;
 * `freeze_rasa`: SIGSTOP of the Rasa server for longer than the relay's timeout, then SIGCONT;
@@ -59,6 +59,7 @@ FAULT_KINDS = (
     "kill_rasa",
     "kill_actions",
     "kill_clinic",
+    "kill_clinic_worker",
     "restart_postgres",
     "freeze_rasa",
     "kill_relay_rasa_frozen",
@@ -107,9 +108,13 @@ class Rig:
         """Break one part and bring it back; returns why it was skipped, or ''."""
         stack = self.stack
         if kind.startswith("kill_") and kind != "kill_relay_rasa_frozen":
-            name = kind.removeprefix("kill_")
+            name = kind.removeprefix("kill_").replace("_", "-")  # kill_clinic_worker: the clinic-worker process
             stack.kill(name)
-            {"relay": stack.start_relay, "rasa": stack.start_rasa, "actions": stack.start_actions, "clinic": stack.start_clinic}[name]()
+            restart = {
+                "relay": stack.start_relay, "rasa": stack.start_rasa, "actions": stack.start_actions,
+                "clinic": lambda: stack.start_clinic(worker=False), "clinic-worker": stack.start_clinic_worker,
+            }  # fmt: skip
+            restart[name]()
         elif kind == "restart_postgres":
             self.pg.stop()
             time.sleep(DOWN_S[kind])
