@@ -1,4 +1,5 @@
-"""`python -m bot …`: the operations CLI behind `make run` and `make eval`."""
+"""`python -m bot …`: the operations CLI behind `make run`, the containers and the clinic's accounts
+(developer commands: `python -m tools`)."""
 
 from __future__ import annotations
 
