@@ -15,8 +15,13 @@ ConText rules as for phrases; this module only scores meaning.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import re
+import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -31,7 +36,11 @@ from bot.nlu.detector import DetectorConfig
 
 DEFAULT_SEMANTIC_PATH = PROJECT_ROOT / "data" / "semantic.yml"
 SEMANTIC_ENV = "CRS_SEMANTIC_CONFIG"
+VECTORS_ENV = "CRS_EMBEDDING_CACHE"
+DEFAULT_VECTORS_DIR = PROJECT_ROOT / "models" / "embeddings"
+VECTORS_STALE_AFTER_S = 24 * 3600  # vectors of other texts, unused for a day, go when new ones are written
 CACHE_SIZE = 4096
+log = logging.getLogger(__name__)
 # Words that make a description (or a clause) say the opposite of its content words.
 _NEGATION_RE = re.compile(r"\b(?:not|no|never|nobody|nothing|none|without|cannot|cant|wont|dont|doesnt|didnt|isnt|arent)\b|n't\b")
 
@@ -190,6 +199,39 @@ class ClauseScore:
     emergencies: tuple[tuple[str, float], ...] = ()  # every emergency's closest description, closest first
 
 
+def encode_once(encoder: Any, texts: list[str], checksums: dict[str, str]) -> np.ndarray:
+    """`encoder.encode(texts)` for the texts every server embeds at start (the descriptions, the
+    background), kept in VECTORS_DIR under a hash of the model's checksums, the encoder's code
+    and the texts: the same arrays (saved exactly, float32), without seconds of start-up in each
+    process that builds the extractor. Written by `make model` (and the image build); a cache
+    that cannot be read or written is only slower."""
+    digest = hashlib.sha256(json.dumps(sorted(checksums.items())).encode())
+    digest.update(Path(__file__).with_name("encoder.py").read_bytes())
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    directory = Path(os.environ.get(VECTORS_ENV) or DEFAULT_VECTORS_DIR)
+    path = directory / f"{digest.hexdigest()[:24]}.npy"
+    try:
+        vectors = np.load(path, allow_pickle=False)
+        if vectors.shape == (len(texts), encoder.dim) and vectors.dtype == np.float32:
+            return vectors
+    except (OSError, ValueError, AttributeError):
+        pass
+    vectors = encoder.encode(texts)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npy", delete=False) as tmp:
+            np.save(tmp, vectors, allow_pickle=False)
+        os.chmod(tmp.name, 0o644)
+        os.replace(tmp.name, path)  # atomic: a Rasa server and a relay may start at once
+        for old in directory.glob("*.npy"):
+            if old != path and time.time() - old.stat().st_mtime > VECTORS_STALE_AFTER_S:
+                old.unlink(missing_ok=True)
+    except OSError as exc:  # a read-only image without them: computed at each start, as before
+        log.warning("semantic.vectors_not_cached dir=%s type=%s", directory, type(exc).__name__)
+    return vectors
+
+
 @lru_cache(maxsize=2)
 def _shared_encoder(checksums: tuple[tuple[str, str], ...]) -> Any:
     from bot.nlu.encoder import MiniLMEncoder  # noqa: PLC0415 - loads the model only when used
@@ -203,6 +245,8 @@ class SemanticMatcher:
     def __init__(self, kb: KnowledgeBase, config: SemanticConfig, encoder: Any | None = None) -> None:
         self.kb = kb
         self.config = config
+        # the packaged model's vectors of the fixed texts are kept on disk; an encoder given (tests) is asked each time
+        cached = encoder is None
         self.encoder = encoder or _shared_encoder(tuple(sorted(config.checksums.items())))
         self.owner: list[str] = []
         self.texts: list[str] = []
@@ -214,8 +258,9 @@ class SemanticMatcher:
             raise KnowledgeBaseError(f"{kb.path}: no symptom has descriptions for the semantic layer")
         self.columns = {sid: [i for i, o in enumerate(self.owner) if o == sid] for sid in dict.fromkeys(self.owner)}
         self.negated = np.array([is_negated_text(t) for t in self.texts])
-        self.vectors = self.encoder.encode(self.texts)
-        self.background = self.encoder.encode(list(config.background) or ["hello"])
+        encode = (lambda texts: encode_once(self.encoder, texts, config.checksums)) if cached else self.encoder.encode
+        self.vectors = encode(self.texts)
+        self.background = encode(list(config.background) or ["hello"])
         self.emergency = {s.id for s in kb.symptoms.values() if s.cls == "emergency"}
         self._emergency_columns = {sid: cols for sid, cols in self.columns.items() if sid in self.emergency}
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()

@@ -188,3 +188,33 @@ def test_the_clause_cache_survives_a_batch_that_evicts_its_own_keys(extractor: S
     vectors = matcher.embed(["one clause", "four clause", "five clause", "six clause", "one clause"])
     assert vectors.shape[0] == 5 and np.allclose(vectors[0], vectors[4])
     assert np.allclose(vectors[1], matcher.encoder.encode(["four clause"])[0], atol=1e-5)
+
+
+class CountingEncoder:
+    """Stands in for the model: deterministic float32 rows, and how many texts it was asked to embed."""
+
+    dim = 4
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.asked += len(texts)
+        return np.array([[len(t), t.count("a"), t.count("e"), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_the_fixed_texts_are_embedded_once_and_read_back_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.nlu.semantic import VECTORS_ENV, encode_once
+
+    monkeypatch.setenv(VECTORS_ENV, str(tmp_path / "vectors"))
+    encoder, texts, sums = CountingEncoder(), ["my lips are blue", "he is confused"], {"model.safetensors": "abc"}
+    first = encode_once(encoder, texts, sums)
+    again = encode_once(encoder, texts, sums)
+    assert encoder.asked == 2 and np.array_equal(first, again) and again.dtype == np.float32, "the second start reads them"
+    encode_once(encoder, [*texts, "a new description"], sums)
+    encode_once(encoder, texts, {"model.safetensors": "another model"})
+    assert encoder.asked == 2 + 3 + 2, "new texts or another model: embedded again"
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv(VECTORS_ENV, str(tmp_path / "a-file" / "vectors"))  # cannot be created, even by root
+    assert np.array_equal(encode_once(encoder, texts, sums), first), "a cache that cannot be written is only slower"
+    assert encoder.asked == 2 + 3 + 2 + 2
