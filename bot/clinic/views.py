@@ -23,7 +23,7 @@ from bot.clinic.labels import LEVELS_BY_SEVERITY
 from bot.clinic.queries import Filters
 from bot.clinic.rendering import page
 from bot.clinic.security import audit, checked_form, engine_of, safe_next, signed_in, staff_of
-from bot.clinic.worker import STALE_AFTER_S, heartbeat
+from bot.clinic.worker import stalled
 from bot.clinical.knowledge import load_knowledge_base
 
 log = logging.getLogger("bot.clinic")
@@ -37,9 +37,8 @@ def login_required(admin: bool = False) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
             staff = await signed_in(request)
-            if staff is not None:  # the open-item count in the menu and the worker's heartbeat: two indexed reads per page
-                request.state.open_items = await asyncio.to_thread(worklist.open_count, engine_of(request))
-                request.state.worker_stale = await asyncio.to_thread(_worker_stale, engine_of(request))
+            if staff is not None:  # two indexed reads per page, in one trip to a thread
+                request.state.open_items, request.state.worker_stale = await asyncio.to_thread(_menu_state, engine_of(request))
             if staff is None:
                 return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", status_code=303)
             if admin and not staff.is_admin:
@@ -52,13 +51,9 @@ def login_required(admin: bool = False) -> Callable[[Handler], Handler]:
     return wrap
 
 
-def _worker_stale(engine: Engine) -> dict[str, float | None] | None:
-    """The clinic worker's last index round, when it is older than the worker's own stale limit
-    (or there never was one: the worker never ran against this database); None while it runs."""
-    at = heartbeat(engine)
-    if at is not None and time.time() - at < STALE_AFTER_S:
-        return None
-    return {"at": at}
+def _menu_state(engine: Engine) -> tuple[int, dict[str, float | None] | None]:
+    """What every signed-in page's header shows: the open items, and whether the worker stopped."""
+    return worklist.open_count(engine), stalled(engine)
 
 
 # ---------------------------------------------------------------------- auth
@@ -417,7 +412,7 @@ async def health(request: Request) -> Response:
     def ping() -> dict[str, float | None] | None:
         with engine_of(request).connect() as conn:
             conn.exec_driver_sql("SELECT 1")
-        return _worker_stale(engine_of(request))
+        return stalled(engine_of(request))
 
     try:
         stale = await asyncio.wait_for(asyncio.to_thread(ping), timeout=5)

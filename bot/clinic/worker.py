@@ -47,6 +47,15 @@ def heartbeat(engine: Engine) -> float | None:
     return float(value) if value is not None else None
 
 
+def stalled(engine: Engine) -> dict[str, float | None] | None:
+    """{"at": the last index round} when it is STALE_AFTER_S old or more, or there never was one
+    (no worker ran against this database): what the app tells staff; None while the worker runs."""
+    at = heartbeat(engine)
+    if at is not None and time.time() - at < STALE_AFTER_S:
+        return None
+    return {"at": at}
+
+
 def _beat(engine: Engine, at: float) -> None:
     with engine.begin() as conn:
         if not conn.execute(sa.update(STATE).where(STATE.c.key == HEARTBEAT_KEY).values(value=at)).rowcount:
@@ -86,15 +95,17 @@ class ClinicWorker:
             try:
                 await step()
             except Exception as exc:  # keep going; /health turns 503 if indexing keeps failing
-                if what == "index":
-                    self.failures += 1
                 log.error("clinic.worker.%s_failed type=%s", what, type(exc).__name__)
             with contextlib.suppress(TimeoutError):  # the interval, or sooner when told to stop
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
 
     async def run(self, stop: asyncio.Event) -> None:
         async def index() -> None:
-            await asyncio.to_thread(self.index_round)
+            try:
+                await asyncio.to_thread(self.index_round)
+            except Exception:
+                self.failures += 1
+                raise
             self.last_ok, self.failures = self.clock(), 0
 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:

@@ -25,8 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ import numpy as np
 
 from bot import PROJECT_ROOT
 from bot.clinical.knowledge import KnowledgeBaseError
+from bot.nlu.cache_files import replace_cached
 
 CACHE_DIR_ENV = "CRS_DETECTOR_CACHE"
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "models" / "detector"
@@ -148,14 +147,13 @@ class EmergencyDetector:
         weights, bias = fit(x, y, config.c)
         sure = [i for i, k in enumerate(kind) if k]
         kinds, kind_weights, kind_bias = fit_kinds(x[sure], [kind[i] for i in sure], config.c)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, weights=weights, bias=np.float64(bias), kinds=np.array(kinds), kind_weights=kind_weights, kind_bias=kind_bias)
-        os.chmod(tmp.name, 0o644)
-        os.replace(tmp.name, cache)  # atomic: a Rasa server and a test run may train at once
-        for old in cache.parent.glob("*.npz"):
-            if old != cache and time.time() - old.stat().st_mtime > STALE_AFTER_S:
-                old.unlink(missing_ok=True)
+        replace_cached(
+            cache,
+            lambda f: np.savez(
+                f, weights=weights, bias=np.float64(bias), kinds=np.array(kinds), kind_weights=kind_weights, kind_bias=kind_bias
+            ),
+            STALE_AFTER_S,
+        )
         return cls(weights, bias, config.fires_from, kinds, kind_weights, kind_bias)
 
     @classmethod

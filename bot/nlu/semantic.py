@@ -20,8 +20,6 @@ import json
 import logging
 import os
 import re
-import tempfile
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -32,6 +30,7 @@ import numpy as np
 
 from bot import PROJECT_ROOT
 from bot.clinical.knowledge import KnowledgeBase, KnowledgeBaseError, _read_yaml, _require, _str_list
+from bot.nlu.cache_files import replace_cached
 from bot.nlu.detector import DetectorConfig
 
 DEFAULT_SEMANTIC_PATH = PROJECT_ROOT / "data" / "semantic.yml"
@@ -219,14 +218,7 @@ def encode_once(encoder: Any, texts: list[str], checksums: dict[str, str]) -> np
         pass
     vectors = encoder.encode(texts)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npy", delete=False) as tmp:
-            np.save(tmp, vectors, allow_pickle=False)
-        os.chmod(tmp.name, 0o644)
-        os.replace(tmp.name, path)  # atomic: a Rasa server and a relay may start at once
-        for old in directory.glob("*.npy"):
-            if old != path and time.time() - old.stat().st_mtime > VECTORS_STALE_AFTER_S:
-                old.unlink(missing_ok=True)
+        replace_cached(path, lambda f: np.save(f, vectors, allow_pickle=False), VECTORS_STALE_AFTER_S)
     except OSError as exc:  # a read-only image without them: computed at each start, as before
         log.warning("semantic.vectors_not_cached dir=%s type=%s", directory, type(exc).__name__)
     return vectors

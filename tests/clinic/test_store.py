@@ -16,17 +16,9 @@ from bot.clinic import accounts, indexer, labels, queries, retention, transcript
 from bot.clinic.alerts import AlertConfig
 from bot.clinic.forget import forget_clinic_rows
 from bot.clinic.queries import Filters
-from bot.clinic.schema import ALERTS, AUDIT, ENROLMENTS, EVENTS, OLD_ALERTS, RETENTION_RUNS, SUMMARIES, WORKLIST, create_tables
-from bot.db import create_db_engine
+from bot.clinic.schema import ALERTS, AUDIT, ENROLMENTS, EVENTS, OLD_ALERTS, RETENTION_RUNS, SUMMARIES, WORKLIST
 
 DAY = 86400
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> sa.engine.Engine:
-    e = create_db_engine(f"sqlite:///{tmp_path / 'clinic.db'}")
-    create_tables(e)
-    return e
 
 
 def add_events(engine: sa.engine.Engine, sender: str, at: float, level: str, symptoms: list[str], text: str = "hi") -> None:

@@ -4,34 +4,19 @@ item and delivers its alert; /health turns 503 when rounds stop succeeding; the 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
 import aiohttp
-import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
 from bot.clinic import alerts, worklist
 from bot.clinic.app import create_app
-from bot.clinic.schema import create_tables
 from bot.clinic.worker import ClinicWorker, heartbeat, serve
 from bot.db import create_db_engine
+from bot.servers import free_port
 from tests.clinic.test_worklist import EMERGENCY_REASON, say
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> sa.engine.Engine:
-    e = create_db_engine(f"sqlite:///{tmp_path / 'clinic.db'}")
-    create_tables(e)
-    return e
 
 
 class Clock:

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from bot.clinic import alerts, indexer, queries, worklist
-from bot.clinic.schema import ALERTS, EVENTS, create_tables, rewind_events_mark
-from bot.db import create_db_engine
+from bot.clinic.schema import ALERTS, EVENTS, rewind_events_mark
 
 EMERGENCY_REASON = "lips blue → skin_discoloration → emergency (emergency symptom)"
 URGENT_REASON = "38.5 °C → fever → urgent (mild symptom, on immunotherapy)"
 CONFIG = alerts.AlertConfig(levels=("emergency", "urgent"), webhook_url="http://127.0.0.1:9/hook")
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> sa.engine.Engine:
-    e = create_db_engine(f"sqlite:///{tmp_path / 'clinic.db'}")
-    create_tables(e)
-    return e
 
 
 def say(engine: sa.engine.Engine, sender: str, at: float, level: str | None, reasons: list[str], test: bool = False) -> None:
